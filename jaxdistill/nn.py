@@ -1,0 +1,214 @@
+"""The ConvNet family used by every method (flax linen), with explicit parameter pytrees.
+
+One network definition serves the study's ConvNet-3/ConvNet-4 (width 128, instance norm, ReLU,
+avg-pool), RCIG's width-doubling variant (no norm, softplus with temperature) and small CPU
+variants. Layout is NHWC; the classifier flattens features in (H, W, C) order.
+
+On XLA:CPU, second-order gradients through ``lax.conv_general_dilated`` take a slow path (about 9x
+slower than the same maths as patches + matmul), so ``conv_impl="auto"`` picks the patch path on
+CPU and the native convolution elsewhere. Both use the same HWIO kernel, so parameters are
+interchangeable between the two paths.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from jaxdistill.errors import ConfigError
+
+Params = Any  # a flax parameter pytree
+
+NORMS = ("instance", "batch", "none")
+ACTS = ("relu", "softplus")
+POOLS = ("avg", "max", "none")
+CONV_IMPLS = ("auto", "lax", "patches")
+
+
+@dataclasses.dataclass(frozen=True)
+class NetConfig:
+    """Architecture of a ConvNet.
+
+    width_growth=2 gives RCIG's widths (w, 2w, 4w, ...). softplus_temp=0 with act="softplus"
+    means plain ReLU (as RCIG's configs do for depth 4/5).
+    """
+
+    num_classes: int
+    width: int = 128
+    depth: int = 3
+    norm: str = "instance"
+    act: str = "relu"
+    softplus_temp: float = 60.0
+    pool: str = "avg"
+    width_growth: int = 1
+    conv_impl: str = "auto"
+
+    def __post_init__(self):
+        for name, value, allowed in (("norm", self.norm, NORMS), ("act", self.act, ACTS),
+                                     ("pool", self.pool, POOLS), ("conv_impl", self.conv_impl, CONV_IMPLS)):
+            if value not in allowed:
+                raise ConfigError(f"network {name}={value!r} is not one of {list(allowed)}")
+        if self.num_classes < 2:
+            raise ConfigError(f"num_classes={self.num_classes} must be >= 2")
+        if self.width < 1 or self.depth < 1:
+            raise ConfigError(f"width={self.width} and depth={self.depth} must be >= 1")
+
+    def replace(self, **kw) -> "NetConfig":
+        return dataclasses.replace(self, **kw)
+
+
+def _torch_uniform(fan_in: int) -> Callable:
+    """PyTorch's default Conv/Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for weights and biases."""
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def resolve_conv_impl(impl: str) -> str:
+    if impl == "auto":
+        return "patches" if jax.default_backend() == "cpu" else "lax"
+    return impl
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, padding: int, impl: str = "auto") -> jax.Array:
+    """Stride-1 'same-style' convolution with symmetric zero padding.
+
+    x: (N, H, W, Cin); kernel: (kh, kw, Cin, Cout) -> (N, H + 2p - kh + 1, W + 2p - kw + 1, Cout).
+    """
+    impl = resolve_conv_impl(impl)
+    if impl == "lax":
+        return jax.lax.conv_general_dilated(
+            x, kernel, window_strides=(1, 1), padding=((padding, padding), (padding, padding)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    kh, kw, cin, cout = kernel.shape
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    ho, wo = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+    # (kh, kw, cin) patch order matches kernel.reshape(kh*kw*cin, cout).
+    patches = jnp.concatenate(
+        [xp[:, i:i + ho, j:j + wo, :] for i in range(kh) for j in range(kw)], axis=-1)
+    return patches @ kernel.reshape(kh * kw * cin, cout)
+
+
+class Conv3x3(nn.Module):
+    features: int
+    padding: int = 1
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x):
+        cin = x.shape[-1]
+        fan_in = 9 * cin
+        kernel = self.param("kernel", _torch_uniform(fan_in), (3, 3, cin, self.features))
+        bias = self.param("bias", _torch_uniform(fan_in), (self.features,))
+        return conv2d(x, kernel, self.padding, self.impl) + bias
+
+
+class Dense(nn.Module):
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        fan_in = x.shape[-1]
+        kernel = self.param("kernel", _torch_uniform(fan_in), (fan_in, self.features))
+        bias = self.param("bias", _torch_uniform(fan_in), (self.features,))
+        return x @ kernel + bias
+
+
+class Norm(nn.Module):
+    """Instance norm (= GroupNorm with one group per channel) or batch-statistics norm, affine.
+
+    Batch norm always uses the statistics of the current batch (no running averages), so the
+    parameters stay a plain pytree for unrolled / vmapped training.
+    """
+
+    kind: str
+    eps: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        axes = (1, 2) if self.kind == "instance" else (0, 1, 2)
+        mean = x.mean(axes, keepdims=True)
+        var = ((x - mean) ** 2).mean(axes, keepdims=True)
+        x = (x - mean) * jax.lax.rsqrt(var + self.eps)
+        scale = self.param("scale", nn.initializers.ones, (c,))
+        bias = self.param("bias", nn.initializers.zeros, (c,))
+        return x * scale + bias
+
+
+def _pool(x, kind):
+    if kind == "none":
+        return x
+    n, h, w, c = x.shape
+    x = x[:, : h // 2 * 2, : w // 2 * 2, :].reshape(n, h // 2, 2, w // 2, 2, c)
+    return x.mean((2, 4)) if kind == "avg" else x.max((2, 4))
+
+
+class ConvNet(nn.Module):
+    """ConvNet-D: D x [conv3x3 -> norm -> act -> pool], flatten, dense.
+
+    Input (N, H, W, C) -> logits (N, num_classes); with return_features also the flattened
+    penultimate features (N, F). A one-channel input gets padding 3 in the first conv (the study's
+    MNIST-size handling: 28x28 behaves like 32x32).
+    """
+
+    cfg: NetConfig
+
+    @nn.compact
+    def __call__(self, x, return_features: bool = False):
+        cfg = self.cfg
+        for d in range(cfg.depth):
+            pad = 3 if (d == 0 and x.shape[-1] == 1) else 1
+            x = Conv3x3(cfg.width * cfg.width_growth ** d, padding=pad, impl=cfg.conv_impl, name=f"conv{d}")(x)
+            if cfg.norm != "none":
+                x = Norm(cfg.norm, name=f"norm{d}")(x)
+            if cfg.act == "relu" or cfg.softplus_temp == 0:
+                x = jax.nn.relu(x)
+            else:
+                x = jax.nn.softplus(cfg.softplus_temp * x) / cfg.softplus_temp
+            x = _pool(x, cfg.pool)
+        feats = x.reshape(x.shape[0], -1)
+        logits = Dense(cfg.num_classes, name="head")(feats)
+        return (logits, feats) if return_features else logits
+
+
+class Net(NamedTuple):
+    """Pure functions of one architecture.
+
+    init(key, input_shape) -> params       input_shape = (H, W, C)
+    apply(params, x) -> logits             x: (N, H, W, C)
+    apply_with_features(params, x) -> (logits (N, K), features (N, F))
+    """
+
+    cfg: NetConfig
+    init: Callable[[jax.Array, tuple], Params]
+    apply: Callable[[Params, jax.Array], jax.Array]
+    apply_with_features: Callable[[Params, jax.Array], tuple]
+
+
+def make_net(cfg: NetConfig) -> Net:
+    module = ConvNet(cfg)
+
+    def init(key, input_shape):
+        if len(input_shape) != 3:
+            raise ConfigError(f"input_shape={tuple(input_shape)} must be (H, W, C)")
+        return module.init(key, jnp.zeros((1, *input_shape), jnp.float32))["params"]
+
+    def apply(params, x):
+        return module.apply({"params": params}, x)
+
+    def apply_with_features(params, x):
+        return module.apply({"params": params}, x, return_features=True)
+
+    return Net(cfg, init, apply, apply_with_features)
+
+
+def num_params(params: Params) -> int:
+    return int(sum(p.size for p in jax.tree_util.tree_leaves(params)))
