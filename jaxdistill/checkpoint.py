@@ -1,0 +1,170 @@
+"""Atomic result files and resumable checkpoints (orbax-checkpoint).
+
+Result files are written to a temporary file in the same directory and renamed into place, so a
+reader never sees a half-written file. Checkpoints keep the last few good steps; a damaged newest
+checkpoint is skipped with a warning and the previous one is used.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from typing import Any, Optional
+
+import jax
+import numpy as np
+
+log = logging.getLogger("jaxdistill")
+
+
+def _tmp_path(path: str) -> str:
+    d = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    os.close(fd)
+    return tmp
+
+
+def _replace(tmp: str, path: str) -> None:
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    tmp = _tmp_path(path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        _replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_json(path: str, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    tmp = _tmp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        _replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_save_npz(path: str, **arrays) -> None:
+    tmp = _tmp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+        _replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, (np.ndarray, jax.Array)):
+        return np.asarray(o).tolist()
+    import dataclasses
+
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    return str(o)
+
+
+def read_json(path: str) -> Optional[dict]:
+    """The JSON at `path`, or None if missing or unreadable (a stage that must be redone)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+class Checkpointer:
+    """Keep-last-k orbax checkpoints of a pytree of arrays, with fallback past damaged steps.
+
+    save(step, tree) writes synchronously (so a SIGKILL right after returns leaves a complete step);
+    restore_latest(template) returns (step, tree) of the newest step that restores, or (None, None).
+    """
+
+    def __init__(self, directory: str, max_to_keep: int = 3):
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        self.directory = os.path.abspath(directory)
+        os.makedirs(self.directory, exist_ok=True)
+        self._mgr = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                                 enable_async_checkpointing=False))
+
+    def all_steps(self) -> list[int]:
+        self._mgr.reload()
+        return sorted(self._mgr.all_steps())
+
+    def save(self, step: int, tree: Any) -> None:
+        tree = jax.tree_util.tree_map(np.asarray, tree)
+        self._mgr.save(step, args=self._ocp.args.StandardSave(tree), force=True)
+        self._mgr.wait_until_finished()
+
+    def restore_latest(self, template: Any) -> tuple[Optional[int], Any]:
+        template = jax.tree_util.tree_map(np.asarray, template)
+        for step in reversed(self.all_steps()):
+            try:
+                tree = self._mgr.restore(step, args=self._ocp.args.StandardRestore(template))
+                ok = all(np.asarray(a).shape == np.asarray(b).shape
+                         for a, b in zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(template)))
+                if not ok:
+                    raise ValueError("restored shapes differ from the template")
+                return step, tree
+            except Exception as e:  # noqa: BLE001 - any failure means this step is unusable
+                log.warning("checkpoint step %d in %s is damaged (%s); trying the previous one",
+                            step, self.directory, str(e).splitlines()[0][:200])
+                shutil.rmtree(os.path.join(self.directory, str(step)), ignore_errors=True)
+                self._mgr.reload()
+        return None, None
+
+    def close(self) -> None:
+        self._mgr.close()
+
+
+class StopRequest:
+    """Turns SIGTERM/SIGINT into a flag a long loop polls, so it can checkpoint and exit cleanly."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+class Interrupted(Exception):
+    """Raised after a stop request has been honoured (state checkpointed)."""

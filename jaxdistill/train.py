@@ -1,0 +1,301 @@
+"""The one training loop: K ConvNets trained at once (vmap), one jitted program per chunk of epochs.
+
+It serves the noisy-data baseline, DATM's experts, DANCE's and RCIG's model pools, the evaluator of
+distilled sets and the Co-teaching/JoCoR baselines' building blocks, so there is one place to make
+training fast. Each model has its own init key, shuffle order and augmentation draws.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxdistill.errors import ConfigError, DataError
+from jaxdistill.nn import Net
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "multistep", "warmup_cosine")
+LOSSES = ("ce", "mse")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train.
+
+    milestones are fractions of the total number of steps (multistep: lr *= gamma at each).
+    sam_rho > 0 turns on sharpness-aware steps; sam_alpha > 0 makes them GSAM (surrogate-gap
+    ascent, as FTD's flat expert trajectories). steps, if set, replaces epochs x steps-per-epoch.
+    """
+
+    epochs: int = 1
+    batch_size: int = 256
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    milestones: tuple = ()
+    gamma: float = 0.1
+    warmup_steps: int = 0
+    cosine_alpha: float = 0.01
+    loss: str = "ce"
+    augment: str = "none"
+    cutmix_p: float = 0.0
+    sam_rho: float = 0.0
+    sam_alpha: float = 0.0
+    sam_adaptive: bool = True
+    steps: Optional[int] = None
+
+    def __post_init__(self):
+        for name, value, allowed in (("optimizer", self.optimizer, OPTIMIZERS),
+                                     ("schedule", self.schedule, SCHEDULES), ("loss", self.loss, LOSSES)):
+            if value not in allowed:
+                raise ConfigError(f"train {name}={value!r} is not one of {list(allowed)}")
+        if self.epochs < 0 or self.batch_size < 1:
+            raise ConfigError(f"epochs={self.epochs} must be >= 0 and batch_size={self.batch_size} >= 1")
+        if not (self.lr > 0):
+            raise ConfigError(f"lr={self.lr} must be > 0")
+
+    def replace(self, **kw) -> "TrainConfig":
+        return dataclasses.replace(self, **kw)
+
+
+class TrainState(NamedTuple):
+    params: Any      # stacked over models: leading axis K
+    opt_state: Any   # stacked over models
+    key: jax.Array   # (K, 2) raw keys
+    step: jax.Array  # (K,) int32
+
+
+class TrainResult(NamedTuple):
+    params: Any                      # stacked, leading axis K
+    state: TrainState
+    snapshots: Optional[list]        # per-epoch stacked params (epoch 0 = init) when asked for
+    history: dict                    # 'loss': (epochs, K); 'test_acc': list of (epoch, (K,)) when eval_data
+
+
+def steps_per_epoch(n: int, batch_size: int) -> tuple[int, int]:
+    """(steps, batch): the whole set as one batch if it fits, else floor(n / batch) batches (drop last)."""
+    if n <= batch_size:
+        return 1, n
+    return n // batch_size, batch_size
+
+
+def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    total_steps = max(int(total_steps), 1)
+    if cfg.schedule == "constant":
+        sched = cfg.lr
+    elif cfg.schedule == "multistep":
+        bounds = {int(round(f * total_steps)): cfg.gamma for f in cfg.milestones}
+        sched = optax.piecewise_constant_schedule(cfg.lr, bounds)
+    else:
+        sched = optax.warmup_cosine_decay_schedule(
+            0.0, cfg.lr, cfg.warmup_steps, max(total_steps, cfg.warmup_steps + 1), cfg.lr * cfg.cosine_alpha)
+    parts = []
+    if cfg.weight_decay > 0:  # torch-style coupled L2: added to the gradient before momentum
+        parts.append(optax.add_decayed_weights(cfg.weight_decay))
+    if cfg.optimizer == "sgd":
+        parts.append(optax.sgd(sched, momentum=cfg.momentum or None))
+    else:
+        parts.append(optax.adam(sched))
+    return optax.chain(*parts)
+
+
+def loss_fn(logits: jax.Array, targets: jax.Array, kind: str) -> jax.Array:
+    """Per-example loss. logits, targets: (B, C) -> (B,). ce: targets are probabilities."""
+    if kind == "ce":
+        return -(targets * jax.nn.log_softmax(logits)).sum(-1)
+    return 0.5 * ((logits - targets) ** 2).sum(-1)
+
+
+def as_targets(y: np.ndarray, num_classes: int) -> np.ndarray:
+    """(N,) int labels -> one-hot (N, C); (N, C) targets pass through."""
+    y = np.asarray(y)
+    if y.ndim == 1:
+        if y.size and (y.min() < 0 or y.max() >= num_classes):
+            raise DataError(f"labels must be in [0, {num_classes}); got min {y.min()}, max {y.max()}")
+        return np.eye(num_classes, dtype=np.float32)[y.astype(np.int64)]
+    if y.ndim != 2 or y.shape[1] != num_classes:
+        raise DataError(f"targets of shape {y.shape} must be (N,) labels or (N, {num_classes})")
+    return y.astype(np.float32)
+
+
+def _sam_grad(grad_fn, params, cfg: TrainConfig):
+    """Gradient of a (G)SAM step. grad_fn(params) -> (loss, grads)."""
+    loss, g = grad_fn(params)
+    if cfg.sam_rho <= 0:
+        return loss, g
+    if cfg.sam_adaptive:
+        scaled = jax.tree_util.tree_map(lambda p, gg: p * p * gg, params, g)
+        norm = optax.global_norm(jax.tree_util.tree_map(lambda p, gg: p * gg, params, g))
+    else:
+        scaled, norm = g, optax.global_norm(g)
+    eps = jax.tree_util.tree_map(lambda s: cfg.sam_rho * s / (norm + 1e-12), scaled)
+    _, gp = grad_fn(jax.tree_util.tree_map(jnp.add, params, eps))
+    if cfg.sam_alpha <= 0:
+        return loss, gp
+    # GSAM: descend the perturbed loss and ascend the surrogate gap along g's part orthogonal to gp.
+    dot = sum(jnp.vdot(a, b) for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(gp)))
+    gp_sq = sum(jnp.vdot(b, b) for b in jax.tree_util.tree_leaves(gp)) + 1e-12
+    g_orth = jax.tree_util.tree_map(lambda a, b: a - dot / gp_sq * b, g, gp)
+    return loss, jax.tree_util.tree_map(lambda b, o: b - cfg.sam_alpha * o, gp, g_orth)
+
+
+def make_epoch_fn(net: Net, cfg: TrainConfig, n: int, tx: optax.GradientTransformation) -> Callable:
+    """Returns jitted `run(state, x, t, num_epochs) -> (state, losses (num_epochs, K))` (num_epochs static)."""
+    n_steps, batch = steps_per_epoch(n, cfg.batch_size)
+    augment = None
+    if cfg.augment != "none":
+        from jaxdistill.augment import get_augment
+
+        augment = get_augment(cfg.augment)
+
+    def one_model_epoch(params, opt_state, key, step, x, t):
+        key, perm_key = jax.random.split(key)
+        perm = jax.random.permutation(perm_key, n)[: n_steps * batch].reshape(n_steps, batch)
+
+        def body(carry, idx):
+            params, opt_state, key, step = carry
+            key, k_aug, k_mix = jax.random.split(key, 3)
+            xb, tb = x[idx], t[idx]
+            if augment is not None:
+                xb = augment(k_aug, xb)
+            if cfg.cutmix_p > 0:
+                from jaxdistill.augment import cutmix
+
+                xb, tb = cutmix(k_mix, xb, tb, 1.0, cfg.cutmix_p)
+
+            def grad_fn(p):
+                return jax.value_and_grad(lambda q: loss_fn(net.apply(q, xb), tb, cfg.loss).mean())(p)
+
+            loss, grads = _sam_grad(grad_fn, params, cfg)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            return (params, opt_state, key, step + 1), loss
+
+        (params, opt_state, key, step), losses = jax.lax.scan(body, (params, opt_state, key, step), perm)
+        return params, opt_state, key, step, losses.mean()
+
+    vm = jax.vmap(one_model_epoch, in_axes=(0, 0, 0, 0, None, None))
+
+    def run(state: TrainState, x, t, num_epochs: int):
+        def ep(state, _):
+            params, opt_state, key, step, loss = vm(state.params, state.opt_state, state.key, state.step, x, t)
+            return TrainState(params, opt_state, key, step), loss
+
+        return jax.lax.scan(ep, state, None, length=num_epochs)
+
+    return jax.jit(run, static_argnums=3, donate_argnums=0)
+
+
+def init_state(net: Net, cfg: TrainConfig, key: jax.Array, num_models: int, input_shape: tuple,
+               tx: optax.GradientTransformation, init_params: Any = None) -> TrainState:
+    k_init, k_run = jax.random.split(key)
+    if init_params is None:
+        init_params = jax.vmap(lambda k: net.init(k, input_shape))(jax.random.split(k_init, num_models))
+    opt_state = jax.vmap(tx.init)(init_params)
+    keys = jax.random.split(k_run, num_models)
+    return TrainState(init_params, opt_state, keys, jnp.zeros((num_models,), jnp.int32))
+
+
+def train_models(net: Net, x, y, cfg: TrainConfig, key: jax.Array, num_models: int = 1, *,
+                 snapshots: bool = False, init_params: Any = None, state: Optional[TrainState] = None,
+                 start_epoch: int = 0, eval_data: Optional[tuple] = None, eval_every: int = 0,
+                 on_epoch: Optional[Callable[[int, TrainState], None]] = None,
+                 progress: bool | str = False, num_classes: Optional[int] = None) -> TrainResult:
+    """Train `num_models` nets on (x, y) from independent inits.
+
+    x: (N, H, W, C); y: (N,) int labels or (N, C) targets (probabilities for 'ce', values for 'mse').
+    snapshots: keep stacked params after every epoch (index 0 = initialisation) in memory.
+    on_epoch(epoch, state): called after each epoch (epoch counts from 1), e.g. to store snapshots or
+    checkpoint; passing state + start_epoch resumes. eval_data=(x_test, y_test) with eval_every=k records
+    test accuracy every k epochs and after the last one.
+    """
+    x = jnp.asarray(x, jnp.float32)
+    if x.ndim != 4:
+        raise DataError(f"x must be (N, H, W, C); got shape {x.shape}")
+    c = num_classes or net.cfg.num_classes
+    t = jnp.asarray(as_targets(y, c))
+    if t.shape[0] != x.shape[0]:
+        raise DataError(f"x has {x.shape[0]} rows but y has {t.shape[0]}")
+    n = x.shape[0]
+    n_steps, _ = steps_per_epoch(n, cfg.batch_size)
+    epochs = cfg.epochs if cfg.steps is None else math.ceil(cfg.steps / n_steps)
+    tx = make_optimizer(cfg, epochs * n_steps)
+    if state is None:
+        state = init_state(net, cfg, key, num_models, tuple(x.shape[1:]), tx, init_params)
+    run = make_epoch_fn(net, cfg, n, tx)
+    snaps = [jax.device_get(state.params)] if snapshots and start_epoch == 0 else ([] if snapshots else None)
+    history: dict = {"loss": [], "test_acc": []}
+
+    # Chunk epochs into one jitted call where nothing needs to happen between them.
+    per_call = 1 if (snapshots or on_epoch is not None) else max(1, eval_every or min(epochs, 50))
+    bar = _progress(progress, epochs - start_epoch)
+    epoch = start_epoch
+    while epoch < epochs:
+        k = min(per_call, epochs - epoch)
+        state, losses = run(state, x, t, k)
+        epoch += k
+        history["loss"].extend(np.asarray(losses).tolist())
+        if snapshots:
+            snaps.append(jax.device_get(state.params))
+        if on_epoch is not None:
+            on_epoch(epoch, state)
+        if eval_data is not None and eval_every and (epoch % eval_every == 0 or epoch == epochs):
+            history["test_acc"].append((epoch, accuracy(net, state.params, *eval_data).tolist()))
+        if bar is not None:
+            bar.update(k)
+            bar.set_postfix(loss=f"{float(np.mean(losses[-1])):.3f}")
+    if bar is not None:
+        bar.close()
+    return TrainResult(state.params, state, snaps, history)
+
+
+def _progress(progress, total):
+    if not progress or total <= 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=progress if isinstance(progress, str) else "train", unit="ep",
+                leave=False, dynamic_ncols=True)
+
+
+def predict(net: Net, params_stacked: Any, x, batch: int = 1000) -> jax.Array:
+    """Logits of every model: (K, N, num_classes). Runs in fixed-size chunks (pads the last)."""
+    x = jnp.asarray(x, jnp.float32)
+    n = x.shape[0]
+    b = min(batch, n)
+    pad = (-n) % b
+    xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
+    out = _predict_chunks(net, params_stacked, xp.reshape(-1, b, *x.shape[1:]))
+    return out[:, :n]
+
+
+def _predict_chunks(net, params_stacked, xs):
+    @jax.jit
+    def f(params_stacked, xs):
+        per_model = lambda p: jax.lax.map(lambda xb: net.apply(p, xb), xs)  # (chunks, b, C)
+        out = jax.vmap(per_model)(params_stacked)
+        return out.reshape(out.shape[0], -1, out.shape[-1])
+
+    return f(params_stacked, xs)
+
+
+def accuracy(net: Net, params_stacked: Any, x, y, batch: int = 1000) -> np.ndarray:
+    """Test accuracy of each model, (K,), in [0, 1]."""
+    logits = predict(net, params_stacked, x, batch)
+    return np.asarray((jnp.argmax(logits, -1) == jnp.asarray(y)[None]).mean(-1))
+
+
+def timed(fn: Callable, *args, **kw):
+    """(result, seconds) with device sync."""
+    t0 = time.perf_counter()
+    out = fn(*args, **kw)
+    jax.block_until_ready(jax.tree_util.tree_leaves(out))
+    return out, time.perf_counter() - t0
