@@ -30,7 +30,8 @@ from jaxdistill.errors import NoiseError
 __all__ = [
     "KINDS", "NoiseSpec", "NoiseResult", "parse_noise_spec", "transition_matrix", "apply_noise",
     "empirical_transition", "format_transition", "asymmetric_map", "asymmetric_datasets",
-    "CIFAR100_SUPERCLASSES", "CIFAR100_COARSE_OF_FINE",
+    "CIFAR100_SUPERCLASSES", "CIFAR100_COARSE_OF_FINE", "sample_exact", "sample_exact_reference",
+    "validate_transition", "load_matrix_file",
 ]
 
 KINDS = ("clean", "symmetric", "asymmetric", "pairflip", "instance", "natural", "matrix")
@@ -322,7 +323,9 @@ def sample_exact(labels: np.ndarray, P: np.ndarray, seed: int = 0) -> np.ndarray
 
     The speed-up is only in Python overhead (rows pre-split into contiguous arrays, ``size=None`` calls
     through ``map``, one int list): ``multinomial(1, p)`` and ``multinomial(1, p, 1)`` consume the same
-    draws. Emulating numpy's binomial-chain draws in vectorized form was measured not to beat this.
+    draws. Measured on 50000 CIFAR labels, symmetric:0.4, 2 shared CPU cores: CIFAR-10 0.05-0.10 s vs
+    0.14-0.23 s for the verbatim loop; CIFAR-100 0.12-0.27 s vs 0.19-0.34 s (there numpy's own 99-step
+    binomial chain per call dominates, which no exact re-implementation in Python would beat).
     """
     rs = np.random.RandomState(seed)
     P = np.ascontiguousarray(P, dtype=np.float64)
@@ -367,24 +370,29 @@ def _instance_noise(y: np.ndarray, images, rate: float, num_classes: int, seed: 
     """
     N, C = y.shape[0], num_classes
     x = np.asarray(images)
-    if x.shape[0] != N:
-        raise NoiseError(f"images has {x.shape[0]} samples but labels has {N}; they must match")
-    x = x.reshape(N, -1).astype(np.float64)
-    if not np.all(np.isfinite(x)):
-        raise NoiseError("images contain non-finite values; instance noise needs finite pixels")
+    if x.ndim < 1 or x.shape[0] != N:
+        raise NoiseError(f"images has shape {x.shape} ({x.shape[0] if x.ndim else 0} samples) but labels has "
+                         f"{N} samples; they must match")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise NoiseError(f"images must be numeric, got dtype {x.dtype}")
+    x = x.reshape(N, -1)
     if rate == 0.0:
         return y.copy()
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     ss_q, ss_w, ss_u = np.random.SeedSequence([seed, 0x1A5]).spawn(3)
     q = _truncated_normal(np.random.default_rng(ss_q), rate, INSTANCE_RATE_STD, N)
     probs = np.empty((N, C))
-    # per class: W_c depends only on (seed, c), so adding samples of one class never changes another's
+    # per class: W_c depends only on (seed, c), so adding samples of one class never changes another's;
+    # working one class at a time also keeps float64 copies of the images small (CIFAR: 5000 x 3072)
     for c, ss_c in enumerate(ss_w.spawn(C)):
         idx = np.flatnonzero(y == c)
         if idx.size == 0:
             continue
+        xc = x[idx].astype(np.float64)
+        if not np.all(np.isfinite(xc)):
+            raise NoiseError(f"images of class {c} contain non-finite values; instance noise needs finite pixels")
+        xc /= np.maximum(np.linalg.norm(xc, axis=1, keepdims=True), 1e-12)
         W = np.random.default_rng(ss_c).standard_normal((x.shape[1], C))
-        logits = x[idx] @ W
+        logits = xc @ W
         logits[:, c] = -np.inf
         logits -= logits.max(axis=1, keepdims=True)
         e = np.exp(logits)

@@ -358,6 +358,10 @@ def test_instance_needs_images(tiny_images):
         apply_noise(y, "instance:0.2", 10)
     with pytest.raises(NoiseError, match="4 samples"):
         apply_noise(y, "instance:0.2", 10, images=np.zeros((4, 2, 2, 1)))
+    bad = np.zeros((len(y), 2, 2, 1))
+    bad[np.flatnonzero(y == 3)[0], 0, 0, 0] = np.nan
+    with pytest.raises(NoiseError, match="class 3 contain non-finite"):
+        apply_noise(y, "instance:0.2", 10, images=bad)
 
 
 # ----------------------------------------------------------------------------------- natural noise
