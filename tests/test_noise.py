@@ -1,5 +1,4 @@
 """Tests for jaxdistill.noise: the study's realized rates, matrix structure, samplers and every bad input."""
-import math
 import os
 
 import chex
