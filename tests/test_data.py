@@ -12,7 +12,7 @@ from jaxdistill.data import (Dataset, check_ipc, class_buckets, list_datasets, l
                              parse_idx, read_idx, stratified_split)
 from jaxdistill.data import idx as idx_mod
 from jaxdistill.data.tfds_sources import _id_order
-from jaxdistill.errors import ConfigError, DataError
+from jaxdistill.errors import ConfigError, DataError, NoiseError
 
 DEBIAN = "/usr/share/datasets/fashion-mnist"
 
@@ -106,8 +106,11 @@ def test_fashion_real_debian_files(monkeypatch):
     assert abs(float(ds.x_train.mean()) - 0.2860) < 1e-3   # the published Fashion-MNIST mean
 
 
-def test_fashion_missing_says_how_to_get_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize("tfds_installed", [True, False])
+def test_fashion_missing_says_how_to_get_it(tmp_path, monkeypatch, tfds_installed):
     monkeypatch.delenv("JAXDISTILL_DATA_DIR", raising=False)
+    if not tfds_installed:   # the GPU machine has no tensorflow: the IDX path must not need it
+        monkeypatch.setitem(__import__("sys").modules, "tensorflow_datasets", None)
     monkeypatch.setattr(idx_mod, "DEBIAN_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(DataError) as e:
         load_dataset("fashion_mnist", data_dir=tmp_path)
@@ -417,5 +420,8 @@ def test_make_noisy_data_natural_variant():
                  np.zeros(2, np.int32), 4, list("abcd"), natural_labels={"aggre": nat.astype(np.int32)})
     nd = make_noisy_data(ds, "natural:aggre")
     np.testing.assert_array_equal(nd.y_noisy, nat)
+    np.testing.assert_array_equal(make_noisy_data(ds, "natural:aggre_label").y_noisy, nat)   # tfds key alias
+    with pytest.raises(NoiseError, match="worse"):
+        make_noisy_data(ds, "natural:worse")
     nd = make_noisy_data(ds, "natural:aggre", subset=8)
     np.testing.assert_array_equal(nd.y_noisy, nat[nd.train_index])

@@ -75,6 +75,12 @@ def make_noisy_data(ds: Dataset, noise_spec, seed: int = 0, val_fraction: float 
     x = ds.x_train[idx]
     y_given = ds.y_train[idx]
     natural = {k: np.asarray(v)[idx] for k, v in (ds.natural_labels or {}).items()}
+    if spec.kind == "natural" and spec.variant not in natural:
+        # Accept the tfds key too ('natural:aggre_label' == 'natural:aggre').
+        from jaxdistill.data.tfds_sources import CIFAR10N_KEYS, CIFAR100N_KEYS
+        alias = {**CIFAR10N_KEYS, **CIFAR100N_KEYS}.get(spec.variant)
+        if alias in natural:
+            natural[spec.variant] = natural[alias]
     y_true = (ds.y_train_true[idx] if ds.y_train_true is not None else y_given).astype(np.int32)
     result = noise_mod.apply_noise(y_given, spec, ds.num_classes, dataset=ds.name, seed=seed,
                                    images=x, natural=natural or None)
@@ -99,6 +105,6 @@ def make_noisy_data(ds: Dataset, noise_spec, seed: int = 0, val_fraction: float 
         name=ds.name, x_train=x, y_noisy=y_noisy, y_true=y_true, x_test=ds.x_test, y_test=ds.y_test,
         num_classes=ds.num_classes, class_names=list(ds.class_names), noise=result,
         x_val=x_val, y_val=y_val, y_val_true=y_val_true, train_index=train_index, val_index=val_index,
-        meta={**ds.meta, "noise_spec": str(noise_spec), "seed": seed, "val_fraction": float(val_fraction),
+        meta={**ds.meta, "noise_spec": str(spec), "seed": seed, "val_fraction": float(val_fraction),
               "subset": subset},
     )
