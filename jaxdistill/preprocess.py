@@ -53,6 +53,20 @@ class Preprocessor:
     eps: float | None = None
 
     # ---- transforms -------------------------------------------------------------------------
+    def _param(self, name: str, xp, dt):
+        """Stored array `name` as `xp` array of dtype dt; jax copies are cached so a (D, D) ZCA matrix
+        goes to the device once, not on every call."""
+        v = getattr(self, name)
+        if xp is np:
+            return v.astype(dt, copy=False)
+        cache = self.__dict__.setdefault("_jax_cache", {})
+        key = (name, np.dtype(dt).name)
+        if key not in cache:
+            import jax
+            with jax.ensure_compile_time_eval():  # concrete even when first called under jit
+                cache[key] = xp.asarray(v, dtype=dt)
+        return cache[key]
+
     def _check(self, x):
         if self.shape is not None and tuple(x.shape[-3:]) != tuple(self.shape):
             raise DataError(f"preprocessor {self.kind!r} was fitted on images {tuple(self.shape)}, got "
@@ -63,9 +77,7 @@ class Preprocessor:
         lead = x.shape[:-3]
         flat = x.reshape((-1, int(np.prod(self.shape))))
         dt = flat.dtype if flat.dtype in (np.float32, np.float64) else np.float32
-        u = xp.asarray(self.zca_u, dtype=dt)
-        w = xp.asarray(self.zca_w, dtype=dt)
-        m = xp.asarray(self.zca_mean, dtype=dt)
+        u, w, m = (self._param(k, xp, dt) for k in ("zca_u", "zca_w", "zca_mean"))
         flat = flat.astype(dt)
         if forward:
             out = ((flat - m) @ u * w) @ u.T
@@ -81,7 +93,7 @@ class Preprocessor:
         xp = _xp(x)
         if self.mean is not None:
             dt = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
-            x = (x.astype(dt) - xp.asarray(self.mean, dt)) / xp.asarray(self.std, dt)
+            x = (x.astype(dt) - self._param("mean", xp, dt)) / self._param("std", xp, dt)
         if self.zca_u is not None:
             x = self._zca(x, forward=True)
         return x
@@ -96,7 +108,7 @@ class Preprocessor:
             x = self._zca(x, forward=False)
         if self.mean is not None:
             dt = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
-            x = x.astype(dt) * xp.asarray(self.std, dt) + xp.asarray(self.mean, dt)
+            x = x.astype(dt) * self._param("std", xp, dt) + self._param("mean", xp, dt)
         return x
 
     __call__ = apply

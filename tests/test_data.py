@@ -370,6 +370,8 @@ def test_make_noisy_data_noise_only_on_train(digits):
     assert nd.x_test is digits.x_test and nd.y_test is digits.y_test
     assert nd.noise_rate == pytest.approx(oracle.realized_rate) and 0.25 < nd.noise_rate < 0.45
     assert nd.y_noisy.dtype == np.int32 and nd.x_val is None
+    assert nd.x_train is digits.x_train                       # no copy without subset/val split
+    np.testing.assert_array_equal(digits.y_train, load_dataset("digits").y_train)   # source untouched
 
 
 def test_make_noisy_data_val_split(digits):

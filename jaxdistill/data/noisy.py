@@ -72,16 +72,18 @@ def make_noisy_data(ds: Dataset, noise_spec, seed: int = 0, val_fraction: float 
         raise ConfigError(f"val_fraction={val_fraction!r}; allowed a float in [0, 1)")
 
     spec = noise_mod.parse_noise_spec(noise_spec)
-    x = ds.x_train[idx]
-    y_given = ds.y_train[idx]
-    natural = {k: np.asarray(v)[idx] for k, v in (ds.natural_labels or {}).items()}
+    # Without a subset, share the source arrays (no copy of a multi-GB image array).
+    take = (lambda a: a) if subset is None else (lambda a: np.asarray(a)[idx])  # noqa: E731
+    x = take(ds.x_train)
+    y_given = take(ds.y_train)
+    natural = {k: take(v) for k, v in (ds.natural_labels or {}).items()}
     if spec.kind == "natural" and spec.variant not in natural:
         # Accept the tfds key too ('natural:aggre_label' == 'natural:aggre').
         from jaxdistill.data.tfds_sources import CIFAR10N_KEYS, CIFAR100N_KEYS
         alias = {**CIFAR10N_KEYS, **CIFAR100N_KEYS}.get(spec.variant)
         if alias in natural:
             natural[spec.variant] = natural[alias]
-    y_true = (ds.y_train_true[idx] if ds.y_train_true is not None else y_given).astype(np.int32)
+    y_true = (take(ds.y_train_true) if ds.y_train_true is not None else y_given).astype(np.int32)
     result = noise_mod.apply_noise(y_given, spec, ds.num_classes, dataset=ds.name, seed=seed,
                                    images=x, natural=natural or None)
     if ds.y_train_true is not None and getattr(spec, "kind", None) == "clean":
