@@ -1,0 +1,3 @@
+from jaxdistill.cli import main
+import sys
+sys.exit(main())

@@ -1,0 +1,219 @@
+"""The main job: noise -> baseline -> distill each method -> evaluate -> report, resumable by stage.
+
+Every stage writes its result atomically under the output directory; a re-run with the same config
+loads finished stages instead of recomputing them, and an interrupted distillation resumes from its
+own checkpoints (each method's `workdir`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+import zlib
+from typing import Optional
+
+import jax
+import numpy as np
+
+from jaxdistill.checkpoint import atomic_save_npz, atomic_write_json, read_json
+from jaxdistill.errors import ConfigError
+
+log = logging.getLogger("jaxdistill")
+
+PRESETS = ("quick", "paper")
+EXTRA_METHODS = ("coteaching", "jocor")  # noisy-label training baselines, not distillers
+# quick preset: a class-stratified training subset so the default job fits a 2-core CPU.
+QUICK_SUBSET = {"fashion_mnist": 5000, "cifar10": 5000, "cifar100": 10000, "cifar10_n": 5000,
+                "cifar100_n": 10000, "tiny_imagenet": 10000}
+
+
+@dataclasses.dataclass(frozen=True)
+class DenoiseConfig:
+    """One run of the main job. protocols: 'standard' (common, hard labels) and/or 'own' (the method's)."""
+
+    dataset: str = "fashion_mnist"
+    noise: str = "symmetric:0.4"
+    methods: tuple = ("datm", "dance", "rcig")
+    ipc: int = 10
+    preset: str = "quick"
+    seed: int = 0
+    k: int = 5
+    subset: Optional[int] = None
+    val_fraction: float = 0.1
+    protocols: tuple = ("standard", "own")
+    clean_baseline: bool = True
+    data_dir: Optional[str] = None
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ConfigError(f"preset={self.preset!r} is not one of {list(PRESETS)}")
+        if not isinstance(self.ipc, int) or self.ipc < 1:
+            raise ConfigError(f"ipc={self.ipc!r} must be an integer >= 1")
+        if not isinstance(self.k, int) or self.k < 1:
+            raise ConfigError(f"k={self.k!r} evaluation nets must be an integer >= 1")
+        for p in self.protocols:
+            if p not in ("standard", "own"):
+                raise ConfigError(f"protocol {p!r} is not one of ['standard', 'own']")
+        if not self.methods:
+            raise ConfigError("methods is empty; give at least one of datm, dance, rcig, coteaching, jocor")
+
+    def effective_subset(self) -> Optional[int]:
+        if self.subset is not None:
+            return self.subset or None
+        return QUICK_SUBSET.get(self.dataset) if self.preset == "quick" else None
+
+
+def stage_key(seed: int, name: str) -> jax.Array:
+    """A key per stage that does not depend on which other stages ran (so resume is exact)."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
+def load_noisy_data(dataset: str, noise: str, seed: int = 0, subset: Optional[int] = None,
+                    val_fraction: float = 0.0, data_dir: Optional[str] = None):
+    from jaxdistill.data import load_dataset, make_noisy_data
+
+    ds = load_dataset(dataset, data_dir=data_dir)
+    return make_noisy_data(ds, noise, seed=seed, val_fraction=val_fraction, subset=subset)
+
+
+def _check_methods(methods) -> None:
+    from jaxdistill.methods.base import list_methods
+
+    allowed = list_methods() + list(EXTRA_METHODS)
+    for m in methods:
+        if m not in allowed:
+            raise ConfigError(f"unknown method {m!r}; allowed: {allowed}")
+
+
+def own_protocol(method: str) -> str:
+    return method if method in ("datm", "dance", "rcig") else "standard"
+
+
+class Stages:
+    """Finished-stage cache under out_dir/stages/*.json."""
+
+    def __init__(self, out_dir: str):
+        self.dir = os.path.join(out_dir, "stages")
+        os.makedirs(self.dir, exist_ok=True)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.dir, name.replace("/", "_") + ".json")
+
+    def get(self, name: str) -> Optional[dict]:
+        return read_json(self.path(name))
+
+    def put(self, name: str, value: dict) -> dict:
+        atomic_write_json(self.path(name), value)
+        return value
+
+
+def _config_guard(out_dir: str, cfg: DenoiseConfig) -> None:
+    path = os.path.join(out_dir, "config.json")
+    mine = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    old = read_json(path)
+    if old is not None and old != mine:
+        diff = {k: (old.get(k), mine.get(k)) for k in set(old) | set(mine) if old.get(k) != mine.get(k)}
+        raise ConfigError(f"{out_dir!r} holds a run with a different config {diff} (old, new); "
+                          "use another --out or delete it")
+    if old is None:
+        atomic_write_json(path, mine)
+
+
+def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=print) -> dict:
+    """Run (or resume) the whole job; returns the results.json document."""
+    from jaxdistill.baseline import get_baseline_config, run_baseline
+    from jaxdistill.evaluate import evaluate
+    from jaxdistill.methods.base import DistilledSet, distill, get_config
+    from jaxdistill import report
+
+    _check_methods(cfg.methods)
+    os.makedirs(out_dir, exist_ok=True)
+    _config_guard(out_dir, cfg)
+    stages = Stages(out_dir)
+    timings: dict = {}
+
+    t0 = time.perf_counter()
+    data = load_noisy_data(cfg.dataset, cfg.noise, cfg.seed, cfg.effective_subset(), cfg.val_fraction, cfg.data_dir)
+    timings["data + noise"] = time.perf_counter() - t0
+    noise = report.noise_entry(data)
+    atomic_save_npz(os.path.join(out_dir, "noisy_labels.npz"), y_noisy=data.y_noisy,
+                    y_true=data.y_true if data.y_true is not None else np.zeros(0, np.int32),
+                    train_index=data.train_index if data.train_index is not None else np.zeros(0, np.int64))
+    if data.noise is not None:
+        report.plot_transition(os.path.join(out_dir, "noise.png"), data.noise.transition, data.class_names,
+                               f"{cfg.dataset}, {noise.get('spec')}: realized rate {100 * noise['realized']:.2f}%")
+    echo(f"data: {cfg.dataset}, {len(data.y_noisy)} training images, noise {noise.get('spec')} "
+         f"(realized {100 * (noise['realized'] or 0):.2f}%)")
+
+    results: dict = {}
+    # 1. baselines on the full noisy set (and clean labels)
+    b = stages.get("baseline")
+    if b is None:
+        t = time.perf_counter()
+        b = run_baseline(data, get_baseline_config(cfg.dataset, cfg.preset), stage_key(cfg.seed, "baseline"),
+                         clean=cfg.clean_baseline, progress=progress)
+        b = stages.put("baseline", {"results": b, "seconds": time.perf_counter() - t})
+    timings["baseline"] = b["seconds"]
+    for name, r in b["results"].items():
+        results[name] = {**r, "method": name.replace("_", " "), "protocol": "full data"}
+    echo(f"baseline (full noisy data): {100 * results['baseline_noisy']['acc_mean']:.2f}%")
+
+    # 2. each method: distill (resumable inside its workdir), then evaluate
+    for method in cfg.methods:
+        if method in EXTRA_METHODS:
+            r = stages.get(method)
+            if r is None:
+                t = time.perf_counter()
+                r = _run_extra(method, data, cfg, stage_key(cfg.seed, method))
+                r["seconds"] = time.perf_counter() - t
+                stages.put(method, r)
+            timings[method] = r["seconds"]
+            results[method] = {**r, "method": method, "protocol": "full data"}
+            continue
+        workdir = os.path.join(out_dir, method)
+        path = os.path.join(workdir, "distilled.npz")
+        st = stages.get(f"distill_{method}")
+        if st is None or not os.path.exists(path):
+            mcfg = get_config(method, cfg.dataset, cfg.ipc, cfg.preset)
+            t = time.perf_counter()
+            ds = distill(method, mcfg, data, stage_key(cfg.seed, f"distill/{method}"), workdir=workdir)
+            if not os.path.exists(path):
+                ds.save(path)
+            st = stages.put(f"distill_{method}", {"seconds": time.perf_counter() - t,
+                                                  "config": dataclasses.asdict(mcfg)})
+        timings[f"distill {method}"] = st["seconds"]
+        ds = DistilledSet.load(path)
+        report.plot_distilled(os.path.join(out_dir, f"distilled_{method}.png"), ds.to_pixels(), ds.labels,
+                              data.class_names, f"{method.upper()}, {cfg.dataset}, {noise.get('spec')}, IPC {cfg.ipc}")
+        for proto in cfg.protocols:
+            pname = "standard" if proto == "standard" else own_protocol(method)
+            key = f"eval_{method}_{pname}"
+            r = stages.get(key)
+            if r is None:
+                ev = evaluate(ds, data, pname, stage_key(cfg.seed, key), k=cfg.k, preset=cfg.preset,
+                              progress=progress and f"eval {method}/{pname}")
+                r = stages.put(key, ev.to_dict())
+            timings[f"eval {method}/{pname}"] = r["seconds"]
+            results[f"{method}/{pname}"] = {**r, "method": method, "ipc": cfg.ipc,
+                                            "seconds": r["seconds"] + st["seconds"]}
+            echo(f"{method} ({pname} protocol): {100 * r['acc_mean']:.2f} +- {100 * r['acc_std']:.2f}%")
+
+    doc = report.write_results(os.path.join(out_dir, "results.json"), dataclasses.asdict(cfg), noise, results,
+                               timings=timings, seed=cfg.seed)
+    report.write_report(out_dir, doc)
+    return doc
+
+
+def _run_extra(method: str, data, cfg: DenoiseConfig, key) -> dict:
+    """Co-teaching / JoCoR: trained on the full noisy set with the baseline's net and budget."""
+    try:
+        from jaxdistill.baselines import coteaching, jocor
+    except ImportError as e:  # pragma: no cover - the module ships with the package
+        raise ConfigError(f"method {method!r} is not available: {e}") from e
+    mod = {"coteaching": coteaching, "jocor": jocor}[method]
+    get_cfg = getattr(mod, f"get_{method}_config")
+    train = getattr(mod, f"train_{method}")
+    out = train(data, get_cfg(cfg.dataset, cfg.preset), key)
+    return {k: v for k, v in out.items() if isinstance(v, (int, float, str, list, dict, type(None)))}

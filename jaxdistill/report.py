@@ -1,0 +1,216 @@
+"""One report module: results.json schema, report.md, and the pictures a person looks at."""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from typing import Optional
+
+import numpy as np
+
+from jaxdistill.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+SCHEMA_VERSION = 1
+
+
+def versions() -> dict:
+    """Package versions and the device, recorded beside every result."""
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    import importlib.metadata as md
+
+    for pkg in ("jaxdistill", "jax", "jaxlib", "flax", "optax", "chex", "numpy", "orbax-checkpoint",
+                "neural-tangents", "tensorflow-datasets"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    try:
+        import jax
+
+        d = jax.devices()[0]
+        out["device"] = f"{d.platform}:{getattr(d, 'device_kind', '')}"
+        out["device_count"] = jax.device_count()
+    except Exception:  # noqa: BLE001 - recording must never fail a run
+        out["device"] = "unknown"
+    return out
+
+
+def noise_entry(data) -> dict:
+    """{"type", "rate", "realized", "seed"} of a NoisyData's noise."""
+    nr = getattr(data, "noise", None)
+    if nr is None:
+        return {"type": "clean", "rate": 0.0, "realized": data.noise_rate, "seed": None}
+    spec = nr.spec
+    return {"type": spec.kind, "rate": spec.rate, "variant": spec.variant, "spec": str(spec),
+            "realized": float(nr.realized_rate), "seed": int(nr.seed)}
+
+
+def acc_entry(accs, **extra) -> dict:
+    accs = np.asarray(accs, np.float64)
+    return {"acc_mean": float(accs.mean()), "acc_std": float(accs.std()), "accs": [float(a) for a in accs], **extra}
+
+
+def write_results(path: str, config: dict, noise: dict, results: dict, **extra) -> dict:
+    doc = {"schema": SCHEMA_VERSION, "config": config, "noise": noise, "results": results,
+           "versions": versions(), **extra}
+    atomic_write_json(path, doc)
+    return doc
+
+
+# ------------------------------------------------------------------------------------------ report.md
+def _pct(x: Optional[float]) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def results_table(results: dict, baseline_key: str = "baseline_noisy", timings: Optional[dict] = None) -> str:
+    """Markdown: method | IPC | protocol | accuracy (%) | gap to the full-noisy baseline | time."""
+    base = results.get(baseline_key, {}).get("acc_mean")
+    rows = ["| method | IPC | protocol | accuracy % (mean +- std) | vs full-noisy baseline | time |",
+            "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        if "acc_mean" not in r:
+            continue
+        gap = "-" if base is None or name == baseline_key else f"{100 * (r['acc_mean'] - base):+.2f}"
+        secs = r.get("seconds")
+        if secs is None and timings:
+            secs = timings.get(r.get("method", name))
+        rows.append(f"| {r.get('method', name)} | {r.get('ipc', '-')} | {r.get('protocol', '-')} | "
+                    f"{_pct(r['acc_mean'])} +- {_pct(r['acc_std'])} | {gap} | {_fmt_secs(secs)} |")
+    return "\n".join(rows)
+
+
+def _fmt_secs(s) -> str:
+    if s is None:
+        return "-"
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def findings(results: dict, noise: dict) -> list[str]:
+    """Plain sentences on what the figures say (no claim beyond the numbers in the table)."""
+    out = []
+    base = results.get("baseline_noisy")
+    clean = results.get("baseline_clean")
+    if base:
+        out.append(f"Training on all {noise.get('spec', noise.get('type'))} labels (realized noise "
+                   f"{_pct(noise.get('realized'))}%) gives {_pct(base['acc_mean'])}%"
+                   + (f"; the clean-label upper bound is {_pct(clean['acc_mean'])}%." if clean else "."))
+        sel = results.get("baseline_noisy_valselected")
+        if sel:
+            out.append(f"Stopping at the epoch a noisy validation split picks gives {_pct(sel['acc_mean'])}%.")
+    for name, r in results.items():
+        if name.startswith("baseline") or "acc_mean" not in r or not base:
+            continue
+        d = 100 * (r["acc_mean"] - base["acc_mean"])
+        spread = 100 * (r["acc_std"] + base["acc_std"])
+        verdict = ("beats" if d > spread else "falls short of" if d < -spread else "is within the spread of")
+        out.append(f"{r.get('method', name)} ({r.get('protocol', '-')} protocol) {verdict} the full-noisy baseline "
+                   f"({d:+.2f} points).")
+    return out
+
+
+def write_report(out_dir: str, doc: dict, title: str = "jaxdistill denoise") -> str:
+    cfg, noise, results = doc["config"], doc["noise"], doc["results"]
+    lines = [f"# {title}", "",
+             f"Data set **{cfg.get('dataset')}**, noise **{noise.get('spec', noise.get('type'))}** "
+             f"(realized {_pct(noise.get('realized'))}%, seed {noise.get('seed')}), preset **{cfg.get('preset')}**, "
+             f"IPC {cfg.get('ipc')}, {cfg.get('k')} evaluation nets per figure, device "
+             f"{doc['versions'].get('device')}.", "",
+             results_table(results), "", "## What the figures say", ""]
+    lines += [f"- {s}" for s in findings(results, noise)]
+    if doc.get("timings"):
+        lines += ["", "## Wall time per stage", "", "| stage | time |", "|---|---|"]
+        lines += [f"| {k} | {_fmt_secs(v)} |" for k, v in doc["timings"].items()]
+    pics = [f for f in sorted(os.listdir(out_dir)) if f.endswith(".png")]
+    if pics:
+        lines += ["", "## Pictures", ""] + [f"![{p}]({p})" for p in pics]
+    lines += ["", "Every figure is test accuracy after the last training step; `results.json` holds the per-net "
+              "values, the config and the package versions.", ""]
+    text = "\n".join(lines)
+    atomic_write_text(os.path.join(out_dir, "report.md"), text)
+    return text
+
+
+# ------------------------------------------------------------------------------------------ pictures
+def _savefig(fig, path: str) -> None:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_distilled(path: str, images: np.ndarray, labels: np.ndarray, class_names: list[str],
+                   title: str = "", max_per_class: int = 10) -> None:
+    """Grid: one row per class, up to max_per_class images. images (M,H,W,C) in [0,1]."""
+    plt = _plt()
+    classes = sorted(set(int(c) for c in labels))
+    cols = max(1, min(max_per_class, max(int((labels == c).sum()) for c in classes)))
+    fig, axes = plt.subplots(len(classes), cols, figsize=(cols * 0.9 + 1.4, len(classes) * 0.9 + 0.4),
+                             squeeze=False)
+    for r, c in enumerate(classes):
+        idx = np.where(labels == c)[0][:cols]
+        for j in range(cols):
+            ax = axes[r, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            if j < len(idx):
+                im = images[idx[j]]
+                ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap="gray" if im.shape[-1] == 1 else None,
+                          vmin=0, vmax=1)
+        axes[r, 0].set_ylabel(class_names[c] if c < len(class_names) else str(c), rotation=0, ha="right",
+                              va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _savefig(fig, path)
+    plt.close(fig)
+
+
+def plot_transition(path: str, T: np.ndarray, class_names: list[str], title: str = "") -> None:
+    """Heatmap of a (C, C) transition matrix, P(noisy label | true label), annotated when small."""
+    plt = _plt()
+    c = T.shape[0]
+    fig, ax = plt.subplots(figsize=(min(1 + 0.55 * c, 14), min(0.8 + 0.5 * c, 13)))
+    im = ax.imshow(T, cmap="viridis", vmin=0, vmax=1)
+    if c <= 12:
+        for i in range(c):
+            for j in range(c):
+                ax.text(j, i, f"{T[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if T[i, j] < 0.5 else "black")
+        names = [n[:10] for n in class_names[:c]]
+        ax.set_xticks(range(c), names, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(c), names, fontsize=7)
+    ax.set_xlabel("noisy label")
+    ax.set_ylabel("true label")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(title or "realized label transition matrix", fontsize=10)
+    _savefig(fig, path)
+    plt.close(fig)
+
+
+def plot_accuracy_vs_noise(path: str, series: dict, title: str = "") -> None:
+    """series: name -> list of (rate, mean, std) (accuracies in [0,1]); one line per method."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, pts in sorted(series.items()):
+        pts = sorted(pts)
+        r, m, s = (np.array(v, float) for v in zip(*pts))
+        style = "--k" if name.startswith("baseline") else "-o"
+        ax.errorbar(r, 100 * m, yerr=100 * s, fmt=style, capsize=3, label=name, markersize=4)
+    ax.set_xlabel("noise rate")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    _savefig(fig, path)
+    plt.close(fig)
