@@ -1,0 +1,182 @@
+"""DATM settings: the study's table (distillers.md 1.6), fashion_mnist/digits, and CPU-sized quick presets.
+
+`get_config(dataset, ipc, preset)` -> DATMConfig; override fields with `dataclasses.replace`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from jaxdistill.errors import ConfigError
+
+INITS = ("samples_predicted_correctly", "real")
+PRESETS = ("paper", "quick")
+PREPROCESS = ("zca_datm", "none", "meanstd")
+# Data sets whose settings are another's (natural-noise variants share their clean set's table row).
+ALIASES = {"cifar10_n": "cifar10", "cifar100_n": "cifar100"}
+
+
+@dataclasses.dataclass(frozen=True)
+class DATMConfig:
+    """Everything a DATM run needs; field names follow the original configs where they exist.
+
+    Start epoch t ~ randint[min_start_epoch, U); with `sequential`,
+    U = min(current_max_start_epoch + int((max_start_epoch - current_max_start_epoch) * it / expansion_end_epoch),
+            max_start_epoch), else U = max_start_epoch. Target = t + expert_epochs.
+    """
+
+    dataset: str
+    ipc: int
+    iterations: int = 10000
+    syn_steps: int = 80
+    expert_epochs: int = 2
+    min_start_epoch: int = 0
+    max_start_epoch: int = 20
+    sequential: bool = True
+    current_max_start_epoch: int = 10
+    expansion_end_epoch: int = 1000
+    lr_img: float = 100.0
+    lr_lr: float = 1e-5
+    lr_y: float = 2.0
+    lr_teacher: float = 0.01      # initial learnable student lr (= the experts' lr)
+    mom_img: float = 0.5
+    mom_lr: float = 0.5
+    mom_y: float = 0.9
+    batch_syn: int = 100
+    threshold: float = 1.0
+    init: str = "samples_predicted_correctly"
+    dsa: bool = True
+    remat: bool = True
+    # network (ConvNet, instance norm, ReLU, avg-pool)
+    width: int = 128
+    depth: int = 3
+    preprocess: str = "zca_datm"
+    # experts (FTD recipe: SGD 0.01, no momentum, DSA, batch 256, GSAM rho 0.01 alpha 0.3)
+    num_experts: int = 100
+    expert_train_epochs: int = 100
+    expert_lr: float = 0.01
+    expert_momentum: float = 0.0
+    expert_batch: int = 256
+    expert_sam_rho: float = 0.01
+    expert_sam_alpha: float = 0.3
+    expert_augment: str = "dsa"
+    expert_group_size: Optional[int] = None   # experts trained together (memory); None = all
+    expert_dir: Optional[str] = None
+    # run control
+    checkpoint_every: int = 500
+    max_nonfinite: int = 10
+    preset: str = "paper"
+
+    def __post_init__(self):
+        _check_choice("init", self.init, INITS)
+        _check_choice("preprocess", self.preprocess, PREPROCESS)
+        _check_choice("preset", self.preset, PRESETS)
+        for name in ("ipc", "iterations", "syn_steps", "expert_epochs", "batch_syn", "width", "depth",
+                     "num_experts", "expert_train_epochs", "expert_batch", "checkpoint_every", "max_nonfinite",
+                     "expansion_end_epoch"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"DATM {name}={v!r} must be an integer >= 1")
+        if not 0 <= self.min_start_epoch < self.max_start_epoch:
+            raise ConfigError(f"start-epoch range [{self.min_start_epoch}, {self.max_start_epoch}) is empty; "
+                              f"allowed 0 <= min_start_epoch < max_start_epoch")
+        if self.sequential and not self.min_start_epoch < self.current_max_start_epoch <= self.max_start_epoch:
+            raise ConfigError(f"current_max_start_epoch={self.current_max_start_epoch} must lie in "
+                              f"({self.min_start_epoch}, {self.max_start_epoch}] when sequential")
+        if self.last_target_epoch > self.expert_train_epochs:
+            raise ConfigError(f"the largest target epoch {self.last_target_epoch} (max_start_epoch - 1 + "
+                              f"expert_epochs) exceeds expert_train_epochs={self.expert_train_epochs}")
+        for name in ("lr_img", "lr_lr", "lr_y", "lr_teacher", "expert_lr", "threshold"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"DATM {name}={getattr(self, name)!r} must be > 0")
+        for name in ("mom_img", "mom_lr", "mom_y", "expert_momentum"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"DATM {name}={getattr(self, name)!r} must be in [0, 1)")
+
+    @property
+    def last_target_epoch(self) -> int:
+        return self.max_start_epoch - 1 + self.expert_epochs
+
+    def replace(self, **kw) -> "DATMConfig":
+        return dataclasses.replace(self, **kw)
+
+    def net_config(self, num_classes: int):
+        from jaxdistill.nn import NetConfig
+
+        return NetConfig(num_classes=num_classes, width=self.width, depth=self.depth, norm="instance",
+                         act="relu", pool="avg")
+
+    def expert_train_config(self):
+        from jaxdistill.train import TrainConfig
+
+        return TrainConfig(epochs=self.expert_train_epochs, batch_size=self.expert_batch, optimizer="sgd",
+                           lr=self.expert_lr, momentum=self.expert_momentum, augment=self.expert_augment,
+                           sam_rho=self.expert_sam_rho, sam_alpha=self.expert_sam_alpha, sam_adaptive=True)
+
+
+def _check_choice(name, value, allowed):
+    if value not in allowed:
+        raise ConfigError(f"DATM {name}={value!r} is not one of {list(allowed)}")
+
+
+def _row(syn_steps, expert_epochs, lo, hi, seq, cur, end, lr_img, lr_lr, lr_y, batch_syn, thr=1.0,
+         init="samples_predicted_correctly") -> dict:
+    return dict(syn_steps=syn_steps, expert_epochs=expert_epochs, min_start_epoch=lo, max_start_epoch=hi,
+                sequential=seq, current_max_start_epoch=cur if seq else hi, expansion_end_epoch=end,
+                lr_img=lr_img, lr_lr=lr_lr, lr_y=lr_y, batch_syn=batch_syn, threshold=thr, init=init)
+
+
+# distillers.md 1.6 (configs/*/ConvIN/IPC*.yaml). batch_syn larger than N means "the whole set".
+PAPER: dict[tuple[str, int], dict] = {
+    ("cifar10", 1): _row(80, 2, 0, 4, False, 4, 1000, 100, 1e-7, 5, 10, thr=1.1),
+    ("cifar10", 10): _row(80, 2, 0, 20, True, 10, 1000, 100, 1e-5, 2, 100),
+    ("cifar10", 50): _row(80, 2, 0, 40, True, 20, 2000, 1000, 1e-5, 2, 500),
+    ("cifar10", 500): _row(40, 2, 40, 60, False, 60, 1000, 50, 1e-5, 10, 1000),
+    ("cifar10", 1000): _row(100, 2, 40, 60, False, 60, 1000, 50, 1e-5, 10, 1000),
+    ("cifar100", 1): _row(40, 3, 0, 20, True, 10, 1000, 1000, 1e-5, 10, 1000),
+    ("cifar100", 10): _row(80, 2, 0, 50, True, 30, 2000, 1000, 1e-5, 10, 1000),
+    ("cifar100", 50): _row(80, 2, 20, 70, False, 70, 1000, 1000, 1e-5, 10, 1000, init="real"),
+    ("cifar100", 100): _row(80, 2, 30, 70, False, 70, 1000, 50, 1e-5, 10, 1000),
+    ("tiny_imagenet", 1): _row(40, 2, 0, 20, True, 15, 2000, 10000, 1e-4, 10, 1000),
+    ("tiny_imagenet", 10): _row(40, 2, 10, 50, False, 50, 1000, 100, 1e-4, 10, 500),
+    ("tiny_imagenet", 50): _row(20, 2, 40, 70, False, 70, 1000, 100, 1e-4, 10, 1000),
+}
+# Not in the study: Fashion-MNIST and digits follow CIFAR-10's rows at the same IPC.
+for _ds in ("fashion_mnist", "digits"):
+    for _ipc in (1, 10, 50):
+        PAPER[(_ds, _ipc)] = PAPER[("cifar10", _ipc)]
+
+
+def _quick(dataset: str, ipc: int) -> dict:
+    """2-core CPU sizes: width 32, few short-lived experts, a short unroll, few hundred iterations."""
+    n = ipc * (100 if dataset in ("cifar100", "cifar100_n") else 200 if dataset == "tiny_imagenet" else 10)
+    big = dataset not in ("digits",)
+    return dict(
+        iterations=300 if not big else 150, syn_steps=20 if not big else 10, expert_epochs=2,
+        min_start_epoch=0, max_start_epoch=6, sequential=True, current_max_start_epoch=3,
+        expansion_end_epoch=100, lr_img=10.0 if not big else 100.0, lr_lr=1e-5, lr_y=2.0,
+        lr_teacher=0.01, batch_syn=min(n, 100), threshold=1.0, width=32,
+        num_experts=8 if not big else 4, expert_train_epochs=8, expert_lr=0.01,
+        expert_batch=128, checkpoint_every=50, preset="quick",
+    )
+
+
+def known_settings() -> list[str]:
+    return [f"{d}/ipc{i}" for d, i in sorted(PAPER)]
+
+
+def get_config(dataset: str, ipc: int, preset: str = "paper") -> DATMConfig:
+    """Named DATM setting for (dataset, ipc) under `preset` ('paper': the study's values; 'quick': CPU)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; allowed: {list(PRESETS)}")
+    base = ALIASES.get(dataset, dataset)
+    depth = 4 if base == "tiny_imagenet" else 3
+    if preset == "quick":
+        if not isinstance(ipc, int) or ipc < 1:
+            raise ConfigError(f"ipc={ipc!r} must be a positive integer")
+        return DATMConfig(dataset=dataset, ipc=ipc, depth=depth, **_quick(base, ipc))
+    if (base, ipc) not in PAPER:
+        raise ConfigError(f"no DATM paper setting for dataset={dataset!r}, ipc={ipc!r}; known settings: "
+                          f"{', '.join(known_settings())} (aliases: {ALIASES}); use preset='quick' or build a "
+                          f"DATMConfig yourself")
+    return DATMConfig(dataset=dataset, ipc=ipc, depth=depth, preset="paper", **PAPER[(base, ipc)])

@@ -1,0 +1,471 @@
+"""DATM (difficulty-aligned trajectory matching, ICLR 2024) in JAX.
+
+Learnable: synthetic images (ZCA space), soft-label logits, the student lr, each with its own torch-style
+SGD-momentum optimiser. Each iteration picks an expert trajectory and a start epoch t from a window that
+grows with the iteration ("difficulty alignment"), unrolls `syn_steps` student SGD steps from theta_t on
+DSA-augmented minibatches of the synthetic set, and minimises
+    L = ||theta_N - theta_{t+M}||^2 / ||theta_t - theta_{t+M}||^2
+by differentiating through the whole unroll (second order) into images, labels and lr. Updates are
+skipped when L exceeds the threshold. Everything works on the FLAT parameter vector, like the store.
+
+The unroll is a `lax.scan` whose body is `jax.checkpoint`ed: the backward pass keeps only the
+syn_steps parameter vectors and recomputes one step's activations at a time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import tempfile
+import time
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxdistill.configs.datm import DATMConfig, get_config
+from jaxdistill.errors import ConfigError, DataError, NumericalError, StoreError
+from jaxdistill.methods.base import DistilledSet, register
+
+log = logging.getLogger("jaxdistill")
+
+ApplyFlat = Callable[[jax.Array, jax.Array], jax.Array]  # (theta (P,), x (B,H,W,C)) -> logits (B, C)
+
+
+# ------------------------------------------------------------------------------------------------
+# Pieces of one iteration (pure, testable)
+# ------------------------------------------------------------------------------------------------
+
+def start_epoch_upper(cfg: DATMConfig, it: int) -> int:
+    """Exclusive upper bound U of the start epoch at iteration `it` (sequential generation window)."""
+    if not cfg.sequential:
+        return cfg.max_start_epoch
+    u = cfg.current_max_start_epoch + int(
+        (cfg.max_start_epoch - cfg.current_max_start_epoch) * it / cfg.expansion_end_epoch)
+    return min(u, cfg.max_start_epoch)
+
+
+def host_draws(seed: tuple[int, int], it: int, cfg: DATMConfig, num_experts: int) -> tuple[int, int]:
+    """(expert, start epoch) of iteration `it`: a function of (seed, it) only, so resumed runs repeat it.
+
+    Experts are visited in a fresh random order each pass over the store; t ~ randint[min, U).
+    """
+    pass_idx, pos = divmod(it, num_experts)
+    order = np.random.default_rng([seed[0], seed[1], 0, pass_idx]).permutation(num_experts)
+    t = np.random.default_rng([seed[0], seed[1], 1, it]).integers(cfg.min_start_epoch,
+                                                                    start_epoch_upper(cfg, it))
+    return int(order[pos]), int(t)
+
+
+def batch_indices(key: jax.Array, n: int, batch_syn: int, syn_steps: int) -> jax.Array:
+    """(syn_steps, b) minibatch indices: random permutations of the N synthetic images cut into chunks
+    of batch_syn, a new permutation when one is used up; every step uses all N if batch_syn >= N."""
+    if batch_syn >= n:
+        return jnp.tile(jnp.arange(n), (syn_steps, 1))
+    if n % batch_syn:
+        raise ConfigError(f"batch_syn={batch_syn} must divide the {n} synthetic images or be >= {n}")
+    chunks = n // batch_syn
+    n_perm = math.ceil(syn_steps / chunks)
+    perms = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, n_perm))
+    return perms.reshape(n_perm * chunks, batch_syn)[:syn_steps]
+
+
+def soft_ce(logits: jax.Array, label_logits: jax.Array) -> jax.Array:
+    """mean_i sum_k -log_softmax(logits)_ik softmax(label_logits)_ik (DATM's SoftCrossEntropy)."""
+    return -(jax.nn.softmax(label_logits) * jax.nn.log_softmax(logits)).sum(-1).mean()
+
+
+def _augment_fn(use_dsa: bool):
+    if not use_dsa:
+        return lambda key, x: x
+    from jaxdistill.augment import dsa
+
+    return lambda key, x: dsa(key, x, mode="one")
+
+
+def unroll(apply_flat: ApplyFlat, theta0: jax.Array, x: jax.Array, y: jax.Array, lr: jax.Array,
+           idx: jax.Array, keys: jax.Array, use_dsa: bool = True, remat: bool = True) -> jax.Array:
+    """theta_N after syn_steps student SGD steps: theta <- theta - lr * grad soft_ce(f(theta, DSA(x[b])), y[b]).
+
+    theta0 (P,), x (N,H,W,C), y (N,C) logits, lr scalar, idx (S, b), keys (S, 2). Differentiable in x, y, lr.
+    """
+    aug = _augment_fn(use_dsa)
+
+    def step(theta, b, k, x, y, lr):
+        xb = aug(k, x[b])
+        g = jax.grad(lambda th: soft_ce(apply_flat(th, xb), y[b]))(theta)
+        return theta - lr * g
+
+    if remat:
+        # Save only the carry (theta_i) per step; recompute the step's activations in the backward pass.
+        step = jax.checkpoint(step)
+
+    def body(theta, inp):
+        b, k = inp
+        return step(theta, b, k, x, y, lr), None
+
+    theta_n, _ = jax.lax.scan(body, theta0, (idx, keys))
+    return theta_n
+
+
+def matching_loss(apply_flat: ApplyFlat, x, y, lr, theta0, theta_star, idx, keys, use_dsa=True, remat=True):
+    """||theta_N - theta*||^2 / ||theta_0 - theta*||^2."""
+    theta_n = unroll(apply_flat, theta0, x, y, lr, idx, keys, use_dsa, remat)
+    return jnp.sum((theta_n - theta_star) ** 2) / jnp.sum((theta0 - theta_star) ** 2)
+
+
+class SynState(NamedTuple):
+    x: jax.Array        # (N, H, W, C) synthetic images (ZCA space)
+    y: jax.Array        # (N, C) soft-label logits
+    lr: jax.Array       # () student learning rate
+    opt: tuple          # (opt_x, opt_y, opt_lr) optax states
+
+
+def make_optimizers(cfg: DATMConfig) -> tuple:
+    """Torch-semantics SGD-momentum (buf = g first, then mu*buf + g; p -= lr*buf) for x, y, lr."""
+    return (optax.sgd(cfg.lr_img, momentum=cfg.mom_img or None),
+            optax.sgd(cfg.lr_y, momentum=cfg.mom_y or None),
+            optax.sgd(cfg.lr_lr, momentum=cfg.mom_lr or None))
+
+
+def init_syn_state(cfg: DATMConfig, x, y, lr) -> SynState:
+    tx = make_optimizers(cfg)
+    x, y, lr = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32), jnp.asarray(lr, jnp.float32)
+    return SynState(x, y, lr, (tx[0].init(x), tx[1].init(y), tx[2].init(lr)))
+
+
+def make_outer_step(apply_flat: ApplyFlat, cfg: DATMConfig) -> Callable:
+    """Jitted `step(state, theta0, theta_star, key) -> (state, loss, finite, applied)`.
+
+    The three optimisers step only if the loss is finite, every gradient is finite and loss <= threshold;
+    otherwise state (images, labels, lr AND momentum buffers) is returned untouched.
+    """
+    tx = make_optimizers(cfg)
+
+    def step(state: SynState, theta0, theta_star, key):
+        n = state.x.shape[0]
+        k_idx, k_aug = jax.random.split(key)
+        idx = batch_indices(k_idx, n, cfg.batch_syn, cfg.syn_steps)
+        keys = jax.random.split(k_aug, cfg.syn_steps)
+        loss, grads = jax.value_and_grad(
+            lambda x, y, lr: matching_loss(apply_flat, x, y, lr, theta0, theta_star, idx, keys, cfg.dsa,
+                                           cfg.remat), argnums=(0, 1, 2))(state.x, state.y, state.lr)
+        finite = jnp.isfinite(loss) & jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in grads]))
+        applied = finite & (loss <= cfg.threshold)
+        grads = jax.tree_util.tree_map(lambda g: jnp.where(finite, g, 0.0), grads)
+        new_params, new_opt = [], []
+        for p, g, t, o in zip((state.x, state.y, state.lr), grads, tx, state.opt):
+            upd, o2 = t.update(g, o, p)
+            new_params.append(optax.apply_updates(p, upd))
+            new_opt.append(o2)
+        new = SynState(*new_params, tuple(new_opt))
+        out = jax.tree_util.tree_map(lambda a, b: jnp.where(applied, a, b), new, state)
+        return out, loss, finite, applied
+
+    return jax.jit(step, donate_argnums=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Initialisation
+# ------------------------------------------------------------------------------------------------
+
+def _logits_fn(apply_flat: ApplyFlat, chunk: int):
+    f = jax.jit(jax.vmap(apply_flat, in_axes=(None, 0)))  # (P,), (chunks, chunk, ...) -> (chunks, chunk, C)
+
+    def run(theta, x):
+        x = np.asarray(x, np.float32)
+        n = x.shape[0]
+        b = min(chunk, n)
+        pad = (-n) % b
+        xp = np.concatenate([x, np.zeros((pad, *x.shape[1:]), np.float32)]) if pad else x
+        out = f(jnp.asarray(theta), jnp.asarray(xp.reshape(-1, b, *x.shape[1:])))
+        return np.asarray(out).reshape(-1, out.shape[-1])[:n]
+
+    return run
+
+
+def init_samples_predicted_correctly(logits_of, store, x, y, num_classes, ipc, rng) -> tuple[np.ndarray, int]:
+    """Per class, the first `ipc` images of a random permutation of the class's NOISY bucket that an
+    expert's final params classify as their noisy label; moves to the next expert if one runs short,
+    and fills with the remaining images (in the same order) if all experts do. -> (indices (C*ipc,), fills)."""
+    from jaxdistill.data import class_buckets
+
+    buckets = class_buckets(y, num_classes)
+    perms = [rng.permutation(b) for b in buckets]
+    chosen: list[list[int]] = [[] for _ in range(num_classes)]
+    expert_order = rng.permutation(store.num_experts)
+    for e in expert_order:
+        need = [c for c in range(num_classes) if len(chosen[c]) < ipc]
+        if not need:
+            break
+        pred = logits_of(store.flat_at(int(e), -1), x).argmax(-1)
+        for c in need:
+            taken = set(chosen[c])
+            for i in perms[c]:
+                if len(chosen[c]) == ipc:
+                    break
+                if int(i) not in taken and pred[i] == c:
+                    chosen[c].append(int(i))
+    fills = 0
+    for c in range(num_classes):
+        for i in perms[c]:
+            if len(chosen[c]) == ipc:
+                break
+            if int(i) not in chosen[c]:
+                chosen[c].append(int(i))
+                fills += 1
+    if fills:
+        log.warning("DATM init: %d images could not be found that any expert classifies as their noisy label; "
+                    "filled with other images of the class", fills)
+    return np.array([i for c in range(num_classes) for i in chosen[c]], np.int64), fills
+
+
+def soft_label_init(logits_of, store, x_syn, labels, experts=None) -> tuple[np.ndarray, int]:
+    """Mean final-expert logits over the experts that classify each image as its class (-> (M, C)).
+    Images no expert gets right use the mean over all experts. Returns (logits, #images without one)."""
+    experts = range(store.num_experts) if experts is None else experts
+    total = None
+    count = np.zeros(len(labels))
+    all_sum = None
+    for e in experts:
+        lg = logits_of(store.flat_at(int(e), -1), x_syn).astype(np.float64)
+        ok = lg.argmax(-1) == labels
+        total = np.where(ok[:, None], lg, 0.0) + (0.0 if total is None else total)
+        all_sum = lg + (0.0 if all_sum is None else all_sum)
+        count += ok
+    n_all = len(list(experts))
+    out = np.where(count[:, None] > 0, total / np.maximum(count, 1)[:, None], all_sum / n_all)
+    return out.astype(np.float32), int((count == 0).sum())
+
+
+# ------------------------------------------------------------------------------------------------
+# Experts
+# ------------------------------------------------------------------------------------------------
+
+def expert_meta(data, cfg: DATMConfig) -> dict:
+    """What a DATM expert store must have been built for (checked by ExpertStore.open)."""
+    noise = data.meta.get("noise_spec") if getattr(data, "meta", None) else None
+    if noise is None and getattr(data, "noise", None) is not None:
+        noise = str(getattr(data.noise, "spec", data.noise))
+    return {"dataset": data.name, "noise": str(noise), "noise_seed": (data.meta or {}).get("seed"),
+            "preprocess": cfg.preprocess, "purpose": "datm"}
+
+
+def prepare(cfg: DATMConfig, data):
+    """(preprocessor, x_train in working space, net)."""
+    from jaxdistill.nn import make_net
+    from jaxdistill.preprocess import fit_preprocessor
+
+    pre = fit_preprocessor(cfg.preprocess, data.x_train)
+    x = np.asarray(pre.apply(data.x_train), np.float32)
+    net = make_net(cfg.net_config(data.num_classes))
+    return pre, x, net
+
+
+def build_experts(cfg: DATMConfig, data, key: jax.Array, directory: str, progress: bool = True, *,
+                  prepared=None):
+    """Train (or resume, or reuse) the expert store DATM needs in `directory`. -> ExpertStore."""
+    from jaxdistill.experts import ExpertStore, train_experts
+
+    pre, x, net = prepared or prepare(cfg, data)
+    from jaxdistill.experts import labels_fingerprint
+
+    meta = expert_meta(data, cfg)
+    try:
+        store = ExpertStore.open(directory, expect_meta={**meta, "labels_sha1": labels_fingerprint(data.y_noisy)})
+    except StoreError as e:
+        if "no expert store" not in str(e) and "incomplete" not in str(e):
+            raise
+        store = train_experts(net, x, data.y_noisy, cfg.expert_train_config(), cfg.num_experts, key, directory,
+                              meta, progress=progress, group_size=cfg.expert_group_size)
+    return store
+
+
+def _check_store(store, cfg: DATMConfig, net, data):
+    import dataclasses as dc
+
+    want_net = dc.asdict(net.cfg)
+    if store.meta.get("net") != want_net:
+        raise StoreError(f"expert store {store.directory!r} holds nets {store.meta.get('net')}; this DATM config "
+                         f"needs {want_net}")
+    if list(store.meta.get("input_shape", [])) != list(data.x_train.shape[1:]):
+        raise StoreError(f"expert store {store.directory!r} was trained on images {store.meta.get('input_shape')}; "
+                         f"data has {list(data.x_train.shape[1:])}")
+    from jaxdistill.experts import labels_fingerprint
+
+    if store.meta.get("labels_sha1") not in (None, labels_fingerprint(data.y_noisy)):
+        raise StoreError(f"expert store {store.directory!r} was trained on other labels (labels_sha1 "
+                         f"{store.meta.get('labels_sha1')} != {labels_fingerprint(data.y_noisy)}): another noise "
+                         f"draw or data set")
+    need = set(range(cfg.min_start_epoch, cfg.last_target_epoch + 1))
+    missing = sorted(need - set(store.epochs))
+    if missing:
+        raise StoreError(f"DATM needs expert epochs {cfg.min_start_epoch}..{cfg.last_target_epoch}; store "
+                         f"{store.directory!r} lacks {missing[:10]} (stored: {store.epochs[:5]}...{store.epochs[-1]})")
+
+
+# ------------------------------------------------------------------------------------------------
+# distill
+# ------------------------------------------------------------------------------------------------
+
+def _seed_of(key) -> tuple[int, int]:
+    raw = np.asarray(jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key)
+    return int(raw.ravel()[0]), int(raw.ravel()[-1])
+
+
+@register("datm", get_config)
+def distill(config: DATMConfig, data, key: jax.Array, *, workdir: Optional[str] = None,
+            progress: bool = True, store=None) -> DistilledSet:
+    """Distil `data` (NoisyData) with DATM. Experts come from `store`, else `config.expert_dir`, else
+    `workdir/experts`, else a temporary directory; they are trained there if missing.
+
+    Returns a DistilledSet with images in ZCA space, soft-label logits as targets and the learned lr.
+    """
+    from jaxdistill.checkpoint import Checkpointer, Interrupted, StopRequest
+
+    if not isinstance(config, DATMConfig):
+        raise ConfigError(f"config must be a DATMConfig; got {type(config).__name__}")
+    t_start = time.perf_counter()
+    c, ipc = data.num_classes, config.ipc
+    try:
+        from jaxdistill.data import check_ipc
+    except ImportError:  # pragma: no cover - data package always has it now
+        check_ipc = None
+    if check_ipc is not None:
+        check_ipc(data.y_noisy, c, ipc)
+    n_syn = c * ipc
+    if config.batch_syn < n_syn and n_syn % config.batch_syn:
+        raise ConfigError(f"batch_syn={config.batch_syn} must divide the {n_syn} synthetic images "
+                          f"(C*ipc) or be >= {n_syn}")
+    k_exp, k_init, k_loop = jax.random.split(key, 3)
+    pre, x_train, net = prepared = prepare(config, data)
+
+    tmp = None
+    if store is None:
+        exp_dir = config.expert_dir or (os.path.join(workdir, "experts") if workdir else None)
+        if exp_dir is None:
+            tmp = tempfile.TemporaryDirectory(prefix="datm_experts_")
+            exp_dir = tmp.name
+        store = build_experts(config, data, k_exp, exp_dir, progress, prepared=prepared)
+    try:
+        return _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, progress, t_start,
+                        Checkpointer, Interrupted, StopRequest)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, progress, t_start,
+             Checkpointer, Interrupted, StopRequest):
+    c, ipc = data.num_classes, config.ipc
+    _check_store(store, config, net, data)
+    apply_flat = lambda theta, xb: net.apply(store.unravel(theta), xb)
+    logits_of = _logits_fn(apply_flat, 500)
+    labels = np.repeat(np.arange(c), ipc).astype(np.int32)
+
+    # --- initialisation (deterministic in k_init) ---
+    rng = np.random.default_rng(list(_seed_of(k_init)))
+    fills = no_correct = 0
+    if config.init == "samples_predicted_correctly":
+        idx, fills = init_samples_predicted_correctly(logits_of, store, x_train, data.y_noisy, c, ipc, rng)
+        x0 = x_train[idx]
+        y0, no_correct = soft_label_init(logits_of, store, x0, labels)
+    else:
+        from jaxdistill.data import class_buckets
+
+        idx = np.concatenate([rng.choice(b, ipc, replace=False) for b in class_buckets(data.y_noisy, c)])
+        x0 = x_train[idx]
+        y0 = logits_of(store.flat_at(0, -1), x0).astype(np.float32)
+    state = init_syn_state(config, x0, y0, config.lr_teacher)
+
+    # --- resume ---
+    leaves, treedef = jax.tree_util.tree_flatten(state)
+    counters = {"it": 0, "consecutive_nonfinite": 0, "nonfinite": 0, "threshold_skips": 0}
+    losses: list[float] = []
+    ckpt = Checkpointer(os.path.join(workdir, "ckpt")) if workdir else None
+    if ckpt is not None:
+        template = {"leaves": {f"{i:03d}": np.asarray(l) for i, l in enumerate(leaves)},
+                    "counters": {k: np.asarray(0) for k in counters},
+                    "losses": np.zeros((config.iterations,), np.float32)}
+        step_no, tree = ckpt.restore_latest(template)
+        if step_no is not None:
+            state = jax.tree_util.tree_unflatten(
+                treedef, [jnp.asarray(tree["leaves"][f"{i:03d}"]) for i in range(len(leaves))])
+            counters = {k: int(v) for k, v in tree["counters"].items()}
+            losses = np.asarray(tree["losses"])[: counters["it"]].tolist()
+            log.info("DATM: resumed at iteration %d from %s", counters["it"], ckpt.directory)
+
+    def save():
+        if ckpt is None:
+            return
+        lv = jax.tree_util.tree_leaves(state)
+        buf = np.zeros((config.iterations,), np.float32)
+        buf[: len(losses)] = losses
+        ckpt.save(counters["it"], {"leaves": {f"{i:03d}": np.asarray(l) for i, l in enumerate(lv)},
+                                   "counters": {k: np.asarray(v) for k, v in counters.items()}, "losses": buf})
+
+    step = make_outer_step(apply_flat, config)
+    seed = _seed_of(k_loop)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.iterations, initial=counters["it"], desc="datm", unit="it", dynamic_ncols=True)
+    try:
+        with StopRequest() as stop:
+            while counters["it"] < config.iterations:
+                it = counters["it"]
+                e, t = host_draws(seed, it, config, store.num_experts)
+                # Only the two needed snapshots leave the (memory-mapped) store.
+                m = store.flat(e)
+                theta0 = jnp.asarray(m[store.row(t)])
+                theta_star = jnp.asarray(m[store.row(t + config.expert_epochs)])
+                state, loss, finite, applied = step(state, theta0, theta_star, jax.random.fold_in(k_loop, it))
+                loss, finite, applied = float(loss), bool(finite), bool(applied)
+                losses.append(loss)
+                counters["it"] = it + 1
+                if not finite:
+                    counters["nonfinite"] += 1
+                    counters["consecutive_nonfinite"] += 1
+                    if counters["consecutive_nonfinite"] >= config.max_nonfinite:
+                        raise NumericalError(
+                            f"DATM: {counters['consecutive_nonfinite']} consecutive non-finite losses/gradients "
+                            f"(last loss {loss}) at iteration {it}; max_nonfinite={config.max_nonfinite}. "
+                            f"Lower lr_img/lr_lr/lr_y; the last good checkpoint is kept")
+                else:
+                    counters["consecutive_nonfinite"] = 0
+                    if not applied:
+                        counters["threshold_skips"] += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{float(state.lr):.4g}", t=t)
+                if counters["it"] % config.checkpoint_every == 0 and counters["it"] < config.iterations:
+                    save()
+                if stop.requested:
+                    save()
+                    raise Interrupted(f"DATM stopped at iteration {counters['it']}; rerun with the same "
+                                      f"workdir to resume")
+    finally:
+        if bar is not None:
+            bar.close()
+    save()
+    if ckpt is not None:
+        ckpt.close()
+
+    tail = losses[-min(len(losses), 10):]
+    meta = {
+        "config": dataclasses.asdict(config), "iterations": counters["it"],
+        "final_loss": float(np.mean(tail)) if tail else None, "loss_history": [float(v) for v in losses],
+        "wall_time_s": time.perf_counter() - t_start, "skipped_nonfinite": counters["nonfinite"],
+        "skipped_threshold": counters["threshold_skips"], "init_fills": fills,
+        "init_images_without_correct_expert": no_correct, "expert_store": store.directory,
+        "num_experts": store.num_experts, "dataset": data.name,
+    }
+    out = DistilledSet(images=np.asarray(state.x), labels=labels, method="datm", target_kind="soft_logits",
+                       targets=np.asarray(state.y), lr=float(state.lr), preprocessor=pre.to_dict(), meta=meta)
+    if workdir:
+        out.save(os.path.join(workdir, "distilled.npz"))
+    return out
