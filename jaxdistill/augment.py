@@ -163,31 +163,27 @@ def affine_grid(theta: Array, h: int, w: int, align_corners: bool = True) -> Arr
     return jnp.stack([gx, gy], axis=-1)
 
 
-def grid_sample(x: Array, grid: Array, align_corners: bool = True) -> Array:
-    """Bilinear sampling with zero padding (PyTorch ``grid_sample`` semantics), NHWC.
+SAMPLERS = ("taps", "window")
 
-    x (N, H, W, C); grid (N, Ho, Wo, 2) with grid[..., 0] the width coordinate and grid[..., 1] the
-    height coordinate, both normalised to [-1, 1]. Returns (N, Ho, Wo, C). A 4-tap gather: each tap
-    outside the image contributes 0. Differentiable in x (gradient = scatter-add of the weights).
-    """
-    n, h, w, c = x.shape
-    _, ho, wo, _ = grid.shape
-    gx = grid[..., 0]
-    gy = grid[..., 1]
+
+def _pixel_coords(grid: Array, h: int, w: int, align_corners: bool) -> tuple[Array, Array]:
+    """Normalised grid (x, y) -> pixel coordinates (px, py); constants w.r.t. x."""
+    gx, gy = grid[..., 0], grid[..., 1]
     if align_corners:
-        px = (gx + 1.0) * 0.5 * (w - 1)
-        py = (gy + 1.0) * 0.5 * (h - 1)
+        px, py = (gx + 1.0) * 0.5 * (w - 1), (gy + 1.0) * 0.5 * (h - 1)
     else:
-        px = ((gx + 1.0) * w - 1.0) * 0.5
-        py = ((gy + 1.0) * h - 1.0) * 0.5
-    px = lax.stop_gradient(px)  # sampling positions are random constants, not learned
-    py = lax.stop_gradient(py)
-    x0 = jnp.floor(px)
-    y0 = jnp.floor(py)
-    wx1 = px - x0
-    wy1 = py - y0
-    x0 = x0.astype(jnp.int32)
-    y0 = y0.astype(jnp.int32)
+        px, py = ((gx + 1.0) * w - 1.0) * 0.5, ((gy + 1.0) * h - 1.0) * 0.5
+    # Sampling positions are random constants, not learned: no gradient into them.
+    return lax.stop_gradient(px), lax.stop_gradient(py)
+
+
+def _sample_taps(x: Array, px: Array, py: Array) -> Array:
+    """Four flat gathers, one per bilinear tap; each tap outside the image contributes 0."""
+    n, h, w, c = x.shape
+    _, ho, wo = px.shape
+    x0f, y0f = jnp.floor(px), jnp.floor(py)
+    wx1, wy1 = px - x0f, py - y0f
+    x0, y0 = x0f.astype(jnp.int32), y0f.astype(jnp.int32)
     flat = x.reshape(n, h * w, c)
 
     def tap(iy: Array, ix: Array, wt: Array) -> Array:
@@ -199,6 +195,44 @@ def grid_sample(x: Array, grid: Array, align_corners: bool = True) -> Array:
 
     return (tap(y0, x0, (1 - wy1) * (1 - wx1)) + tap(y0, x0 + 1, (1 - wy1) * wx1)
             + tap(y0 + 1, x0, wy1 * (1 - wx1)) + tap(y0 + 1, x0 + 1, wy1 * wx1))
+
+
+def _sample_window(x: Array, px: Array, py: Array) -> Array:
+    """One gather of the 2x2 neighbourhood from a 1-pixel zero-padded image; the pad supplies the
+    zero padding for taps one pixel outside, windows further out are masked. Its gradient is one
+    window scatter-add instead of four scatters (about 2-6x faster backward on CPU)."""
+    n, h, w, c = x.shape
+    x0f, y0f = jnp.floor(px), jnp.floor(py)
+    wx1, wy1 = px - x0f, py - y0f
+    x0, y0 = x0f.astype(jnp.int32), y0f.astype(jnp.int32)
+    valid = (x0 >= -1) & (x0 <= w - 1) & (y0 >= -1) & (y0 <= h - 1)
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    rows, cols = jnp.clip(y0 + 1, 0, h), jnp.clip(x0 + 1, 0, w)  # window start in padded coords
+    bidx = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32)[:, None, None], rows.shape)
+    dn = lax.GatherDimensionNumbers(offset_dims=(3, 4, 5), collapsed_slice_dims=(0,), start_index_map=(0, 1, 2))
+    win = lax.gather(xp, jnp.stack([bidx, rows, cols], -1), dn, slice_sizes=(1, 2, 2, c),
+                     mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS)          # (N, Ho, Wo, 2, 2, C)
+    wy = jnp.stack([1 - wy1, wy1], -1)
+    wx = jnp.stack([1 - wx1, wx1], -1)
+    wt = (wy[..., :, None] * wx[..., None, :]) * valid[..., None, None]  # (N, Ho, Wo, 2, 2)
+    return jnp.einsum("nijab,nijabc->nijc", wt.astype(x.dtype), win)
+
+
+def grid_sample(x: Array, grid: Array, align_corners: bool = True, impl: str = "window") -> Array:
+    """Bilinear sampling with zero padding (PyTorch ``grid_sample`` semantics), NHWC.
+
+    x (N, H, W, C); grid (N, Ho, Wo, 2) with grid[..., 0] the width coordinate and grid[..., 1] the
+    height coordinate, both normalised to [-1, 1]. Returns (N, Ho, Wo, C). Differentiable in x
+    (the gradient is the scatter-add of the bilinear weights). impl: 'window' (one 2x2-window
+    gather) or 'taps' (four gathers); same numbers.
+    """
+    n, h, w, c = x.shape
+    px, py = _pixel_coords(grid, h, w, align_corners)
+    if impl == "window":
+        return _sample_window(x, px, py)
+    if impl == "taps":
+        return _sample_taps(x, px, py)
+    raise ConfigError(f"grid_sample impl={impl!r} is not one of {list(SAMPLERS)}")
 
 
 def apply_affine(x: Array, theta: Array, align_corners: bool = True) -> Array:

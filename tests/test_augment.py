@@ -100,10 +100,11 @@ def _grid_sample_np(x, grid, align_corners):
     return out
 
 
-@pytest.mark.parametrize("align_corners", [True, False])
-def test_grid_sample_against_naive_loop(align_corners):
+@pytest.mark.parametrize("align_corners,impl", [(True, "window"), (False, "window"), (True, "taps"), (False, "taps")])
+def test_grid_sample_against_naive_loop(align_corners, impl):
     grid = RNG.uniform(-1.3, 1.3, size=(3, 4, 5, 2)).astype(np.float32)  # some taps fall outside
-    out = np.asarray(A.grid_sample(jnp.asarray(X), jnp.asarray(grid), align_corners))
+    grid[0, 0, :3, 0] = [-1.0 - 2 / 6, 1.0 + 2 / 6, 1.0]  # exactly one pixel out: the pad's zeros
+    out = np.asarray(A.grid_sample(jnp.asarray(X), jnp.asarray(grid), align_corners, impl))
     np.testing.assert_allclose(out, _grid_sample_np(X, grid, align_corners), rtol=1e-5, atol=1e-5)
 
 
@@ -168,6 +169,7 @@ OPS = {
     "scale": lambda x: A.apply_scale(x, jnp.array([1.13, 0.87]), jnp.array([0.9, 1.1])),
     "rotate": lambda x: A.apply_rotate(x, jnp.array([0.2, -0.25])),
     "rotate_ac_false": lambda x: A.apply_rotate(x, jnp.array([0.2, -0.25]), False),
+    "sample_taps": lambda x: A.grid_sample(x, A.affine_grid(A.rotate_theta(jnp.array([0.3, -0.1])), 4, 4), True, "taps"),
 }
 
 
@@ -308,6 +310,8 @@ def test_errors_name_bad_value_and_allowed():
         A.dsa(jax.random.PRNGKey(0), jnp.asarray(X), mode="some")
     with pytest.raises(DataError, match=r"\(3,\)"):
         A.cutmix(jax.random.PRNGKey(0), jnp.asarray(X), jnp.arange(3))
+    with pytest.raises(ConfigError, match=r"'cubic'.*window"):
+        A.grid_sample(jnp.asarray(X), jnp.zeros((3, 2, 2, 2)), True, "cubic")
     with pytest.raises(DataError, match="NHWC"):
         A.dsa(jax.random.PRNGKey(0), jnp.ones((6, 7, 3)))
     assert set(A.list_augments()) >= {"none", "dsa", "dsa_all", "dance", "dance_eval", "rcig_eval"}
