@@ -7,7 +7,9 @@ training fast. Each model has its own init key, shuffle order and augmentation d
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import sys
 import time
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -17,7 +19,7 @@ import numpy as np
 import optax
 
 from jaxdistill.errors import ConfigError, DataError
-from jaxdistill.nn import Net
+from jaxdistill.nn import Net, NetConfig, make_net
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "multistep", "warmup_cosine")
@@ -263,7 +265,8 @@ def _progress(progress, total):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=progress if isinstance(progress, str) else "train", unit="ep",
-                leave=False, dynamic_ncols=True)
+                leave=False, dynamic_ncols=True,
+                mininterval=0.5 if sys.stderr.isatty() else 30.0)
 
 
 def predict(net: Net, params_stacked: Any, x, batch: int = 1000) -> jax.Array:
@@ -273,18 +276,22 @@ def predict(net: Net, params_stacked: Any, x, batch: int = 1000) -> jax.Array:
     b = min(batch, n)
     pad = (-n) % b
     xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
-    out = _predict_chunks(net, params_stacked, xp.reshape(-1, b, *x.shape[1:]))
+    out = _predict_fn(net.cfg)(params_stacked, xp.reshape(-1, b, *x.shape[1:]))
     return out[:, :n]
 
 
-def _predict_chunks(net, params_stacked, xs):
+@functools.lru_cache(maxsize=64)
+def _predict_fn(cfg: NetConfig) -> Callable:
+    """One jitted predictor per architecture (compiled once per input shape, not once per call)."""
+    net = make_net(cfg)
+
     @jax.jit
     def f(params_stacked, xs):
         per_model = lambda p: jax.lax.map(lambda xb: net.apply(p, xb), xs)  # (chunks, b, C)
         out = jax.vmap(per_model)(params_stacked)
         return out.reshape(out.shape[0], -1, out.shape[-1])
 
-    return f(params_stacked, xs)
+    return f
 
 
 def accuracy(net: Net, params_stacked: Any, x, y, batch: int = 1000) -> np.ndarray:
