@@ -1,0 +1,241 @@
+"""DATM: meta-gradient vs a naive loop and finite differences, threshold rule, window formula, digits run,
+resume after a crash, config errors."""
+import dataclasses
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from jaxdistill.augment import dsa
+from jaxdistill.configs.datm import DATMConfig, get_config
+from jaxdistill.errors import ConfigError, DataError
+from jaxdistill.methods import datm
+from jaxdistill.nn import NetConfig, make_net
+
+
+# ---------------------------------------------------------------------------------------------
+# A tiny problem: 6 images 6x6x1, 3 classes, ConvNet width 3 depth 1.
+# ---------------------------------------------------------------------------------------------
+
+def _tiny(act="relu", dtype=jnp.float32):
+    net = make_net(NetConfig(num_classes=3, width=3, depth=1, act=act, softplus_temp=1.0))
+    params = net.init(jax.random.PRNGKey(0), (6, 6, 1))
+    # unravel casts back to the leaves' dtypes: make them `dtype` so float64 runs stay float64
+    params = jax.tree_util.tree_map(lambda a: a.astype(dtype), params)
+    theta0, unravel = ravel_pytree(params)
+    apply_flat = lambda th, xb: net.apply(unravel(th), xb)
+    k = jax.random.split(jax.random.PRNGKey(1), 4)
+    x = jax.random.normal(k[0], (6, 6, 6, 1), dtype)
+    y = jax.random.normal(k[1], (6, 3), dtype)
+    theta_star = theta0.astype(dtype) + 0.05 * jax.random.normal(k[2], theta0.shape, dtype)
+    return apply_flat, theta0.astype(dtype), theta_star, x, y
+
+
+def _naive_loss(apply_flat, x, y, lr, theta0, theta_star, idx, keys, use_dsa):
+    """The same maths, step by step in Python (no scan, no remat)."""
+    theta = theta0
+    for s in range(idx.shape[0]):
+        b = idx[s]
+        xb = dsa(keys[s], x[b], mode="one") if use_dsa else x[b]
+        yb = y[b]
+
+        def ce(th):
+            logits = apply_flat(th, xb)
+            return jnp.mean(jnp.sum(-jax.nn.softmax(yb) * jax.nn.log_softmax(logits), axis=-1))
+
+        theta = theta - lr * jax.grad(ce)(theta)
+    return jnp.sum((theta - theta_star) ** 2) / jnp.sum((theta0 - theta_star) ** 2)
+
+
+def test_meta_gradient_equals_naive_loop():
+    apply_flat, theta0, theta_star, x, y = _tiny()
+    idx = datm.batch_indices(jax.random.PRNGKey(2), 6, 3, 3)
+    keys = jax.random.split(jax.random.PRNGKey(3), 3)
+    lr = jnp.float32(0.3)
+    args = (x, y, lr)
+    scanned = jax.jit(jax.value_and_grad(
+        lambda x, y, lr: datm.matching_loss(apply_flat, x, y, lr, theta0, theta_star, idx, keys, True, True),
+        argnums=(0, 1, 2)))(*args)
+    naive = jax.jit(jax.value_and_grad(
+        lambda x, y, lr: _naive_loss(apply_flat, x, y, lr, theta0, theta_star, idx, keys, True),
+        argnums=(0, 1, 2)))(*args)
+    chex.assert_trees_all_close(scanned, naive, rtol=2e-4, atol=1e-6)
+    # the gradient is not trivially zero
+    assert float(jnp.abs(scanned[1][0]).max()) > 1e-4 and abs(float(scanned[1][2])) > 1e-4
+
+
+def test_meta_gradient_matches_finite_differences():
+    with jax.enable_x64(True):
+        apply_flat, theta0, theta_star, x, y = _tiny(act="softplus", dtype=jnp.float64)
+        idx = datm.batch_indices(jax.random.PRNGKey(2), 6, 3, 4)
+        keys = jax.random.split(jax.random.PRNGKey(3), 4)
+        lr = jnp.float64(0.3)
+
+        @jax.jit
+        def f(x, y, lr):
+            return datm.matching_loss(apply_flat, x, y, lr, theta0, theta_star, idx, keys, False, True)
+
+        gx, gy, glr = jax.jit(jax.grad(f, argnums=(0, 1, 2)))(x, y, lr)
+        eps = 1e-5
+        for pos in [(0, 2, 3, 0), (4, 0, 5, 0), (5, 3, 1, 0)]:
+            e = jnp.zeros_like(x).at[pos].set(eps)
+            fd = (f(x + e, y, lr) - f(x - e, y, lr)) / (2 * eps)
+            np.testing.assert_allclose(float(gx[pos]), float(fd), rtol=1e-5, atol=1e-9)
+        e = jnp.zeros_like(y).at[1, 2].set(eps)
+        np.testing.assert_allclose(float(gy[1, 2]), float((f(x, y + e, lr) - f(x, y - e, lr)) / (2 * eps)),
+                                   rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(float(glr), float((f(x, y, lr + eps) - f(x, y, lr - eps)) / (2 * eps)),
+                                   rtol=1e-5, atol=1e-9)
+
+
+def _cfg(**kw):
+    base = dict(dataset="toy", ipc=2, syn_steps=3, batch_syn=3, max_start_epoch=2, sequential=False,
+                expert_train_epochs=3, dsa=False)
+    base.update(kw)
+    return DATMConfig(**base)
+
+
+def test_threshold_rule_and_nonfinite_leave_state_untouched():
+    apply_flat, theta0, theta_star, x, y = _tiny()
+    key = jax.random.PRNGKey(5)
+
+    steps = {}
+
+    def run(cfg, state, t_star):
+        # one compiled step per threshold (the config is static)
+        if cfg.threshold not in steps:
+            steps[cfg.threshold] = datm.make_outer_step(apply_flat, cfg)
+        return steps[cfg.threshold](state, theta0, t_star, key)
+
+    # One applied step first, so the momentum buffers are non-zero.
+    state0, loss0, finite0, applied0 = run(_cfg(threshold=1e9), datm.init_syn_state(_cfg(), x, y, 0.01),
+                                           theta_star)
+    assert bool(finite0) and bool(applied0)
+    assert float(jnp.abs(state0.opt[0][0].trace).max()) > 0
+    before = jax.tree_util.tree_map(np.array, state0)
+    # loss > threshold: nothing moves (params and optimiser states)
+    s1, loss1, finite1, applied1 = run(_cfg(threshold=1e-6), jax.tree_util.tree_map(jnp.asarray, before),
+                                       theta_star)
+    assert bool(finite1) and not bool(applied1) and float(loss1) > 1e-6
+    chex.assert_trees_all_equal(jax.tree_util.tree_map(np.asarray, s1), before)
+    # non-finite loss (theta* == theta0: 0/0): nothing moves either
+    s2, loss2, finite2, applied2 = run(_cfg(threshold=1e9), jax.tree_util.tree_map(jnp.asarray, before), theta0)
+    assert not bool(finite2) and not bool(applied2)
+    chex.assert_trees_all_equal(jax.tree_util.tree_map(np.asarray, s2), before)
+    # loss <= threshold: everything moves, with torch SGD-momentum semantics (buf = mu*buf + g)
+    s3, loss3, _, applied3 = run(_cfg(threshold=1e9), jax.tree_util.tree_map(jnp.asarray, before), theta_star)
+    assert bool(applied3)
+    g_lr = (before.opt[2][0].trace * 0 + (s3.opt[2][0].trace - 0.5 * before.opt[2][0].trace))
+    np.testing.assert_allclose(float(s3.lr), float(before.lr - 1e-5 * (0.5 * before.opt[2][0].trace + g_lr)),
+                               rtol=1e-6)
+    assert not np.allclose(np.asarray(s3.x), before.x)
+
+
+def test_sequential_window_matches_spec_formula():
+    cfg = get_config("cifar10", 10)  # Seq: 10 -> 20 over 1000 iterations, start range [0, U)
+    for it in [0, 1, 99, 100, 250, 500, 999, 1000, 1500, 10000]:
+        want = min(10 + int((20 - 10) * it / 1000), 20)
+        assert datm.start_epoch_upper(cfg, it) == want
+    assert datm.start_epoch_upper(cfg, 0) == 10 and datm.start_epoch_upper(cfg, 550) == 15
+    flat = get_config("cifar10", 500)  # not sequential: [40, 60)
+    assert all(datm.start_epoch_upper(flat, it) == 60 for it in (0, 10, 5000))
+    # host draws: t in [min, U), every value reached, deterministic, experts cycled as permutations
+    seed = (1, 2)
+    ts = [datm.host_draws(seed, it, cfg, 5)[1] for it in range(400)]
+    assert min(ts) == 0 and max(ts) == 10 - 1 + int(10 * 399 / 1000)
+    assert set(ts[:300]) == set(range(0, 12))  # U <= 12 before it 300
+    assert [datm.host_draws(seed, it, cfg, 5) for it in range(20)] == [datm.host_draws(seed, it, cfg, 5)
+                                                                       for it in range(20)]
+    assert sorted(datm.host_draws(seed, it, cfg, 5)[0] for it in range(5, 10)) == [0, 1, 2, 3, 4]
+
+
+def test_batch_indices_are_permutation_chunks():
+    idx = np.asarray(datm.batch_indices(jax.random.PRNGKey(0), 12, 4, 7))
+    assert idx.shape == (7, 4)
+    assert sorted(idx[:3].ravel().tolist()) == list(range(12))   # first permutation
+    assert sorted(idx[3:6].ravel().tolist()) == list(range(12))  # second permutation
+    np.testing.assert_array_equal(np.asarray(datm.batch_indices(jax.random.PRNGKey(0), 5, 8, 2)),
+                                  np.tile(np.arange(5), (2, 1)))
+    with pytest.raises(ConfigError, match="batch_syn=5 must divide"):
+        datm.batch_indices(jax.random.PRNGKey(0), 12, 5, 2)
+
+
+def test_configs_and_errors():
+    c = get_config("cifar100", 50)
+    assert (c.syn_steps, c.min_start_epoch, c.max_start_epoch, c.init, c.lr_img) == (80, 20, 70, "real", 1000)
+    assert get_config("cifar10", 1).threshold == 1.1 and get_config("tiny_imagenet", 1).depth == 4
+    assert get_config("cifar100", 1).expert_epochs == 3
+    assert get_config("cifar10_n", 10) == dataclasses.replace(get_config("cifar10", 10), dataset="cifar10_n")
+    with pytest.raises(ConfigError, match="known settings: .*cifar10/ipc10"):
+        get_config("cifar10", 7)
+    with pytest.raises(ConfigError, match="init='bogus' is not one of"):
+        get_config("digits", 10, "quick").replace(init="bogus")
+    with pytest.raises(ConfigError, match="exceeds expert_train_epochs"):
+        get_config("cifar100", 50).replace(expert_train_epochs=50)
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end on digits (a 300-image subset), tiny net and experts shared by the tests below.
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def digits_setup(tmp_path_factory):
+    from jaxdistill.data import load_dataset, make_noisy_data
+
+    data = make_noisy_data(load_dataset("digits"), "symmetric:0.2", seed=0, subset=300)
+    cfg = get_config("digits", 2, "quick").replace(
+        width=8, depth=2, iterations=50, syn_steps=6, batch_syn=10, max_start_epoch=4,
+        current_max_start_epoch=2, expansion_end_epoch=20, num_experts=2, expert_train_epochs=5,
+        expert_sam_rho=0.01, expert_batch=64, checkpoint_every=10, lr_img=30.0)
+    d = str(tmp_path_factory.mktemp("experts"))
+    store = datm.build_experts(cfg, data, jax.random.PRNGKey(0), d, progress=False)
+    return data, cfg, store
+
+
+def test_distill_digits_lowers_matching_loss_and_resumes(digits_setup, tmp_path, monkeypatch):
+    data, cfg, store = digits_setup
+    full = datm.distill(cfg, data, jax.random.PRNGKey(4), workdir=str(tmp_path / "a"), progress=False,
+                        store=store)
+    hist = np.array(full.meta["loss_history"])
+    assert hist.shape == (50,) and np.isfinite(hist).all()
+    assert hist[-10:].mean() < 0.9 * hist[:10].mean(), (hist[:10].mean(), hist[-10:].mean())
+    assert full.images.shape == (20, 8, 8, 1) and full.targets.shape == (20, 10)
+    assert full.target_kind == "soft_logits" and full.lr > 0 and full.meta["iterations"] == 50
+    # soft-label init keeps each image's class as the arg-max target for most images
+    assert (full.targets.argmax(1) == full.labels).mean() > 0.5
+    assert (tmp_path / "a" / "distilled.npz").exists()
+
+    # Crash at iteration 35 (after the checkpoint at 30), then rerun: the same final set.
+    real_draws = datm.host_draws
+
+    def crashing(seed, it, cfg_, n):
+        if it == 35:
+            raise KeyboardInterrupt("simulated crash")
+        return real_draws(seed, it, cfg_, n)
+
+    monkeypatch.setattr(datm, "host_draws", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        datm.distill(cfg, data, jax.random.PRNGKey(4), workdir=str(tmp_path / "b"), progress=False, store=store)
+    monkeypatch.setattr(datm, "host_draws", real_draws)
+    resumed = datm.distill(cfg, data, jax.random.PRNGKey(4), workdir=str(tmp_path / "b"), progress=False,
+                           store=store)
+    np.testing.assert_array_equal(resumed.images, full.images)
+    np.testing.assert_array_equal(resumed.targets, full.targets)
+    assert resumed.lr == full.lr
+    np.testing.assert_array_equal(resumed.meta["loss_history"], full.meta["loss_history"])
+
+
+def test_distill_refuses_wrong_store_and_too_large_ipc(digits_setup):
+    from jaxdistill.errors import StoreError
+
+    data, cfg, store = digits_setup
+    with pytest.raises(StoreError, match="holds nets"):
+        datm.distill(cfg.replace(width=9), data, jax.random.PRNGKey(0), progress=False, store=store)
+    with pytest.raises(StoreError, match="lacks"):
+        datm.distill(cfg.replace(max_start_epoch=5, expert_train_epochs=9), data, jax.random.PRNGKey(0),
+                     progress=False, store=store)
+    with pytest.raises(DataError, match="ipc=40"):
+        datm.distill(cfg.replace(ipc=40), data, jax.random.PRNGKey(0), progress=False, store=store)
