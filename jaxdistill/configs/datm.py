@@ -152,7 +152,7 @@ def _quick(dataset: str, ipc: int) -> dict:
     n = ipc * (100 if dataset in ("cifar100", "cifar100_n") else 200 if dataset == "tiny_imagenet" else 10)
     big = dataset not in ("digits",)
     return dict(
-        iterations=300 if not big else 150, syn_steps=20 if not big else 10, expert_epochs=2,
+        iterations=200 if not big else 150, syn_steps=20 if not big else 10, expert_epochs=2,
         min_start_epoch=0, max_start_epoch=6, sequential=True, current_max_start_epoch=3,
         expansion_end_epoch=100, lr_img=10.0 if not big else 100.0, lr_lr=1e-5, lr_y=2.0,
         lr_teacher=0.01, batch_syn=min(n, 100), threshold=1.0, width=32,
