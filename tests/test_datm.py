@@ -239,3 +239,14 @@ def test_distill_refuses_wrong_store_and_too_large_ipc(digits_setup):
                      progress=False, store=store)
     with pytest.raises(DataError, match="ipc=40"):
         datm.distill(cfg.replace(ipc=40), data, jax.random.PRNGKey(0), progress=False, store=store)
+
+
+def test_workdir_of_another_config_refused(digits_setup, tmp_path):
+    from jaxdistill.errors import StoreError
+
+    data, cfg, store = digits_setup
+    short = cfg.replace(iterations=2)
+    datm.distill(short, data, jax.random.PRNGKey(0), workdir=str(tmp_path), progress=False, store=store)
+    with pytest.raises(StoreError, match=r"another config \(differs in \['iterations'\]\)"):
+        datm.distill(short.replace(iterations=3), data, jax.random.PRNGKey(0), workdir=str(tmp_path),
+                     progress=False, store=store)

@@ -14,6 +14,7 @@ syn_steps parameter vectors and recomputes one step's activations at a time.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -385,7 +386,21 @@ def _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, pr
     leaves, treedef = jax.tree_util.tree_flatten(state)
     counters = {"it": 0, "consecutive_nonfinite": 0, "nonfinite": 0, "threshold_skips": 0}
     losses: list[float] = []
-    ckpt = Checkpointer(os.path.join(workdir, "ckpt")) if workdir else None
+    ckpt = None
+    if workdir:
+        # A checkpoint belongs to one config: refuse to resume another run's state.
+        from jaxdistill.checkpoint import atomic_write_json, read_json
+
+        cfg_path = os.path.join(workdir, "datm_config.json")
+        want = json.loads(json.dumps(dataclasses.asdict(config)))
+        have = read_json(cfg_path)
+        if have is not None and have != want:
+            diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+            raise StoreError(f"workdir {workdir!r} holds a DATM run with another config (differs in {diff}); "
+                             f"use another workdir or delete it")
+        if have is None:
+            atomic_write_json(cfg_path, want)
+        ckpt = Checkpointer(os.path.join(workdir, "ckpt"))
     if ckpt is not None:
         template = {"leaves": {f"{i:03d}": np.asarray(l) for i, l in enumerate(leaves)},
                     "counters": {k: np.asarray(0) for k in counters},
