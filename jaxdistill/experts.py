@@ -199,12 +199,6 @@ class ExpertStore:
         return self._unravel(flat)
 
 
-@dataclasses.dataclass
-class _Group:
-    index: int
-    experts: list
-
-
 def _plan_groups(num_experts: int, group_size: Optional[int]) -> list[list[int]]:
     g = num_experts if not group_size else int(group_size)
     return [list(range(s, min(s + g, num_experts))) for s in range(0, num_experts, g)]

@@ -20,7 +20,7 @@ import math
 import os
 import tempfile
 import time
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from jaxdistill.configs.datm import DATMConfig, get_config
-from jaxdistill.errors import ConfigError, DataError, NumericalError, StoreError
+from jaxdistill.errors import ConfigError, NumericalError, StoreError
 from jaxdistill.methods.base import DistilledSet, register
 
 log = logging.getLogger("jaxdistill")
@@ -286,9 +286,7 @@ def build_experts(cfg: DATMConfig, data, key: jax.Array, directory: str, progres
 
 
 def _check_store(store, cfg: DATMConfig, net, data):
-    import dataclasses as dc
-
-    want_net = dc.asdict(net.cfg)
+    want_net = dataclasses.asdict(net.cfg)
     if store.meta.get("net") != want_net:
         raise StoreError(f"expert store {store.directory!r} holds nets {store.meta.get('net')}; this DATM config "
                          f"needs {want_net}")
