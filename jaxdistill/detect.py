@@ -304,7 +304,8 @@ def cleanlab_scores(pred_probs: np.ndarray, labels: np.ndarray, filter_by: str =
                           f"`pip install cleanlab` to compare against it") from None
     p, y = _check_probs(pred_probs, labels)
     p = p / p.sum(1, keepdims=True)
-    flagged = np.asarray(find_label_issues(y, p, filter_by=filter_by), bool)
+    # n_jobs=1: cleanlab's process pool forks, which can deadlock a process that has started JAX threads.
+    flagged = np.asarray(find_label_issues(y, p, filter_by=filter_by, n_jobs=1), bool)
     q = np.asarray(get_label_quality_scores(y, p, method="self_confidence"))
     return LabelScores(quality=q, pred_probs=p, suggested=p.argmax(1).astype(np.int32), flagged=flagged,
                        ranking=np.argsort(q, kind="stable"), margin=normalized_margin(p, y),

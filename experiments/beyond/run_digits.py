@@ -53,10 +53,16 @@ def main():
     ap.add_argument("--k", type=int, default=3)
     ap.add_argument("--rules", nargs="+", default=["relabel", "select", "relabel_select"])
     ap.add_argument("--out", default="experiments/beyond/results_digits.json")
+    ap.add_argument("--epochs", type=int, default=None, help="override the quick recipe's 30 epochs (all nets)")
     ap.add_argument("--fig", default="experiments/beyond/hardsamples_digits.png")
     a = ap.parse_args()
     ds = load_dataset("digits")
     bcfg = dataclasses.replace(get_baseline_config("digits", "quick"), width=a.width, k=a.k)
+    pair_kw = {"width": a.width, "k": a.k}
+    if a.epochs:
+        bcfg = dataclasses.replace(bcfg, train=bcfg.train.replace(epochs=a.epochs))
+        ctc = get_coteaching_config("digits", "quick")
+        pair_kw.update(train=ctc.train.replace(epochs=a.epochs), num_gradual=max(1, min(10, a.epochs // 5)))
     all_res = {"args": vars(a), "runs": {}}
     if os.path.exists(a.out):
         all_res = json.load(open(a.out))
@@ -103,8 +109,8 @@ def main():
                 res["distilled"] = rr.results["distilled"]
             print(noise, rule, res[f"repair_{rule}"]["acc_mean"], rr.stats, flush=True)
         kind = noise.split(":")[0]
-        ct = train_coteaching(data, get_coteaching_config("digits", "quick", width=a.width, k=a.k), kc)
-        jc = train_jocor(data, get_jocor_config("digits", "quick", noise_kind=kind, width=a.width, k=a.k), kj)
+        ct = train_coteaching(data, get_coteaching_config("digits", "quick", **pair_kw), kc)
+        jc = train_jocor(data, get_jocor_config("digits", "quick", noise_kind=kind, **pair_kw), kj)
         res["coteaching"], res["jocor"] = ct, jc
         print(noise, "coteaching", ct["acc_mean"], "jocor", jc["acc_mean"], flush=True)
         if noise == a.noise[0]:
