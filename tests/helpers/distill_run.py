@@ -1,0 +1,175 @@
+"""Subprocess body of the crash tests: one tiny distillation on digits into WORKDIR.
+
+usage: python distill_run.py METHOD WORKDIR [--pause-before-save N SECONDS] [--poison ITERS]
+                                            [--max-nonfinite K]
+
+--pause-before-save N S: sleep S seconds on entry to the N-th (1-based) `Checkpointer.save` call, so a
+  test that waits for N-1 checkpoint step directories and then SIGKILLs the process is guaranteed to kill
+  it before checkpoint N is written, with the iterations done since checkpoint N-1 lost. Timing only:
+  the numerics are untouched.
+--poison ITERS: feed a poisoned input to the jitted outer step on the listed 0-based iterations ("2,5",
+  or "5-" for every iteration from 5 on): DATM gets a NaN expert snapshot theta_t, DANCE and RCIG get real
+  training images full of NaN pixels. The wrapper sits outside the jitted function, so the compiled program
+  (and the persistent XLA cache entry) is the real one.
+--max-nonfinite K: override the config's max_nonfinite.
+Writes WORKDIR/distilled.npz (the distiller does) and prints "done"; a JaxDistillError prints
+"ERROR <type>: <message>" and exits with status 3.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+SUBSET = 200
+NOISE = "symmetric:0.4"
+SEED = 3
+
+
+def tiny_config(method: str):
+    """get_config(method, 'digits', 1, 'quick') shrunk to width 8, 12 iterations, checkpoints every 4."""
+    from jaxdistill.methods.base import get_config
+
+    cfg = get_config(method, "digits", 1, "quick")
+    common = dict(width=8, depth=1, iterations=12, checkpoint_every=4)
+    if method == "datm":
+        return dataclasses.replace(cfg, **common, syn_steps=4, batch_syn=10, max_start_epoch=3,
+                                   current_max_start_epoch=2, expansion_end_epoch=10, num_experts=2,
+                                   expert_train_epochs=4, expert_batch=64)
+    if method == "dance":
+        return dataclasses.replace(cfg, **common, batch_real=16, pool_size=2, num_premodel=2, pretrain_epochs=2,
+                                   pretrain_batch=64, factor=1)
+    if method == "rcig":
+        return dataclasses.replace(cfg, **common, pool_size=2, real_batch=32, n_inner=3, n_hinv=3,
+                                   tune_max_tries=2, adapt_every=5)
+    raise SystemExit(f"unknown method {method!r}")
+
+
+def tiny_data():
+    from jaxdistill.data import load_dataset, make_noisy_data
+
+    return make_noisy_data(load_dataset("digits"), NOISE, seed=0, subset=SUBSET)
+
+
+def _parse_iters(spec: str):
+    """'2,5' -> {2, 5}; '5-' -> every iteration >= 5."""
+    if spec.endswith("-"):
+        lo = int(spec[:-1])
+        return lambda it: it >= lo
+    its = {int(v) for v in spec.split(",")}
+    return lambda it: it in its
+
+
+def _install_poison(method: str, poisoned) -> None:
+    import jax.numpy as jnp
+
+    calls = {"n": 0}
+
+    def hit() -> bool:
+        it = calls["n"]
+        calls["n"] += 1
+        return poisoned(it)
+
+    if method == "datm":
+        from jaxdistill.methods import datm
+
+        real_make = datm.make_outer_step
+
+        def make(apply_flat, cfg):
+            step = real_make(apply_flat, cfg)
+
+            def wrapped(state, theta0, theta_star, key):
+                if hit():
+                    theta0 = jnp.full_like(theta0, jnp.nan)  # a damaged expert snapshot
+                return step(state, theta0, theta_star, key)
+
+            return wrapped
+
+        datm.make_outer_step = make
+    elif method == "dance":
+        from jaxdistill.methods import dance
+
+        real_cached = dance._cached_iteration
+
+        def cached(*a):
+            step = real_cached(*a)
+
+            def wrapped(syn, opt_state, key, pool0, poolT, x_real, *rest):
+                if hit():
+                    x_real = jnp.full_like(x_real, jnp.nan)  # a batch of real images with NaN pixels
+                return step(syn, opt_state, key, pool0, poolT, x_real, *rest)
+
+            return wrapped
+
+        dance._cached_iteration = cached
+    elif method == "rcig":
+        from jaxdistill.methods import rcig
+
+        real_step = rcig._jit_step
+
+        def wrapped(prob, state, xtr, ytr, key):
+            if hit():
+                xtr = jnp.full_like(xtr, jnp.nan)  # real training images with NaN pixels
+            return real_step(prob, state, xtr, ytr, key)
+
+        rcig._jit_step = wrapped
+
+
+def main(argv: list[str]) -> int:
+    method, workdir = argv[0], argv[1]
+    pause_at, pause_s, poison, max_nonfinite = None, 0.0, None, None
+    rest = argv[2:]
+    while rest:
+        if rest[0] == "--pause-before-save":
+            pause_at, pause_s, rest = int(rest[1]), float(rest[2]), rest[3:]
+        elif rest[0] == "--poison":
+            poison, rest = _parse_iters(rest[1]), rest[2:]
+        elif rest[0] == "--max-nonfinite":
+            max_nonfinite, rest = int(rest[1]), rest[2:]
+        else:
+            raise SystemExit(f"unknown argument {rest[0]!r}")
+
+    import logging
+
+    import jax
+
+    from jaxdistill import checkpoint
+    from jaxdistill.errors import JaxDistillError
+    from jaxdistill.methods.base import distill
+
+    # Resume and damaged-checkpoint messages go to the log the tests read.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("jaxdistill").setLevel(logging.INFO)
+
+    if pause_at is not None:
+        real_save = checkpoint.Checkpointer.save
+        calls = {"n": 0}
+
+        def paused_save(self, step, tree):
+            calls["n"] += 1
+            if calls["n"] == pause_at:
+                print(f"pausing before checkpoint save #{pause_at} (step {step})", flush=True)
+                time.sleep(pause_s)
+            return real_save(self, step, tree)
+
+        checkpoint.Checkpointer.save = paused_save
+    if poison is not None:
+        _install_poison(method, poison)
+
+    cfg = tiny_config(method)
+    if max_nonfinite is not None:
+        cfg = dataclasses.replace(cfg, max_nonfinite=max_nonfinite)
+    try:
+        distill(method, cfg, tiny_data(), jax.random.PRNGKey(SEED), workdir=workdir)
+    except JaxDistillError as e:
+        print(f"ERROR {type(e).__name__}: {e}", flush=True)
+        return 3
+    print("done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
