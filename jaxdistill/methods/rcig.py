@@ -197,7 +197,10 @@ class Problem:
     image_shape: tuple
 
     def _key(self):
-        return (self.cfg, self.num_classes, self.image_shape)
+        # Run-control fields do not change the step program.
+        cfg = dataclasses.replace(self.cfg, iterations=1, checkpoint_every=1, max_nonfinite=1, tune_max_tries=1,
+                                  tune_lr=True, inner_lr=1.0, hvp_lr=1.0)
+        return (cfg, self.num_classes, self.image_shape)
 
     def __hash__(self):
         return hash(self._key())
