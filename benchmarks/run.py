@@ -426,28 +426,41 @@ def cases(only: list[str], settings: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def run_isolated(comp: str, setting: str, args) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--one", f"{comp}:{setting}", "--repeats", str(args.repeats),
-           "--train-models", str(args.train_models), "--eval-k", str(args.eval_k)]
-    if args.small:
-        cmd.append("--small")
+def case_spec(comp: str, setting: str, args, shape_over: Optional[dict] = None, build_kw: Optional[dict] = None) -> dict:
+    """A JSON-able description of one case (what a subprocess needs to rebuild it)."""
+    kw = {"train": {"models": args.train_models}, "eval": {"eval_k": args.eval_k}}.get(comp, {})
+    return {"component": comp, "setting": setting, "small": bool(args.small), "repeats": int(args.repeats),
+            "shape_over": shape_over or {}, "build_kw": dict(kw, **(build_kw or {}))}
+
+
+def run_spec(spec: dict) -> dict:
+    """Measure one case in this process; errors (e.g. out of memory) become an 'error' row."""
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.case_timeout)
+        shape = make_shape(spec["setting"], spec["small"], **spec.get("shape_over", {}))
+        if spec.get("shape_over", {}).get("ipc"):
+            shape = shape._replace(name=f"{shape.name.split('_')[0]}_ipc{shape.ipc}")
+        return measure(spec["component"], shape, repeats=spec["repeats"], **spec.get("build_kw", {}))
+    except Exception as e:  # noqa: BLE001 - report the case and go on
+        return {"component": spec["component"], "setting": spec["setting"],
+                "error": f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"}
+
+
+def run_spec_isolated(spec: dict, timeout: int) -> dict:
+    """Measure one case in a fresh Python process (its own device-memory peak)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--one", json.dumps(spec)]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"component": comp, "setting": setting, "error": f"timeout after {args.case_timeout} s"}
+        return {"component": spec["component"], "setting": spec["setting"], "error": f"timeout after {timeout} s"}
     lines = [l for l in p.stdout.splitlines() if l.startswith("ROW ")]
     if p.returncode != 0 or not lines:
         err = (p.stderr.strip().splitlines() or ["?"])[-1][:300]
-        return {"component": comp, "setting": setting, "error": err}
+        return {"component": spec["component"], "setting": spec["setting"], "error": err}
     return json.loads(lines[-1][4:])
 
 
-def one_case(comp: str, setting: str, args) -> dict:
-    kw = {"train": {"models": args.train_models}, "eval": {"eval_k": args.eval_k}}.get(comp, {})
-    try:
-        return measure(comp, make_shape(setting, args.small), repeats=args.repeats, **kw)
-    except Exception as e:  # noqa: BLE001 - e.g. out of memory: report the case and go on
-        return {"component": comp, "setting": setting, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
+def run_case(spec: dict, isolate: bool, timeout: int = 900) -> dict:
+    return run_spec_isolated(spec, timeout) if isolate else run_spec(spec)
 
 
 def _fmt(v, scale=1.0, nd=1):
@@ -458,7 +471,7 @@ def markdown(rows: list[dict], dev: dict) -> str:
     head = (f"Device: {dev['device_kind']} ({dev['platform']}, {dev['num_devices']} device(s)), jax {dev['jax']}. "
             f"{dev['peak_note']}.\n\n"
             "| component | setting | ms/iter (median) | compile s | first call s | peak MiB | images/s | "
-            "GFLOP/iter (jaxpr) | GFLOP (XLA) | TFLOP/s | util fp32 | util tf32 |\n"
+            "GFLOP/iter (jaxpr) | GFLOP/call (XLA, loops once) | TFLOP/s | util fp32 | util tf32 |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in rows:
@@ -491,15 +504,14 @@ def main(argv=None) -> int:
                      help="one subprocess per case (default on GPU)")
     iso.add_argument("--no-isolate", dest="isolate", action="store_false")
     ap.add_argument("--case-timeout", type=int, default=900)
-    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: COMP:SETTING, prints one ROW
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: a case spec (JSON) -> one ROW
     args = ap.parse_args(argv)
     if args.repeats is None:
         args.repeats = 2 if args.small else 5
     from jaxdistill.errors import ConfigError
 
     if args.one:
-        comp, setting = args.one.split(":")
-        print("ROW " + json.dumps(one_case(comp, setting, args)), flush=True)
+        print("ROW " + json.dumps(run_spec(json.loads(args.one))), flush=True)
         return 0
     only = [c for c in args.only.split(",") if c]
     bad = [c for c in only if c not in COMPONENTS]
@@ -517,7 +529,7 @@ def main(argv=None) -> int:
     print(f"# {dev['device_kind']} ({dev['platform']}), jax {dev['jax']}; isolate={isolate}; out={out_dir}", flush=True)
     rows = []
     for comp, setting in cases(only, settings):
-        r = run_isolated(comp, setting, args) if isolate else one_case(comp, setting, args)
+        r = run_case(case_spec(comp, setting, args), isolate, args.case_timeout)
         rows.append(r)
         brief = {k: r.get(k) for k in ("component", "setting", "median_s", "compile_s", "peak_bytes", "images_per_s",
                                        "flop_per_s", "util_fp32", "error") if k in r}

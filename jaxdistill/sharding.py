@@ -173,10 +173,13 @@ def train_models_sharded(net, x, y, cfg, key: jax.Array, num_models: int = 1, me
     k = _leading(state.params)
     kp = padded_size(k, mesh.size)
     state = shard_models(state, mesh, pad=True)
+    cut = lambda t: tmap(lambda a: a[:k], t)  # noqa: E731
+    if kp != k and kw.get("on_epoch") is not None:
+        user_cb = kw["on_epoch"]
+        kw["on_epoch"] = lambda epoch, st: user_cb(epoch, cut(st))  # callbacks never see the padding models
     res = T.train_models(net, replicate(x, mesh), y, cfg, key, k, state=state, **kw)
     if kp == k:
         return res
-    cut = lambda t: tmap(lambda a: a[:k], t)  # noqa: E731
     hist = dict(res.history)
     hist["loss"] = [list(row)[:k] if np.ndim(row) else row for row in hist.get("loss", [])]
     hist["test_acc"] = [(e, list(a)[:k]) for e, a in hist.get("test_acc", [])]

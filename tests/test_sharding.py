@@ -56,7 +56,10 @@ hlo = T.make_epoch_fn(net, cfg, 16, tx).lower(st, S.replicate(jnp.asarray(x), me
 out["collectives"] = sorted(set(re.findall(r"all-gather|all-reduce|collective-permute|all-to-all|reduce-scatter",
                                            hlo)))
 ref3 = T.train_models(net, x, y, cfg, key, 3, snapshots=True)
-sh3 = S.train_models_sharded(net, x, y, cfg, key, 3, mesh=mesh, snapshots=True)
+seen = []
+sh3 = S.train_models_sharded(net, x, y, cfg, key, 3, mesh=mesh, snapshots=True,
+                             on_epoch=lambda e, st: seen.append(int(st.step.shape[0])))
+out["train3_callback_k"] = seen
 out["train3_maxdiff"] = maxdiff(ref3.params, sh3.params)
 out["train3_snap_maxdiff"] = maxdiff(ref3.snapshots, sh3.snapshots)
 out["train3_shapes"] = [list(np.shape(sh3.history["loss"])), int(jax.tree_util.tree_leaves(sh3.params)[0].shape[0]),
@@ -147,6 +150,7 @@ def test_train_models_sharded_pads_indivisible_k(report):
     assert report["train3_maxdiff"] < 1e-5
     assert report["train3_snap_maxdiff"] < 1e-5
     assert report["train3_shapes"] == [[2, 3], 3, 3]   # (epochs, K) losses, K params, init + 2 epochs
+    assert report["train3_callback_k"] == [3, 3]        # on_epoch sees K models, not the padded 4
 
 
 def test_shard_models_error_names_k_and_devices(report):
