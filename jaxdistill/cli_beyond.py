@@ -1,0 +1,136 @@
+"""`jaxdistill detect` and `jaxdistill repair`: thin front-ends over jaxdistill.detect / jaxdistill.repair."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+
+def _distilled(args, data):
+    """Distil once per (method, out dir); a re-run loads the saved set (or resumes the distillation)."""
+    from jaxdistill.methods.base import DistilledSet, distill, get_config
+    from jaxdistill.pipeline import stage_key
+
+    workdir = os.path.join(args.out, args.method)
+    path = os.path.join(workdir, "distilled.npz")
+    if os.path.exists(path):
+        return DistilledSet.load(path), 0.0
+    cfg = get_config(args.method, args.dataset, args.ipc, args.preset)
+    t0 = time.perf_counter()
+    ds = distill(args.method, cfg, data, stage_key(args.seed, f"distill/{args.method}"), workdir=workdir)
+    if not os.path.exists(path):
+        ds.save(path)
+    return DistilledSet.load(path), time.perf_counter() - t0
+
+
+def _issues_csv(path: str, scores, data, limit: int) -> None:
+    from jaxdistill.checkpoint import atomic_write_text
+
+    names = data.class_names
+    rows = ["rank,index,given_label,suggested_label,quality,flagged" + (",true_label" if data.y_true is not None else "")]
+    for r, i in enumerate(scores.ranking[:limit]):
+        row = (f"{r},{i},{names[scores.labels[i]]},{names[scores.suggested[i]]},{scores.quality[i]:.5f},"
+               f"{int(scores.flagged[i])}")
+        if data.y_true is not None:
+            row += f",{names[data.y_true[i]]}"
+        rows.append(row)
+    atomic_write_text(path, "\n".join(rows) + "\n")
+
+
+def cmd_detect(args, noisy_data) -> int:
+    import numpy as np
+
+    from jaxdistill.detect import cleanlab_scores, cross_val_pred_probs, score_labels
+    from jaxdistill.pipeline import stage_key
+    from jaxdistill.report import noise_entry, write_results
+
+    data = noisy_data(args)
+    ds, secs = _distilled(args, data)
+    t0 = time.perf_counter()
+    scores = score_labels(ds, data, stage_key(args.seed, "detect"), k=args.k, preset=args.preset, progress=True)
+    ours_secs = secs + time.perf_counter() - t0
+    results = {"distilled": {"metrics": scores.meta.get("metrics"), "flagged": int(scores.flagged.sum()),
+                             "seconds": ours_secs}}
+    _issues_csv(os.path.join(args.out, "label_issues.csv"), scores, data, args.top)
+    if args.cleanlab:
+        t0 = time.perf_counter()
+        probs = cross_val_pred_probs(data, stage_key(args.seed, "cleanlab"), folds=5, epochs=args.cv_epochs,
+                                     progress=True)
+        cl = cleanlab_scores(probs, data.y_noisy)
+        m = None
+        if data.y_true is not None:
+            from jaxdistill.detect import detection_metrics
+
+            m = detection_metrics(cl.quality, cl.flagged, data.y_noisy != data.y_true)
+        results["cleanlab"] = {"metrics": m, "flagged": int(cl.flagged.sum()), "seconds": time.perf_counter() - t0}
+    write_results(os.path.join(args.out, "results.json"),
+                  {"command": "detect", "method": args.method, "dataset": args.dataset, "ipc": args.ipc,
+                   "preset": args.preset, "seed": args.seed, "k": args.k},
+                  noise_entry(data), results)
+    print("| detector | flagged | precision | recall | F1 | AUROC | time |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        m = r["metrics"] or {}
+        f = lambda k: "-" if k not in m else f"{m[k]:.3f}"  # noqa: E731
+        print(f"| {name} | {r['flagged']} | {f('precision')} | {f('recall')} | {f('f1')} | {f('auroc')} | "
+              f"{r['seconds']:.0f} s |")
+    print(f"ranked issues: {os.path.join(args.out, 'label_issues.csv')}  (flagged {int(scores.flagged.sum())} "
+          f"of {len(np.asarray(data.y_noisy))})")
+    return 0
+
+
+def cmd_repair(args, noisy_data) -> int:
+    from jaxdistill.pipeline import stage_key
+    from jaxdistill.repair import RepairConfig, repair
+    from jaxdistill.report import noise_entry, results_table, write_results
+
+    data = noisy_data(args)
+    ds, _ = _distilled(args, data)
+    cfg = RepairConfig(rule=args.rule, preset=args.preset, score_k=args.k)
+    redistill = None
+    if args.redistill:
+        from jaxdistill.methods.base import distill, get_config
+
+        mcfg = get_config(args.method, args.dataset, args.ipc, args.preset)
+        redistill = lambda d, key: distill(args.method, mcfg, d, key,  # noqa: E731
+                                           workdir=os.path.join(args.out, f"{args.method}_redistilled"))
+    res = repair(data, ds, stage_key(args.seed, "repair"), cfg, redistill=redistill, progress=True)
+    results = {name: {**r, "method": name, "protocol": "full data" if name != "distilled" else "standard"}
+               for name, r in res.results.items()}
+    doc = write_results(os.path.join(args.out, "results.json"),
+                        {"command": "repair", "method": args.method, "dataset": args.dataset, "ipc": args.ipc,
+                         "preset": args.preset, "seed": args.seed, "repair": dataclasses.asdict(cfg)},
+                        noise_entry(data), results, label_stats=res.stats)
+    print(results_table(doc["results"]))
+    print("labels:", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.stats.items()})
+    return 0
+
+
+def add_commands(sub, common_data, noisy_data) -> None:
+    s = sub.add_parser("detect", help="find the wrong labels with nets trained on the distilled set (+ cleanlab)")
+    common_data(s)
+    s.add_argument("--method", default="dance", help="datm | dance | rcig")
+    s.add_argument("--ipc", type=int, default=10)
+    s.add_argument("--k", type=int, default=5, help="scoring nets")
+    s.add_argument("--top", type=int, default=1000, help="rows in label_issues.csv")
+    s.add_argument("--cleanlab", action=argparse_bool(), default=True,
+                   help="also run cleanlab's confident learning on cross-validated ConvNets (default on)")
+    s.add_argument("--cv-epochs", type=int, default=10, help="epochs of each cross-validation net for cleanlab")
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=lambda a: cmd_detect(a, noisy_data))
+
+    s = sub.add_parser("repair", help="distil, relabel / select, retrain on the repaired full set")
+    common_data(s)
+    s.add_argument("--method", default="dance", help="datm | dance | rcig")
+    s.add_argument("--ipc", type=int, default=10)
+    s.add_argument("--k", type=int, default=5)
+    s.add_argument("--rule", default="relabel", choices=["relabel", "select", "relabel_select"])
+    s.add_argument("--redistill", action="store_true", help="also distil again from the repaired set")
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=lambda a: cmd_repair(a, noisy_data))
+
+
+def argparse_bool():
+    import argparse
+
+    return argparse.BooleanOptionalAction
