@@ -15,10 +15,10 @@ from jaxdistill.nn import NetConfig, make_net
 
 @pytest.fixture(scope="module")
 def tiny():
-    net = make_net(NetConfig(num_classes=3, width=4, depth=2, norm="none", act="softplus", width_growth=2))
+    net = make_net(NetConfig(num_classes=3, width=3, depth=2, norm="none", act="softplus", width_growth=2))
     key = jax.random.PRNGKey(0)
-    params = net.init(key, (8, 8, 1))
-    x = jax.random.normal(jax.random.PRNGKey(1), (5, 8, 8, 1))
+    params = net.init(key, (4, 4, 1))
+    x = jax.random.normal(jax.random.PRNGKey(1), (5, 4, 4, 1))
     return net, params, x
 
 
