@@ -222,7 +222,7 @@ def test_checkpointer_ignores_half_written_step(tmp_path):
 # ------------------------------------------------------------------------------------------------
 
 # Updates one poisoned iteration skips: DATM and RCIG make one update per iteration; DANCE makes one
-# inner-view step per class (10 digits classes), all of which see the NaN real images.
+# calibration-view step per class (10 digits classes), all of which use the poisoned trained model.
 SKIPS_PER_POISONED_ITER = {"datm": 1, "dance": 10, "rcig": 1}
 SKIP_META_KEY = {"datm": "skipped_nonfinite", "dance": "skipped_updates", "rcig": "skipped_updates"}
 

@@ -8,8 +8,8 @@ usage: python distill_run.py METHOD WORKDIR [--pause-before-save N SECONDS] [--p
   it before checkpoint N is written, with the iterations done since checkpoint N-1 lost. Timing only:
   the numerics are untouched.
 --poison ITERS: feed a poisoned input to the jitted outer step on the listed 0-based iterations ("2,5",
-  or "5-" for every iteration from 5 on): DATM gets a NaN expert snapshot theta_t, DANCE and RCIG get real
-  training images full of NaN pixels. The wrapper sits outside the jitted function, so the compiled program
+  or "5-" for every iteration from 5 on): DATM gets a NaN expert snapshot theta_t, DANCE a trained pool
+  whose classifier bias is NaN (the calibration view's loss), RCIG real training images full of NaN pixels. The wrapper sits outside the jitted function, so the compiled program
   (and the persistent XLA cache entry) is the real one.
 --max-nonfinite K: override the config's max_nonfinite.
 Writes WORKDIR/distilled.npz (the distiller does) and prints "done"; a JaxDistillError prints
@@ -64,6 +64,7 @@ def _parse_iters(spec: str):
 
 
 def _install_poison(method: str, poisoned) -> None:
+    import jax
     import jax.numpy as jnp
 
     calls = {"n": 0}
@@ -99,7 +100,12 @@ def _install_poison(method: str, poisoned) -> None:
 
             def wrapped(syn, opt_state, key, pool0, poolT, x_real, *rest):
                 if hit():
-                    x_real = jnp.full_like(x_real, jnp.nan)  # a batch of real images with NaN pixels
+                    # A damaged pretrained model: NaN classifier bias in the trained pool. (NaN *pixels* are
+                    # no use here: on CPU the compiled ConvNet can turn all-NaN inputs into finite feature
+                    # sums, so the loss stays finite and nothing is skipped.)
+                    poolT = jax.tree_util.tree_map_with_path(
+                        lambda path, a: jnp.full_like(a, jnp.nan) if "head" in str(path) and "bias" in str(path)
+                        else a, poolT)
                 return step(syn, opt_state, key, pool0, poolT, x_real, *rest)
 
             return wrapped
