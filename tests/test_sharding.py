@@ -119,6 +119,29 @@ out["cls_shapes"] = [list(ls.shape), list(gs.shape)]
 out["cls_loss_maxdiff"] = float(np.max(np.abs(np.asarray(ls) - np.array(np_l))))
 out["cls_grad_maxdiff"] = float(np.max(np.abs(np.asarray(gs) - ref_g)))
 out["cls_grad_scale"] = float(np.max(np.abs(ref_g)))
+# --- DATM's own matching loss: 4 trajectories across 4 devices vs a one-device loop ---
+from jax.flatten_util import ravel_pytree
+from jaxdistill.methods import datm
+dnet = make_net(NetConfig(3, width=4, depth=1))
+th, unravel = ravel_pytree(dnet.init(jax.random.PRNGKey(0), (8, 8, 1)))
+apply_flat = lambda t_, xb: dnet.apply(unravel(t_), xb)
+T0 = th[None] + 0.05 * jax.random.normal(jax.random.PRNGKey(1), (4, th.size))
+TS = T0 + 0.05 * jax.random.normal(jax.random.PRNGKey(2), (4, th.size))
+KS = jax.random.split(jax.random.PRNGKey(3), 4)
+xs = jax.random.normal(jax.random.PRNGKey(4), (6, 8, 8, 1))
+ys = jax.random.normal(jax.random.PRNGKey(5), (6, 3))
+lr = jnp.float32(0.05)
+def traj_fn(per, x_, y_, lr_):
+    t0, ts, k = per
+    idx = datm.batch_indices(k, 6, 3, 2)
+    keys = jax.random.split(k, 2)
+    return jax.value_and_grad(lambda a, b, c: datm.matching_loss(apply_flat, a, b, c, t0, ts, idx, keys,
+                                                                 use_dsa=False), argnums=(0, 1, 2))(x_, y_, lr_)
+ml, mg, _ = jax.jit(lambda *a: S.sharded_trajectory_grads(traj_fn, a[:3], dmesh, *a[3:]))(T0, TS, KS, xs, ys, lr)
+refs = [jax.jit(traj_fn)((T0[i], TS[i], KS[i]), xs, ys, lr) for i in range(4)]
+ref_l = np.mean([float(r[0]) for r in refs])
+ref_g = [np.mean([np.asarray(r[1][j]) for r in refs], 0) for j in range(3)]
+out["datm_traj"] = [abs(float(ml) - ref_l), maxdiff(mg, ref_g), float(max(np.abs(g).max() for g in ref_g))]
 print("JSON" + json.dumps(out))
 ''')
 
@@ -204,3 +227,9 @@ def test_pad_leading_repeats_last():
     t = S.pad_leading({"a": jnp.arange(3)}, 5)
     chex.assert_shape(t["a"], (5,))
     np.testing.assert_array_equal(np.asarray(t["a"]), [0, 1, 2, 2, 2])
+
+
+def test_sharded_trajectory_grads_datm_matching_loss(report):
+    loss_diff, grad_diff, grad_scale = report["datm_traj"]
+    assert grad_scale > 1e-4
+    assert loss_diff < 1e-5 and grad_diff < 1e-4 * max(1.0, grad_scale)
