@@ -32,7 +32,6 @@ Never imports jaxdistill.data (no tensorflow/tfds needed).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -426,7 +425,8 @@ def cases(only: list[str], settings: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def case_spec(comp: str, setting: str, args, shape_over: Optional[dict] = None, build_kw: Optional[dict] = None) -> dict:
+def case_spec(comp: str, setting: str, args, shape_over: Optional[dict] = None,
+              build_kw: Optional[dict] = None) -> dict:
     """A JSON-able description of one case (what a subprocess needs to rebuild it)."""
     kw = {"train": {"models": args.train_models}, "eval": {"eval_k": args.eval_k}}.get(comp, {})
     return {"component": comp, "setting": setting, "small": bool(args.small), "repeats": int(args.repeats),
@@ -521,7 +521,8 @@ def main(argv=None) -> int:
     settings = args.settings.split(",") if args.settings else list(table)
     bad = [s for s in settings if s not in table]
     if bad:
-        raise ConfigError(f"--settings {bad} not known{' with --small' if args.small else ''}; allowed: {sorted(table)}")
+        mode = " with --small" if args.small else ""
+        raise ConfigError(f"--settings {bad} not known{mode}; allowed: {sorted(table)}")
     dev = device_info()
     isolate = args.isolate if args.isolate is not None else dev["platform"] != "cpu"
     out_dir = args.out or os.path.join(ROOT, "benchmarks", "results", dev["device_kind"].replace(" ", "_"))

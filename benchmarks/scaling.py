@@ -72,8 +72,8 @@ def sweep(name: str, args, isolate: bool) -> dict:
 
 
 def markdown(results: list[dict], dev: dict, isolate: bool) -> str:
-    out = [f"Device: {dev['device_kind']} ({dev['platform']}), jax {dev['jax']}; memory: "
-           f"{'per point (subprocess)' if isolate else 'cumulative process peak (in-process), exponent not meaningful'}.",
+    mem = "per point (subprocess)" if isolate else "cumulative process peak (in-process), exponent not meaningful"
+    out = [f"Device: {dev['device_kind']} ({dev['platform']}), jax {dev['jax']}; memory: {mem}.",
            "", "| sweep | x | ms/iter | peak MiB | GFLOP/iter |", "|---|---|---|---|---|"]
     for s in results:
         for r in s["rows"]:

@@ -14,6 +14,18 @@ Four patterns cover jaxdistill's parallel work, each on a 1-D mesh (axis name = 
 
 Every function gives the single-device result up to float reassociation (tests/test_sharding.py checks
 this on 4 forced host devices). On one device they run unchanged, so callers need no special case.
+
+Wiring (each a drop-in for one existing call):
+  evaluate/experts/baseline:  train_models(net, x, y, cfg, key, k, **kw)
+                          ->  train_models_sharded(net, x, y, cfg, key, k, mesh=model_mesh(), **kw)
+  RCIG Problem.step:      jax.value_and_grad(self.outer_loss, argnums=(0, 1), has_aux=True)(delta, psi, theta0, xt, yt)
+                          ->  sharded_mean_grad(lambda dp, b: self.outer_loss(dp[0], dp[1], theta0, *b),
+                                                (delta, psi), (xt, yt), data_mesh(), has_aux=True)
+  DANCE batched view:     jax.value_and_grad(total, has_aux=True)(syn)
+                          ->  sharded_class_grads(loss_c, (syn.reshape(C, ipc, *syn.shape[1:]), jnp.arange(C), extra),
+                                                  class_mesh())   (grads reshaped back to syn.shape, losses summed)
+  DATM, T trajectories:   sharded_trajectory_grads(value_and_grad of matching_loss per (theta0, theta*, key),
+                                                   (theta0s, theta_stars, keys), data_mesh(), x, y, lr)
 """
 from __future__ import annotations
 
