@@ -20,7 +20,8 @@ process), images/s (the component's images per iteration, formula in the row), a
   flops_xla    `jit(f).lower(*args).compile().cost_analysis()['flops']`. XLA counts a while/scan body ONCE,
                whatever its trip count, so for the unrolled/scanned components this undercounts (by
                about syn_steps for DATM).
-  flops_jaxpr  our count over the traced jaxpr: dot_general / conv FLOPs (2 per MAC) plus 1 per output
+  flops_jaxpr  our count over the traced jaxpr: dot_general / conv FLOPs (2 per MAC; convolutions: only
+               taps on real input, not on padding) plus 1 per output
                element of arithmetic ops, scan bodies times their length, `cond` = its costliest branch;
                a `while` with a data-dependent trip count (RCIG's online pool steps) is counted once.
 Achieved FLOP/s = flops_jaxpr / median time. Peak: H100/H200 SXM 66.9 TFLOP/s fp32 (non-tensor), the
@@ -275,6 +276,29 @@ def _size(aval) -> int:
     return int(np.prod(getattr(aval, "shape", ()) or (1,)))
 
 
+def _taps_1d(n_in: int, window: int, n_out: int, pad_lo: int, stride: int, lhs_dil: int, rhs_dil: int) -> int:
+    """Window taps, summed over the output positions of one spatial dim, that land on real input (not on
+    padding or lhs-dilation holes)."""
+    o = np.arange(n_out)[:, None] * stride + np.arange(window)[None, :] * rhs_dil - pad_lo
+    return int(np.sum((o >= 0) & (o <= (n_in - 1) * lhs_dil) & (o % lhs_dil == 0)))
+
+
+def _conv_flops(eqn) -> float:
+    """2 x multiply-adds of a convolution that touch real input. JAX's transposes of second-order conv
+    gradients are convolutions whose window is a whole feature map sliding over a padded 3x3 kernel;
+    counting window x output would overcount those ~3x, counting real taps matches the patches+matmul
+    path (same maths as dot_generals)."""
+    p = eqn.params
+    dn = p["dimension_numbers"]
+    lhs, rhs, out = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape, eqn.outvars[0].aval.shape
+    taps = 1
+    for d in range(len(dn.lhs_spec) - 2):
+        taps *= _taps_1d(lhs[dn.lhs_spec[2 + d]], rhs[dn.rhs_spec[2 + d]], out[dn.out_spec[2 + d]], p["padding"][d][0],
+                         p["window_strides"][d], p["lhs_dilation"][d], p["rhs_dilation"][d])
+    # out batch x out features x (in features per group) x real taps; batch groups split the output features.
+    return 2.0 * out[dn.out_spec[0]] * out[dn.out_spec[1]] * rhs[dn.rhs_spec[1]] * taps
+
+
 def jaxpr_flops(jaxpr) -> tuple[float, float, int]:
     """(total FLOPs, dot/conv FLOPs, number of while loops counted once) of a (Closed)Jaxpr."""
     from jax.extend import core as jcore
@@ -298,9 +322,7 @@ def jaxpr_flops(jaxpr) -> tuple[float, float, int]:
             total += f
             mm += f
         elif name == "conv_general_dilated":
-            rhs = eqn.invars[1].aval.shape
-            out_feat = eqn.params["dimension_numbers"].rhs_spec[0]
-            f = 2.0 * _size(eqn.outvars[0].aval) * (int(np.prod(rhs)) / rhs[out_feat])
+            f = _conv_flops(eqn)
             total += f
             mm += f
         elif name == "scan":
