@@ -45,6 +45,9 @@ class DenoiseConfig:
     protocols: tuple = ("standard", "own")
     clean_baseline: bool = True
     data_dir: Optional[str] = None
+    # Field overrides per part: {"<method>": {config field: value}, "baseline": {"width", "k", "epochs"},
+    # "eval": {"width", "steps" or "epochs"}} (for small test runs and sweeps).
+    overrides: Optional[dict] = None
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -58,6 +61,13 @@ class DenoiseConfig:
                 raise ConfigError(f"protocol {p!r} is not one of ['standard', 'own']")
         if not self.methods:
             raise ConfigError("methods is empty; give at least one of datm, dance, rcig, coteaching, jocor")
+        for part in (self.overrides or {}):
+            if part not in ("baseline", "eval", *self.methods):
+                raise ConfigError(f"overrides for {part!r}: allowed parts are baseline, eval and the methods run "
+                                  f"{list(self.methods)}")
+
+    def part(self, name: str) -> dict:
+        return dict((self.overrides or {}).get(name, {}))
 
     def effective_subset(self) -> Optional[int]:
         if self.subset is not None:
@@ -121,11 +131,48 @@ def _config_guard(out_dir: str, cfg: DenoiseConfig) -> None:
         atomic_write_json(path, mine)
 
 
+def _replace_checked(obj, kw: dict, what: str):
+    fields = {f.name for f in dataclasses.fields(obj)}
+    bad = sorted(set(kw) - fields)
+    if bad:
+        raise ConfigError(f"{what} has no field(s) {bad}; known fields: {sorted(fields)}")
+    return dataclasses.replace(obj, **kw)
+
+
+def baseline_config(cfg: DenoiseConfig):
+    from jaxdistill.baseline import get_baseline_config
+
+    b = get_baseline_config(cfg.dataset, cfg.preset)
+    ov = cfg.part("baseline")
+    train_kw = {k: ov.pop(k) for k in list(ov) if k in ("epochs", "batch_size", "lr")}
+    b = _replace_checked(b, ov, "baseline config")
+    return dataclasses.replace(b, train=b.train.replace(**train_kw)) if train_kw else b
+
+
+def method_config(cfg: DenoiseConfig, method: str):
+    from jaxdistill.methods.base import get_config
+
+    return _replace_checked(get_config(method, cfg.dataset, cfg.ipc, cfg.preset), cfg.part(method),
+                            f"{method} config")
+
+
+def eval_protocol(cfg: DenoiseConfig, name: str, distilled, num_classes: int):
+    """The named protocol at the run's preset, with the run's eval overrides applied."""
+    from jaxdistill.evaluate import get_protocol
+
+    ov = cfg.part("eval")
+    p = get_protocol(name, num_images=distilled.num_images, num_classes=num_classes,
+                     image_size=distilled.images.shape[1], preset=cfg.preset, lr=distilled.lr, width=ov.pop("width", None))
+    if ov:
+        p = dataclasses.replace(p, train=_replace_checked(p.train, ov, "evaluation train config"))
+    return p
+
+
 def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=print) -> dict:
     """Run (or resume) the whole job; returns the results.json document."""
-    from jaxdistill.baseline import get_baseline_config, run_baseline
+    from jaxdistill.baseline import run_baseline
     from jaxdistill.evaluate import evaluate
-    from jaxdistill.methods.base import DistilledSet, distill, get_config
+    from jaxdistill.methods.base import DistilledSet, distill
     from jaxdistill import report
 
     _check_methods(cfg.methods)
@@ -152,7 +199,7 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
     b = stages.get("baseline")
     if b is None:
         t = time.perf_counter()
-        b = run_baseline(data, get_baseline_config(cfg.dataset, cfg.preset), stage_key(cfg.seed, "baseline"),
+        b = run_baseline(data, baseline_config(cfg), stage_key(cfg.seed, "baseline"),
                          clean=cfg.clean_baseline, progress=progress)
         b = stages.put("baseline", {"results": b, "seconds": time.perf_counter() - t})
     timings["baseline"] = b["seconds"]
@@ -176,7 +223,7 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
         path = os.path.join(workdir, "distilled.npz")
         st = stages.get(f"distill_{method}")
         if st is None or not os.path.exists(path):
-            mcfg = get_config(method, cfg.dataset, cfg.ipc, cfg.preset)
+            mcfg = method_config(cfg, method)
             t = time.perf_counter()
             ds = distill(method, mcfg, data, stage_key(cfg.seed, f"distill/{method}"), workdir=workdir)
             if not os.path.exists(path):
@@ -192,7 +239,7 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
             key = f"eval_{method}_{pname}"
             r = stages.get(key)
             if r is None:
-                ev = evaluate(ds, data, pname, stage_key(cfg.seed, key), k=cfg.k, preset=cfg.preset,
+                ev = evaluate(ds, data, eval_protocol(cfg, pname, ds, data.num_classes), stage_key(cfg.seed, key), k=cfg.k, preset=cfg.preset,
                               progress=progress and f"eval {method}/{pname}")
                 r = stages.put(key, ev.to_dict())
             timings[f"eval {method}/{pname}"] = r["seconds"]
@@ -212,8 +259,13 @@ def _run_extra(method: str, data, cfg: DenoiseConfig, key) -> dict:
         from jaxdistill.baselines import coteaching, jocor
     except ImportError as e:  # pragma: no cover - the module ships with the package
         raise ConfigError(f"method {method!r} is not available: {e}") from e
-    mod = {"coteaching": coteaching, "jocor": jocor}[method]
-    get_cfg = getattr(mod, f"get_{method}_config")
-    train = getattr(mod, f"train_{method}")
-    out = train(data, get_cfg(cfg.dataset, cfg.preset), key)
+    from jaxdistill.noise import parse_noise_spec
+
+    ov = cfg.part(method)
+    if method == "coteaching":
+        mcfg, train = coteaching.get_coteaching_config(cfg.dataset, cfg.preset, **ov), coteaching.train_coteaching
+    else:
+        kind = parse_noise_spec(cfg.noise).kind
+        mcfg, train = jocor.get_jocor_config(cfg.dataset, cfg.preset, kind, **ov), jocor.train_jocor
+    out = train(data, mcfg, key)
     return {k: v for k, v in out.items() if isinstance(v, (int, float, str, list, dict, type(None)))}

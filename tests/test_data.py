@@ -427,3 +427,15 @@ def test_make_noisy_data_natural_variant():
         make_noisy_data(ds, "natural:worse")
     nd = make_noisy_data(ds, "natural:aggre", subset=8)
     np.testing.assert_array_equal(nd.y_noisy, nat[nd.train_index])
+
+
+def test_make_noisy_data_refuses_nan_pixels():
+    from jaxdistill.data import Dataset, make_noisy_data
+    from jaxdistill.errors import DataError
+
+    x = np.random.RandomState(0).rand(20, 4, 4, 1).astype(np.float32)
+    x[3, 1, 1, 0] = np.nan
+    y = (np.arange(20) % 2).astype(np.int32)
+    ds = Dataset("toy", x, y, x[:4].copy(), y[:4], 2, ["a", "b"])
+    with pytest.raises(DataError, match="index 3"):
+        make_noisy_data(ds, "clean")

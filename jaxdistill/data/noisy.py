@@ -8,7 +8,7 @@ import numpy as np
 
 from jaxdistill.data.registry import Dataset
 from jaxdistill.data.split import stratified_split, stratified_subset
-from jaxdistill.errors import ConfigError
+from jaxdistill.errors import ConfigError, DataError
 
 SPLIT_SEED = 0  # subsets and validation splits do not move with the noise seed
 
@@ -75,6 +75,11 @@ def make_noisy_data(ds: Dataset, noise_spec, seed: int = 0, val_fraction: float 
     # Without a subset, share the source arrays (no copy of a multi-GB image array).
     take = (lambda a: a) if subset is None else (lambda a: np.asarray(a)[idx])  # noqa: E731
     x = take(ds.x_train)
+    finite = np.isfinite(x).reshape(len(x), -1).all(1)
+    if not finite.all():
+        bad = np.where(~finite)[0]
+        raise DataError(f"{ds.name}: {len(bad)} training image(s) hold NaN/inf pixels (first at index {bad[0]}); "
+                        f"allowed: finite pixel values")
     y_given = take(ds.y_train)
     natural = {k: take(v) for k, v in (ds.natural_labels or {}).items()}
     if spec.kind == "natural" and spec.variant not in natural:

@@ -58,6 +58,9 @@ def _labels(path: str, key: str, y: np.ndarray, n: int) -> np.ndarray:
     return y.astype(np.int32)
 
 
+MAX_CLASSES = 100_000  # a stray huge label must not become a million-class data set
+
+
 def load_npz(path: str | os.PathLike) -> Dataset:
     """Load and validate a user's .npz (see the module docstring for the keys)."""
     path = os.fspath(path)
@@ -66,7 +69,11 @@ def load_npz(path: str | os.PathLike) -> Dataset:
     if not os.path.isfile(path):
         raise DataError(f"npz:{path}: no such file")
     try:
-        with np.load(path, allow_pickle=False) as f:
+        f = np.load(path, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise DataError(f"{path}: holds one .npy array {getattr(f, 'shape', '')}, not an .npz archive; "
+                            f"save with np.savez(path, x=..., y=...)")
+        with f:
             raw = {k: f[k] for k in f.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"{path}: cannot read as .npz without pickle ({type(e).__name__}: {e}); "
@@ -106,6 +113,9 @@ def load_npz(path: str | os.PathLike) -> Dataset:
         meta["test_index"] = te
     labels = [y, y_test] + ([y_true] if y_true is not None else [])
     num_classes = int(max(int(a.max()) for a in labels if a.size)) + 1
+    if num_classes > MAX_CLASSES:
+        raise DataError(f"{path}: label {num_classes - 1} implies {num_classes} classes; allowed labels "
+                        f"0..{MAX_CLASSES - 1} (labels must be class indices)")
     if "class_names" in raw:
         names = raw["class_names"]
         if names.ndim != 1 or names.dtype.kind not in "US" or names.shape[0] < num_classes:

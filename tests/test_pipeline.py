@@ -1,0 +1,89 @@
+"""A tiny end-to-end `denoise` on digits, and resume that recomputes nothing finished."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from jaxdistill.errors import ConfigError
+from jaxdistill.pipeline import DenoiseConfig, run_denoise
+
+TINY = {
+    "baseline": {"width": 8, "k": 2, "epochs": 2},
+    "eval": {"width": 8, "steps": 20},
+    "datm": {"iterations": 3, "syn_steps": 4, "width": 8, "num_experts": 2, "expert_train_epochs": 3,
+             "max_start_epoch": 1, "current_max_start_epoch": 1, "batch_syn": 10, "checkpoint_every": 2},
+    "dance": {"iterations": 3, "width": 8, "pool_size": 2, "num_premodel": 2, "pretrain_epochs": 1,
+              "checkpoint_every": 2},
+    "rcig": {"iterations": 3, "width": 4, "n_inner": 2, "n_hinv": 2, "pool_size": 2, "tune_lr": False,
+             "checkpoint_every": 2},
+}
+
+
+def _cfg(**kw):
+    base = dict(dataset="digits", noise="symmetric:0.4", methods=("datm", "dance", "rcig"), ipc=1, preset="quick",
+                k=2, subset=600, overrides=TINY)
+    base.update(kw)
+    return DenoiseConfig(**base)
+
+
+@pytest.mark.slow
+def test_tiny_denoise_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
+    out = str(tmp_path / "run")
+    doc = run_denoise(_cfg(), out, progress=False)
+    res = doc["results"]
+    for name in ("baseline_noisy", "baseline_noisy_valselected", "baseline_clean", "datm/standard", "datm/datm",
+                 "dance/standard", "dance/dance", "rcig/standard", "rcig/rcig"):
+        assert name in res, name
+        assert len(res[name]["accs"]) == 2
+        assert 0.0 <= res[name]["acc_mean"] <= 1.0
+        np.testing.assert_allclose(res[name]["acc_mean"], np.mean(res[name]["accs"]), rtol=1e-6)
+    assert abs(doc["noise"]["realized"] - 0.4) < 0.06 and doc["noise"]["seed"] == 0
+    for f in ("results.json", "report.md", "noise.png", "distilled_datm.png", "distilled_dance.png",
+              "distilled_rcig.png"):
+        assert os.path.getsize(os.path.join(out, f)) > 0, f
+    report = open(os.path.join(out, "report.md")).read()
+    assert "| datm | 1 | standard |" in report and "What the figures say" in report
+
+    # Resume: nothing finished is recomputed (every expensive entry point would raise).
+    import jaxdistill.baseline as b
+    import jaxdistill.evaluate as e
+    import jaxdistill.methods.base as m
+
+    def boom(*a, **k):
+        raise AssertionError("a finished stage was recomputed")
+
+    monkeypatch.setattr(b, "run_baseline", boom)
+    monkeypatch.setattr(e, "evaluate", boom)
+    monkeypatch.setattr(m, "distill", boom)
+    doc2 = run_denoise(_cfg(), out, progress=False)
+    assert json.dumps(doc2["results"], sort_keys=True) == json.dumps(res, sort_keys=True)
+
+    # An interrupted run (one stage lost) recomputes exactly that stage.
+    os.remove(os.path.join(out, "stages", "eval_rcig_rcig.json"))
+    calls = []
+    monkeypatch.setattr(e, "evaluate", lambda *a, **k: calls.append(a[2].name) or _fake_eval())
+    doc3 = run_denoise(_cfg(), out, progress=False)
+    assert calls == ["rcig"]
+    assert doc3["results"]["rcig/rcig"]["acc_mean"] == 0.5
+
+    # The same directory refuses a different config, and keeps what it has.
+    with pytest.raises(ConfigError, match="different config"):
+        run_denoise(_cfg(ipc=2), out, progress=False)
+    assert os.path.exists(os.path.join(out, "stages", "eval_datm_datm.json"))
+
+
+def _fake_eval():
+    from jaxdistill.evaluate import EvalResult
+
+    return EvalResult("rcig", [0.5, 0.5], 0.5, 0.0, seconds=1.0)
+
+
+def test_bad_denoise_config():
+    with pytest.raises(ConfigError, match="allowed parts"):
+        _cfg(overrides={"dnace": {}})
+    with pytest.raises(ConfigError, match="preset='fast'"):
+        _cfg(preset="fast")
+    with pytest.raises(ConfigError, match="protocol 'best'"):
+        _cfg(protocols=("best",))
