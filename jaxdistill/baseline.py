@@ -14,7 +14,7 @@ import numpy as np
 from jaxdistill.errors import ConfigError
 from jaxdistill.evaluate import default_depth
 from jaxdistill.nn import NetConfig, make_net
-from jaxdistill.train import TrainConfig, accuracy, train_models
+from jaxdistill.train import TrainConfig, accuracy, train_models_auto
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +46,7 @@ def _fit(net, x, y, tc, key, k, x_test, y_test, x_val, y_val, progress):
             row["val"] = accuracy(net, state.params, x_val, y_val)
         per_epoch.append(row)
 
-    res = train_models(net, x, y, tc, key, num_models=k, on_epoch=on_epoch if x_val is not None else None,
+    res = train_models_auto(net, x, y, tc, key, num_models=k, on_epoch=on_epoch if x_val is not None else None,
                        progress=progress, num_classes=net.cfg.num_classes)
     final = accuracy(net, res.params, x_test, y_test)
     out = {"final": final}

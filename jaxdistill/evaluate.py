@@ -26,7 +26,7 @@ import numpy as np
 from jaxdistill.errors import ConfigError
 from jaxdistill.methods.base import DistilledSet
 from jaxdistill.nn import NetConfig, make_net
-from jaxdistill.train import TrainConfig, accuracy, train_models
+from jaxdistill.train import TrainConfig, accuracy, train_models_auto
 
 PROTOCOLS = ("standard", "datm", "dance", "rcig")
 PRESETS = ("paper", "quick")
@@ -138,7 +138,7 @@ def evaluate(distilled: DistilledSet, data, protocol: str | EvalProtocol, key: j
     x, t, x_test = _prepare(distilled, data, protocol)
     net = make_net(protocol.net)
     t0 = time.perf_counter()
-    res = train_models(net, x, t, protocol.train, key, num_models=k, eval_data=(x_test, data.y_test)
+    res = train_models_auto(net, x, t, protocol.train, key, num_models=k, eval_data=(x_test, data.y_test)
                        if protocol.eval_every else None, eval_every=protocol.eval_every,
                        progress=progress, num_classes=data.num_classes)
     accs = accuracy(net, res.params, x_test, data.y_test)

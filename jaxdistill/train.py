@@ -306,3 +306,13 @@ def timed(fn: Callable, *args, **kw):
     out = fn(*args, **kw)
     jax.block_until_ready(jax.tree_util.tree_leaves(out))
     return out, time.perf_counter() - t0
+
+
+def train_models_auto(net: Net, x, y, cfg: TrainConfig, key: jax.Array, num_models: int = 1, **kw) -> TrainResult:
+    """`train_models`, with the models axis split across devices when there are several (same results as
+    one device to float tolerance; see jaxdistill.sharding)."""
+    if jax.device_count() > 1 and num_models > 1 and kw.get("state") is None:
+        from jaxdistill.sharding import model_mesh, train_models_sharded
+
+        return train_models_sharded(net, x, y, cfg, key, num_models, mesh=model_mesh(), **kw)
+    return train_models(net, x, y, cfg, key, num_models, **kw)
