@@ -1,0 +1,449 @@
+"""The experiment grid: expand a named grid into cells, run each with `run_denoise`, aggregate the tables.
+
+  python experiments/grid.py run GRID [--out experiments/runs/GRID] [--only 'noise=symmetric:0.4,ipc=10']
+                                      [--dry-run] [--tiny]
+  python experiments/grid.py aggregate GRID [--out ...] [--results-dir experiments/results]
+  python experiments/grid.py list
+
+GRID is a name in experiments/grids/ (cifar10, cifar100, cifar10n, cifar100n, tiny, fmnist, fmnist_small, digits)
+or a path to a grid JSON file. One cell = dataset x noise x IPC x seed with the grid's list of methods; it runs in
+`<out>/<dataset>/<noise>/ipc<K>/seed<S>/` and resumes its own finished stages (run_denoise). A cell whose
+results.json holds the same config is skipped; a failing cell is recorded in `<out>/failures.json` and the grid
+goes on. The clean-label upper bound is trained once per (dataset, IPC, seed): in the `clean` cell when the grid
+has one, else in the first noise setting (it does not depend on the noise).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import fnmatch
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+import traceback
+from typing import Callable, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from jaxdistill.checkpoint import atomic_write_json, atomic_write_text, read_json  # noqa: E402
+from jaxdistill.errors import ConfigError  # noqa: E402
+
+GRID_DIR = os.path.join(ROOT, "experiments", "grids")
+RESULTS_DIR = os.path.join(ROOT, "experiments", "results")
+GRID_KEYS = ("name", "description", "datasets", "noises", "ipcs", "seeds", "methods", "preset", "k")
+FILTER_KEYS = ("dataset", "noise", "ipc", "seed")
+
+# --tiny: every part shrunk to seconds (same figures as tests/test_pipeline.py's TINY), for smoke tests only.
+TINY_OVERRIDES = {
+    "baseline": {"width": 8, "k": 2, "epochs": 2},
+    "eval": {"width": 8, "steps": 20},
+    "datm": {"iterations": 3, "syn_steps": 4, "width": 8, "num_experts": 2, "expert_train_epochs": 3,
+             "max_start_epoch": 1, "current_max_start_epoch": 1, "batch_syn": 10, "checkpoint_every": 2},
+    "dance": {"iterations": 3, "width": 8, "pool_size": 2, "num_premodel": 2, "pretrain_epochs": 1,
+              "checkpoint_every": 2},
+    "rcig": {"iterations": 3, "width": 4, "n_inner": 2, "n_hinv": 2, "pool_size": 2, "tune_lr": False,
+             "checkpoint_every": 2},
+}
+TINY_CELL = {"k": 2, "subset": 600}
+
+
+# ------------------------------------------------------------------------------------------ grids and cells
+def list_grids() -> list[str]:
+    return sorted(f[:-5] for f in os.listdir(GRID_DIR) if f.endswith(".json"))
+
+
+def load_grid(name: str) -> dict:
+    """A named grid (experiments/grids/NAME.json) or a grid JSON path -> the grid dict (checked)."""
+    path = name if name.endswith(".json") else os.path.join(GRID_DIR, f"{name}.json")
+    if not os.path.exists(path):
+        raise ConfigError(f"grid {name!r} not found; named grids: {list_grids()} (or give a path to a .json grid)")
+    with open(path) as f:
+        grid = json.load(f)
+    missing = [k for k in GRID_KEYS if k not in grid]
+    unknown = sorted(set(grid) - set(GRID_KEYS))
+    if missing or unknown:
+        raise ConfigError(f"grid {path!r}: missing keys {missing}, unknown keys {unknown}; keys are {list(GRID_KEYS)}")
+    for k in ("datasets", "noises", "ipcs", "seeds", "methods"):
+        if not isinstance(grid[k], list) or not grid[k]:
+            raise ConfigError(f"grid {path!r}: {k}={grid[k]!r} must be a non-empty list")
+    return grid
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One run_denoise job: dataset x noise x IPC x seed, all the grid's methods."""
+
+    dataset: str
+    noise: str
+    ipc: int
+    seed: int
+    methods: tuple
+    preset: str
+    k: int
+    clean_baseline: bool
+    overrides: Optional[dict] = None
+    subset: Optional[int] = None
+
+    def rel_dir(self) -> str:
+        return os.path.join(self.dataset, noise_dirname(self.noise), f"ipc{self.ipc}", f"seed{self.seed}")
+
+    def label(self) -> str:
+        return f"dataset={self.dataset},noise={self.noise},ipc={self.ipc},seed={self.seed}"
+
+    def config(self):
+        from jaxdistill.pipeline import DenoiseConfig
+
+        return DenoiseConfig(dataset=self.dataset, noise=self.noise, methods=tuple(self.methods), ipc=self.ipc,
+                             preset=self.preset, seed=self.seed, k=self.k, subset=self.subset,
+                             clean_baseline=self.clean_baseline, overrides=self.overrides)
+
+
+def noise_dirname(noise: str) -> str:
+    """'symmetric:0.4' -> 'symmetric_0.4'; anything but [A-Za-z0-9._-] becomes '_' (matrix paths)."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in noise)
+
+
+def parse_only(only: Optional[str]) -> dict:
+    """'noise=symmetric:0.4,ipc=10' -> {'noise': ['symmetric:0.4'], 'ipc': ['10']}; '|' separates alternatives
+    and values are shell-style globs ('noise=symmetric:*')."""
+    out: dict = {}
+    for part in filter(None, (only or "").split(",")):
+        if "=" not in part:
+            raise ConfigError(f"--only part {part!r} is not KEY=VALUE; keys are {list(FILTER_KEYS)}")
+        k, v = (s.strip() for s in part.split("=", 1))
+        if k not in FILTER_KEYS:
+            raise ConfigError(f"--only key {k!r} is not one of {list(FILTER_KEYS)}")
+        out.setdefault(k, []).extend(v.split("|"))
+    return out
+
+
+def expand(grid: dict, only: Optional[str] = None, tiny: bool = False) -> list[Cell]:
+    """The grid's cells in run order (dataset, IPC, seed, then noise), filtered by --only."""
+    filt = parse_only(only)
+    clean_noise = "clean" if "clean" in grid["noises"] else grid["noises"][0]
+    cells = []
+    for ds in grid["datasets"]:
+        for ipc in grid["ipcs"]:
+            for seed in grid["seeds"]:
+                for noise in grid["noises"]:
+                    kw = dict(dataset=ds, noise=noise, ipc=int(ipc), seed=int(seed), methods=tuple(grid["methods"]),
+                              preset=grid["preset"], k=int(grid["k"]), clean_baseline=noise == clean_noise)
+                    if tiny:
+                        parts = ("baseline", "eval", *grid["methods"])
+                        kw.update(TINY_CELL, overrides={p: v for p, v in TINY_OVERRIDES.items() if p in parts})
+                    cell = Cell(**kw)
+                    vals = {"dataset": ds, "noise": noise, "ipc": str(ipc), "seed": str(seed)}
+                    if all(any(fnmatch.fnmatchcase(vals[k], p) for p in pats) for k, pats in filt.items()):
+                        cells.append(cell)
+    return cells
+
+
+def cell_command(grid_name: str, out: str, cell: Cell, tiny: bool) -> str:
+    only = f"dataset={cell.dataset},noise={cell.noise},ipc={cell.ipc},seed={cell.seed}"
+    cmd = ["python", "experiments/grid.py", "run", grid_name, "--out", out, "--only", only] + (["--tiny"] if tiny else [])
+    return " ".join(shlex.quote(c) for c in cmd)
+
+
+def _cfg_json(cfg) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def is_finished(cell_dir: str, cfg) -> bool:
+    """results.json present and written for exactly this config."""
+    doc = read_json(os.path.join(cell_dir, "results.json"))
+    return doc is not None and doc.get("config") == _cfg_json(cfg)
+
+
+# ------------------------------------------------------------------------------------------ run
+def run_grid(grid_name: str, out: str, only: Optional[str] = None, dry_run: bool = False, tiny: bool = False,
+             echo: Callable = print, runner: Optional[Callable] = None) -> dict:
+    """Run every (filtered) cell; returns {'done': [...], 'skipped': [...], 'failed': [...]} of cell labels."""
+    grid = load_grid(grid_name)
+    cells = expand(grid, only, tiny)
+    if runner is None:
+        from jaxdistill import pipeline
+
+        runner = lambda cfg, d: pipeline.run_denoise(cfg, d, progress=False, echo=lambda s: echo("    " + s))  # noqa: E731
+    fail_path = os.path.join(out, "failures.json")
+    summary: dict = {"done": [], "skipped": [], "failed": []}
+    echo(f"grid {grid['name']}: {len(cells)} cell(s) x methods {grid['methods']}, preset {grid['preset']}"
+         f"{' (TINY overrides)' if tiny else ''} -> {out}")
+    t_grid = time.perf_counter()
+    for i, cell in enumerate(cells, 1):
+        cfg = cell.config()
+        cdir = os.path.join(out, cell.rel_dir())
+        tag = f"[{i}/{len(cells)}] {cell.label()}"
+        if is_finished(cdir, cfg):
+            summary["skipped"].append(cell.label())
+            echo(f"{tag}: finished, skipped")
+            continue
+        if dry_run:
+            echo(f"{tag}: would run in {cdir}\n    {cell_command(grid_name, out, cell, tiny)}")
+            continue
+        os.makedirs(cdir, exist_ok=True)
+        started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        atomic_write_json(os.path.join(cdir, "cell.json"), {
+            "grid": grid["name"], "command": cell_command(grid_name, out, cell, tiny), "tiny": tiny,
+            "started": started, "machine": machine()})
+        echo(f"{tag}: running")
+        t = time.perf_counter()
+        failures = read_json(fail_path) or {}
+        try:
+            runner(cfg, cdir)
+        except Exception as e:  # noqa: BLE001 - one bad cell must not stop the grid
+            secs = time.perf_counter() - t
+            failures[cell.label()] = {"error": type(e).__name__, "message": str(e)[:2000], "dir": cdir,
+                                      "seconds": secs, "when": started,
+                                      "traceback": traceback.format_exc()[-4000:]}
+            atomic_write_json(fail_path, failures)
+            summary["failed"].append(cell.label())
+            echo(f"{tag}: FAILED after {secs:.0f} s: {type(e).__name__}: {str(e)[:300]}")
+            continue
+        secs = time.perf_counter() - t
+        if failures.pop(cell.label(), None) is not None:  # an earlier failure of this cell is now fixed
+            atomic_write_json(fail_path, failures)
+        cj = read_json(os.path.join(cdir, "cell.json")) or {}
+        atomic_write_json(os.path.join(cdir, "cell.json"), {**cj, "seconds": secs})
+        summary["done"].append(cell.label())
+        echo(f"{tag}: done in {secs / 60:.1f} min")
+    echo(f"grid {grid['name']}: {len(summary['done'])} run, {len(summary['skipped'])} skipped, "
+         f"{len(summary['failed'])} failed in {(time.perf_counter() - t_grid) / 60:.1f} min"
+         + (f"; failures in {fail_path}" if summary["failed"] else ""))
+    return summary
+
+
+def machine() -> str:
+    return f"{platform.node()} ({platform.platform()}, {os.cpu_count()} CPUs)"
+
+
+# ------------------------------------------------------------------------------------------ aggregate
+def _pool(entries: list[dict]) -> Optional[tuple]:
+    """Per-net accuracies pooled over seeds -> (mean, std, n); None when nothing is there."""
+    import numpy as np
+
+    accs = [a for e in entries if e for a in e.get("accs", [e.get("acc_mean")]) if a is not None]
+    if not accs:
+        return None
+    a = np.asarray(accs, np.float64)
+    return float(a.mean()), float(a.std()), len(a)
+
+
+def _fmt(v: Optional[tuple]) -> str:
+    return "-" if v is None else f"{100 * v[0]:.2f} +- {100 * v[1]:.2f}"
+
+
+def _noise_rate(noise: str, realized: Optional[float]) -> float:
+    """x position in the plots: the nominal rate, 0 for clean, the realized rate for natural noise."""
+    kind, _, rest = noise.partition(":")
+    if kind == "clean":
+        return 0.0
+    try:
+        return float(rest)
+    except ValueError:
+        return float(realized or 0.0)
+
+
+def collect(grid_name: str, out: str) -> dict:
+    """Every cell's numbers (or its absence) from `<out>`; the document behind <GRID>.json."""
+    grid = load_grid(grid_name)
+    cells = []
+    for cell in expand(grid):
+        cdir = os.path.join(out, cell.rel_dir())
+        doc = read_json(os.path.join(cdir, "results.json"))
+        cj = read_json(os.path.join(cdir, "cell.json")) or {}
+        entry = {"dataset": cell.dataset, "noise": cell.noise, "ipc": cell.ipc, "seed": cell.seed,
+                 "dir": os.path.relpath(cdir, ROOT) if os.path.isabs(cdir) else cdir,
+                 "command": cj.get("command") or cell_command(grid_name, out, cell, False),
+                 "tiny": bool(cj.get("tiny", False)), "machine": cj.get("machine"), "started": cj.get("started"),
+                 "seconds": cj.get("seconds"), "finished": doc is not None}
+        if doc is not None:
+            entry.update(noise_realized=doc.get("noise", {}).get("realized"), device=doc.get("versions", {}).get("device"),
+                         results={k: {kk: v.get(kk) for kk in ("acc_mean", "acc_std", "accs", "method", "protocol")}
+                                  for k, v in doc["results"].items() if "acc_mean" in v})
+        cells.append(entry)
+    return {"grid": grid, "out": out, "cells": cells,
+            "aggregated": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": machine()}
+
+
+def summarize(data: dict) -> dict:
+    """(dataset, noise) rows -> column -> (mean, std, n) pooled over seeds; columns 'baseline', 'clean',
+    '<method>/ipc<K>/standard', '<method>/ipc<K>/own'."""
+    from jaxdistill.pipeline import own_protocol
+
+    grid = data["grid"]
+    rows: dict = {}
+    clean_by_ds: dict = {}
+    for c in data["cells"]:
+        if not c["finished"]:
+            continue
+        res = c["results"]
+        row = rows.setdefault((c["dataset"], c["noise"]), {"_cols": {}, "_realized": [], "_base": {}})
+        row["_realized"].append(c.get("noise_realized"))
+        add = lambda col, e: row["_cols"].setdefault(col, []).append(e)  # noqa: E731
+        # The full-data baselines do not depend on IPC: one copy per (noise, seed), from the first IPC finished.
+        row["_base"].setdefault(c["seed"], res.get("baseline_noisy"))
+        if "baseline_clean" in res:
+            clean_by_ds.setdefault(c["dataset"], {}).setdefault(c["seed"], res["baseline_clean"])
+        for m in grid["methods"]:
+            add(f"{m}/ipc{c['ipc']}/standard", res.get(f"{m}/standard"))
+            add(f"{m}/ipc{c['ipc']}/own", res.get(f"{m}/{own_protocol(m)}"))
+    out: dict = {}
+    for (ds, noise), row in rows.items():
+        vals = {col: _pool(es) for col, es in row["_cols"].items()}
+        vals["baseline"] = _pool(list(row["_base"].values()))
+        vals["clean"] = _pool(list(clean_by_ds.get(ds, {}).values()))
+        real = [r for r in row["_realized"] if r is not None]
+        vals["_realized"] = sum(real) / len(real) if real else None
+        out[(ds, noise)] = vals
+    return out
+
+
+def markdown(grid_name: str, data: dict, summ: dict) -> str:
+    grid = data["grid"]
+    methods, ipcs = grid["methods"], grid["ipcs"]
+    finished = [c for c in data["cells"] if c["finished"]]
+    lines = [f"# Grid `{grid['name']}`", "", grid["description"], "",
+             f"Preset **{grid['preset']}**, methods {', '.join(methods)}, IPC {', '.join(map(str, ipcs))}, "
+             f"seeds {', '.join(map(str, grid['seeds']))}, {grid['k']} evaluation nets per figure. "
+             f"{len(finished)} of {len(data['cells'])} cells finished. Aggregated {data['aggregated']} on "
+             f"{data['machine']}.", "",
+             "Test accuracy %, mean +- std over the evaluation nets (pooled over seeds). Each method cell reads "
+             "`standard / own`: the common hard-label protocol, then the method's own evaluation protocol. "
+             "`baseline` = the same ConvNet trained on the whole noisy training set; `clean` = trained on the "
+             "true labels (upper bound).", ""]
+    if any(c["tiny"] for c in finished):
+        lines += ["**Smoke-test figures (`--tiny`: every part shrunk to seconds); they say nothing about the "
+                  "methods.**", ""]
+    for ds in grid["datasets"]:
+        head = ["noise", "realized %", "baseline", "clean"] + [f"{m} IPC{k}" for k in ipcs for m in methods]
+        lines += [f"## {ds}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for noise in grid["noises"]:
+            v = summ.get((ds, noise))
+            if v is None:
+                lines.append(f"| {noise} | not run | " + " | ".join("-" for _ in head[2:]) + " |")
+                continue
+            real = "-" if v["_realized"] is None else f"{100 * v['_realized']:.1f}"
+            cells = [f"{_fmt(v.get(f'{m}/ipc{k}/standard'))} / {_fmt(v.get(f'{m}/ipc{k}/own'))}"
+                     for k in ipcs for m in methods]
+            lines.append(f"| {noise} | {real} | {_fmt(v.get('baseline'))} | {_fmt(v.get('clean'))} | "
+                         + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [f"![accuracy vs noise]({grid['name']}.png)", "", "## Cells: how to reproduce each", "",
+              "| cell | status | wall time | device | machine, start | command |", "|---|---|---|---|---|---|"]
+    for c in data["cells"]:
+        secs = "-" if c.get("seconds") is None else f"{c['seconds'] / 60:.1f} min"
+        status = "finished" if c["finished"] else "not run"
+        lines.append(f"| {c['noise']} ipc{c['ipc']} seed{c['seed']} | {status} | {secs} | {c.get('device') or '-'} | "
+                     f"{c.get('machine') or '-'}, {c.get('started') or '-'} | `{c['command']}` |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def plot(path: str, data: dict, summ: dict) -> None:
+    """Accuracy vs noise rate: one panel per (dataset, noise kind, IPC); lines = methods (standard and own
+    protocol), the full-noisy baseline and the clean upper bound. The clean row is rate 0 of every kind."""
+    import numpy as np
+
+    from jaxdistill.report import _plt, _savefig
+
+    grid = data["grid"]
+    kinds = [k for k in dict.fromkeys(n.split(":")[0] for n in grid["noises"]) if k != "clean"] or ["clean"]
+    panels = [(ds, kind, ipc) for ds in grid["datasets"] for kind in kinds for ipc in grid["ipcs"]]
+    plt = _plt()
+    ncol = len(grid["ipcs"])
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5 * ncol, 3.6 * nrow), squeeze=False)
+    for ax, (ds, kind, ipc) in zip(axes.ravel(), panels):
+        noises = [n for n in grid["noises"] if n == "clean" or n.split(":")[0] == kind]
+        series: dict = {}
+        for n in noises:
+            v = summ.get((ds, n))
+            if v is None:
+                continue
+            x = _noise_rate(n, v["_realized"])
+            for m in grid["methods"]:
+                for proto in ("standard", "own"):
+                    if v.get(f"{m}/ipc{ipc}/{proto}") is not None:
+                        series.setdefault(f"{m} ({proto})", []).append((x, *v[f"{m}/ipc{ipc}/{proto}"][:2]))
+            if v.get("baseline") is not None:
+                series.setdefault("baseline (full noisy)", []).append((x, *v["baseline"][:2]))
+        for name, pts in sorted(series.items()):
+            r, mu, sd = (np.array(a, float) for a in zip(*sorted(pts)))
+            fmt = "--ks" if name.startswith("baseline") else ("-o" if "standard" in name else ":^")
+            ax.errorbar(r, 100 * mu, yerr=100 * sd, fmt=fmt, capsize=3, label=name, markersize=4)
+        clean = next((summ[(d, n)]["clean"] for (d, n) in summ if d == ds and summ[(d, n)].get("clean")), None)
+        if clean is not None:
+            ax.axhline(100 * clean[0], color="g", ls="-.", lw=1, label="clean labels (upper bound)")
+        ax.set_title(f"{ds}, {kind} noise, IPC {ipc}", fontsize=10)
+        ax.set_xlabel("noise rate")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        if series or clean is not None:
+            ax.legend(fontsize=7)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    _savefig(fig, path)
+    plt.close(fig)
+
+
+def aggregate(grid_name: str, out: str, results_dir: str = RESULTS_DIR, echo: Callable = print) -> dict:
+    """Write <results_dir>/<GRID>.md, .png and .json from every cell's results.json under `out`."""
+    data = collect(grid_name, out)
+    summ = summarize(data)
+    name = data["grid"]["name"]
+    os.makedirs(results_dir, exist_ok=True)
+    md = markdown(grid_name, data, summ)
+    atomic_write_text(os.path.join(results_dir, f"{name}.md"), md)
+    plot(os.path.join(results_dir, f"{name}.png"), data, summ)
+    table = {f"{ds}|{n}": {k: (None if v is None else (v if k == "_realized" else
+                                                       {"mean": v[0], "std": v[1], "n": v[2]}))
+                           for k, v in cols.items()} for (ds, n), cols in summ.items()}
+    atomic_write_json(os.path.join(results_dir, f"{name}.json"), {**data, "table": table})
+    n_done = sum(c["finished"] for c in data["cells"])
+    echo(f"grid {name}: {n_done}/{len(data['cells'])} cells finished -> {results_dir}/{name}.md, .png, .json")
+    return {"data": data, "summary": summ, "markdown": md}
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for cmd in ("run", "aggregate"):
+        p = sub.add_parser(cmd)
+        p.add_argument("grid")
+        p.add_argument("--out", default=None, help="default experiments/runs/GRID (GRID-tiny with --tiny)")
+        if cmd == "run":
+            p.add_argument("--only", default=None, help="e.g. 'noise=symmetric:0.4,ipc=10' (globs, '|' = or)")
+            p.add_argument("--dry-run", action="store_true")
+            p.add_argument("--tiny", action="store_true", help="shrink every part to seconds (smoke test)")
+        else:
+            p.add_argument("--results-dir", default=RESULTS_DIR)
+            p.add_argument("--tiny", action="store_true", help="default --out for a --tiny run")
+    sub.add_parser("list")
+    args = ap.parse_args(argv)
+    if args.cmd == "list":
+        for g in list_grids():
+            grid = load_grid(g)
+            print(f"{g:14s} {len(expand(grid)):4d} cells  {grid['description']}")
+        return 0
+    name = os.path.splitext(os.path.basename(args.grid))[0]
+    out = args.out or os.path.join("experiments", "runs", name + ("-tiny" if args.tiny else ""))
+    try:
+        if args.cmd == "run":
+            s = run_grid(args.grid, out, args.only, args.dry_run, args.tiny)
+            return 1 if s["failed"] else 0
+        aggregate(args.grid, out, args.results_dir)
+        return 0
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

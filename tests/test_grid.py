@@ -1,0 +1,209 @@
+"""experiments/grid.py: grid expansion, skipping finished cells, failures recorded, aggregation of fake cells."""
+import dataclasses
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from jaxdistill.errors import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load_grid_module():
+    spec = importlib.util.spec_from_file_location("grid_under_test", os.path.join(ROOT, "experiments", "grid.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up here
+    spec.loader.exec_module(mod)
+    return mod
+
+
+grid = _load_grid_module()
+
+
+def _write_grid(tmp_path, **kw):
+    g = {"name": "g", "description": "test grid", "datasets": ["digits"], "noises": ["clean", "symmetric:0.4"],
+         "ipcs": [1, 10], "seeds": [0], "methods": ["datm", "rcig"], "preset": "quick", "k": 2}
+    g.update(kw)
+    path = tmp_path / f"{g['name']}.json"
+    path.write_text(json.dumps(g))
+    return str(path)
+
+
+def test_named_grids_expand_to_the_specified_cells():
+    small = grid.expand(grid.load_grid("fmnist_small"))
+    assert [c.noise for c in small] == ["clean", "symmetric:0.2", "symmetric:0.4", "symmetric:0.6", "symmetric:0.8",
+                                       "asymmetric:0.4", "instance:0.4"]
+    assert {(c.dataset, c.ipc, c.seed, c.preset, c.methods) for c in small} == {
+        ("fashion_mnist", 10, 0, "quick", ("datm", "dance", "rcig"))}
+    # the clean upper bound is trained once per (dataset, ipc, seed): in the clean cell
+    assert [c.clean_baseline for c in small] == [True] + [False] * 6
+    # 9 noise settings x 3 IPCs
+    c10 = grid.expand(grid.load_grid("cifar10"))
+    assert len(c10) == 27 and {c.ipc for c in c10} == {1, 10, 50} and c10[0].preset == "paper"
+    assert len(grid.expand(grid.load_grid("fmnist"))) == 9 * 3  # clean, 4 sym, 3 asym, instance
+    c10n = grid.expand(grid.load_grid("cifar10n"))
+    assert {c.noise for c in c10n} == {"natural:aggre", "natural:worse", "natural:random1", "natural:random2",
+                                       "natural:random3"} and c10n[0].dataset == "cifar10_n"
+    # no clean cell: the first noise setting carries the clean baseline
+    assert sum(c.clean_baseline for c in c10n) == 3 and all(c.noise == "natural:aggre" for c in c10n if c.clean_baseline)
+    assert [c.noise for c in grid.expand(grid.load_grid("cifar100n"))] == ["natural:noisy"] * 3
+    # every named cell builds a valid DenoiseConfig
+    for name in grid.list_grids():
+        for c in grid.expand(grid.load_grid(name)):
+            c.config()
+
+
+def test_only_filter_globs_and_errors():
+    g = grid.load_grid("fmnist")
+    cells = grid.expand(g, "noise=symmetric:0.4,ipc=10")
+    assert [(c.noise, c.ipc) for c in cells] == [("symmetric:0.4", 10)]
+    assert len(grid.expand(g, "noise=symmetric:*")) == 4 * 3
+    assert len(grid.expand(g, "noise=clean|instance:0.4,ipc=1|50")) == 4
+    with pytest.raises(ConfigError, match="not one of"):
+        grid.expand(g, "rate=0.4")
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        grid.expand(g, "symmetric")
+    with pytest.raises(ConfigError, match="named grids"):
+        grid.load_grid("nope")
+    assert grid.Cell("cifar10", "symmetric:0.4", 10, 2, ("datm",), "quick", 5, False).rel_dir() == os.path.join(
+        "cifar10", "symmetric_0.4", "ipc10", "seed2")
+
+
+def test_tiny_applies_the_tiny_overrides_only_for_the_grid_methods(tmp_path):
+    cells = grid.expand(grid.load_grid(_write_grid(tmp_path)), tiny=True)
+    cfg = cells[0].config()
+    assert cfg.k == 2 and cfg.subset == 600 and set(cfg.overrides) == {"baseline", "eval", "datm", "rcig"}
+    assert cfg.overrides["datm"]["iterations"] == 3
+
+
+def test_run_skips_finished_cells_and_records_failures(tmp_path, monkeypatch):
+    gpath = _write_grid(tmp_path)
+    out = str(tmp_path / "runs")
+    cells = grid.expand(grid.load_grid(gpath))
+    assert len(cells) == 4
+    # fake a finished cell: results.json with this cell's exact config
+    done = cells[0]
+    d = os.path.join(out, done.rel_dir())
+    os.makedirs(d)
+    with open(os.path.join(d, "results.json"), "w") as f:
+        json.dump({"config": json.loads(json.dumps(dataclasses.asdict(done.config()))), "results": {}}, f)
+    # and a cell with a results.json of another config: not finished, must run
+    other = cells[1]
+    d1 = os.path.join(out, other.rel_dir())
+    os.makedirs(d1)
+    with open(os.path.join(d1, "results.json"), "w") as f:
+        json.dump({"config": json.loads(json.dumps(dataclasses.asdict(dataclasses.replace(other, k=7).config()))),
+                   "results": {}}, f)
+
+    import jaxdistill.pipeline as pipeline
+
+    calls = []
+
+    def fake_run(cfg, out_dir, progress=True, echo=print):
+        calls.append((cfg.noise, cfg.ipc))
+        if cfg.noise == "symmetric:0.4" and cfg.ipc == 10:
+            raise RuntimeError("boom in this cell")
+        with open(os.path.join(out_dir, "results.json"), "w") as f:
+            json.dump({"config": json.loads(json.dumps(dataclasses.asdict(cfg))), "results": {}}, f)
+        return {}
+
+    monkeypatch.setattr(pipeline, "run_denoise", fake_run)
+    log = []
+    s = grid.run_grid(gpath, out, echo=log.append)
+    assert calls == [(other.noise, other.ipc), ("clean", 10), ("symmetric:0.4", 10)]  # done cell not run
+    assert s["skipped"] == [done.label()] and len(s["done"]) == 2 and s["failed"] == [
+        "dataset=digits,noise=symmetric:0.4,ipc=10,seed=0"]
+    fails = json.load(open(os.path.join(out, "failures.json")))
+    assert list(fails) == s["failed"] and fails[s["failed"][0]]["error"] == "RuntimeError"
+    assert "boom in this cell" in fails[s["failed"][0]]["message"]
+    assert any("finished, skipped" in line for line in log) and any("done in" in line for line in log)
+    cj = json.load(open(os.path.join(out, cells[2].rel_dir(), "cell.json")))
+    assert "--only dataset=digits,noise=clean,ipc=10,seed=0" in cj["command"] and cj["seconds"] >= 0
+
+    # second pass: only the failed cell runs; on success its failure entry is removed
+    calls.clear()
+    def fixed_run(cfg, out_dir, progress=True, echo=print):
+        calls.append((cfg.noise, cfg.ipc))
+        with open(os.path.join(out_dir, "results.json"), "w") as f:
+            json.dump({"config": json.loads(json.dumps(dataclasses.asdict(cfg))), "results": {}}, f)
+        return {}
+
+    monkeypatch.setattr(pipeline, "run_denoise", fixed_run)
+    s2 = grid.run_grid(gpath, out, echo=log.append)
+    assert calls == [("symmetric:0.4", 10)] and len(s2["skipped"]) == 3 and s2["failed"] == []
+    assert json.load(open(os.path.join(out, "failures.json"))) == {}
+
+    # dry run touches nothing
+    calls.clear()
+    s3 = grid.run_grid(gpath, str(tmp_path / "dry"), dry_run=True, echo=log.append)
+    assert calls == [] and not os.path.exists(tmp_path / "dry") and s3["done"] == []
+
+
+def _fake_results(cfg, accs: dict, realized: float, clean=None):
+    res = {}
+    for name, a in accs.items():
+        a = np.asarray(a, float)
+        res[name] = {"acc_mean": float(a.mean()), "acc_std": float(a.std()), "accs": a.tolist(), "method": name}
+    if clean is not None:
+        res["baseline_clean"] = {"acc_mean": float(np.mean(clean)), "acc_std": float(np.std(clean)),
+                                 "accs": list(clean)}
+    return {"config": json.loads(json.dumps(dataclasses.asdict(cfg))), "noise": {"realized": realized},
+            "results": res, "versions": {"device": "cpu:cpu"}}
+
+
+def test_aggregate_two_fake_cells_into_table_png_and_json(tmp_path):
+    gpath = _write_grid(tmp_path, ipcs=[10], methods=["datm", "rcig"])
+    out = str(tmp_path / "runs")
+    cells = grid.expand(grid.load_grid(gpath))
+    fake = {
+        "clean": _fake_results(cells[0].config(), {"baseline_noisy": [0.9, 0.92], "datm/standard": [0.8, 0.82],
+                                                   "datm/datm": [0.85, 0.87], "rcig/standard": [0.7, 0.7],
+                                                   "rcig/rcig": [0.75, 0.77]}, 0.0, clean=[0.95, 0.97]),
+        "symmetric:0.4": _fake_results(cells[1].config(), {"baseline_noisy": [0.6, 0.64], "datm/standard": [0.7, 0.74],
+                                                           "datm/datm": [0.72, 0.76], "rcig/standard": [0.5, 0.5]},
+                                       0.398),
+    }
+    for c in cells:
+        d = os.path.join(out, c.rel_dir())
+        os.makedirs(d)
+        with open(os.path.join(d, "results.json"), "w") as f:
+            json.dump(fake[c.noise], f)
+    rdir = str(tmp_path / "results")
+    agg = grid.aggregate(gpath, out, rdir, echo=lambda s: None)
+    md = open(os.path.join(rdir, "g.md")).read()
+    # numbers: mean +- population std over the nets, in %
+    assert "| clean | 0.0 | 91.00 +- 1.00 | 96.00 +- 1.00 | 81.00 +- 1.00 / 86.00 +- 1.00 | " \
+           "70.00 +- 0.00 / 76.00 +- 1.00 |" in md
+    # the clean upper bound comes from the clean cell; a missing own-protocol entry shows as '-'
+    assert "| symmetric:0.4 | 39.8 | 62.00 +- 2.00 | 96.00 +- 1.00 | 72.00 +- 2.00 / 74.00 +- 2.00 | " \
+           "50.00 +- 0.00 / - |" in md
+    assert "| noise | realized % | baseline | clean | datm IPC10 | rcig IPC10 |" in md
+    assert "--only dataset=digits,noise=symmetric:0.4,ipc=10,seed=0" in md and "2 of 2 cells finished" in md
+    png = open(os.path.join(rdir, "g.png"), "rb").read()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    js = json.load(open(os.path.join(rdir, "g.json")))
+    np.testing.assert_allclose(js["table"]["digits|symmetric:0.4"]["datm/ipc10/own"]["mean"], 0.74)
+    np.testing.assert_allclose(js["table"]["digits|clean"]["clean"]["std"], 0.01)
+    assert js["table"]["digits|symmetric:0.4"]["rcig/ipc10/own"] is None
+    assert agg["summary"][("digits", "symmetric:0.4")]["baseline"][2] == 2
+
+
+def test_aggregate_pools_seeds_and_marks_missing_cells(tmp_path):
+    gpath = _write_grid(tmp_path, noises=["symmetric:0.2", "symmetric:0.6"], ipcs=[1], seeds=[0, 1], methods=["datm"])
+    out = str(tmp_path / "runs")
+    cells = grid.expand(grid.load_grid(gpath))
+    for c, accs in zip([c for c in cells if c.noise == "symmetric:0.2"], ([0.5, 0.6], [0.7, 0.8])):
+        d = os.path.join(out, c.rel_dir())
+        os.makedirs(d)
+        with open(os.path.join(d, "results.json"), "w") as f:
+            json.dump(_fake_results(c.config(), {"baseline_noisy": accs, "datm/standard": accs, "datm/datm": accs},
+                                    0.2), f)
+    agg = grid.aggregate(gpath, out, str(tmp_path / "r"), echo=lambda s: None)
+    pooled = np.array([0.5, 0.6, 0.7, 0.8])
+    m, s, n = agg["summary"][("digits", "symmetric:0.2")]["datm/ipc1/standard"]
+    np.testing.assert_allclose([m, s, n], [pooled.mean(), pooled.std(), 4])
+    assert "| symmetric:0.6 | not run |" in agg["markdown"]
