@@ -248,7 +248,7 @@ def _noise_rate(noise: str, realized: Optional[float]) -> float:
         return float(realized or 0.0)
 
 
-def collect(grid_name: str, out: str) -> dict:
+def collect(grid_name: str, out: str, tiny: bool = False) -> dict:
     """Every cell's numbers (or its absence) from `<out>`; the document behind <GRID>.json."""
     grid = load_grid(grid_name)
     cells = []
@@ -258,9 +258,10 @@ def collect(grid_name: str, out: str) -> dict:
         cj = read_json(os.path.join(cdir, "cell.json")) or {}
         entry = {"dataset": cell.dataset, "noise": cell.noise, "ipc": cell.ipc, "seed": cell.seed,
                  "dir": os.path.relpath(cdir, ROOT) if os.path.isabs(cdir) else cdir,
-                 "command": cj.get("command") or cell_command(grid_name, out, cell, False),
+                 "command": cj.get("command") or cell_command(grid_name, out, cell, tiny),
                  "tiny": bool(cj.get("tiny", False)), "machine": cj.get("machine"), "started": cj.get("started"),
-                 "seconds": cj.get("seconds"), "finished": doc is not None}
+                 "seconds": cj.get("seconds"), "finished": doc is not None,
+                 "k": (doc or {}).get("config", {}).get("k", cell.k)}
         if doc is not None:
             entry.update(noise_realized=doc.get("noise", {}).get("realized"), device=doc.get("versions", {}).get("device"),
                          results={k: {kk: v.get(kk) for kk in ("acc_mean", "acc_std", "accs", "method", "protocol")}
@@ -287,8 +288,11 @@ def summarize(data: dict) -> dict:
         add = lambda col, e: row["_cols"].setdefault(col, []).append(e)  # noqa: E731
         # The full-data baselines do not depend on IPC: one copy per (noise, seed), from the first IPC finished.
         row["_base"].setdefault(c["seed"], res.get("baseline_noisy"))
-        if "baseline_clean" in res:
-            clean_by_ds.setdefault(c["dataset"], {}).setdefault(c["seed"], res["baseline_clean"])
+        # run_baseline trains no separate clean net when the labels are the true ones: there the
+        # full-data baseline is the clean upper bound.
+        up = res.get("baseline_clean") or (res.get("baseline_noisy") if c["noise"] == "clean" else None)
+        if up is not None:
+            clean_by_ds.setdefault(c["dataset"], {}).setdefault(c["seed"], up)
         for m in grid["methods"]:
             add(f"{m}/ipc{c['ipc']}/standard", res.get(f"{m}/standard"))
             add(f"{m}/ipc{c['ipc']}/own", res.get(f"{m}/{own_protocol(m)}"))
@@ -309,7 +313,8 @@ def markdown(grid_name: str, data: dict, summ: dict) -> str:
     finished = [c for c in data["cells"] if c["finished"]]
     lines = [f"# Grid `{grid['name']}`", "", grid["description"], "",
              f"Preset **{grid['preset']}**, methods {', '.join(methods)}, IPC {', '.join(map(str, ipcs))}, "
-             f"seeds {', '.join(map(str, grid['seeds']))}, {grid['k']} evaluation nets per figure. "
+             f"seeds {', '.join(map(str, grid['seeds']))}, "
+             f"{'/'.join(str(k) for k in sorted({c['k'] for c in finished} or {grid['k']}))} evaluation nets per figure. "
              f"{len(finished)} of {len(data['cells'])} cells finished. Aggregated {data['aggregated']} on "
              f"{data['machine']}.", "",
              "Test accuracy %, mean +- std over the evaluation nets (pooled over seeds). Each method cell reads "
@@ -392,9 +397,10 @@ def plot(path: str, data: dict, summ: dict) -> None:
     plt.close(fig)
 
 
-def aggregate(grid_name: str, out: str, results_dir: str = RESULTS_DIR, echo: Callable = print) -> dict:
+def aggregate(grid_name: str, out: str, results_dir: str = RESULTS_DIR, echo: Callable = print,
+              tiny: bool = False) -> dict:
     """Write <results_dir>/<GRID>.md, .png and .json from every cell's results.json under `out`."""
-    data = collect(grid_name, out)
+    data = collect(grid_name, out, tiny)
     summ = summarize(data)
     name = data["grid"]["name"]
     os.makedirs(results_dir, exist_ok=True)
@@ -438,7 +444,7 @@ def main(argv=None) -> int:
         if args.cmd == "run":
             s = run_grid(args.grid, out, args.only, args.dry_run, args.tiny)
             return 1 if s["failed"] else 0
-        aggregate(args.grid, out, args.results_dir)
+        aggregate(args.grid, out, args.results_dir, tiny=args.tiny)
         return 0
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

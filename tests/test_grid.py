@@ -162,7 +162,7 @@ def test_aggregate_two_fake_cells_into_table_png_and_json(tmp_path):
     fake = {
         "clean": _fake_results(cells[0].config(), {"baseline_noisy": [0.9, 0.92], "datm/standard": [0.8, 0.82],
                                                    "datm/datm": [0.85, 0.87], "rcig/standard": [0.7, 0.7],
-                                                   "rcig/rcig": [0.75, 0.77]}, 0.0, clean=[0.95, 0.97]),
+                                                   "rcig/rcig": [0.75, 0.77]}, 0.0),
         "symmetric:0.4": _fake_results(cells[1].config(), {"baseline_noisy": [0.6, 0.64], "datm/standard": [0.7, 0.74],
                                                            "datm/datm": [0.72, 0.76], "rcig/standard": [0.5, 0.5]},
                                        0.398),
@@ -176,10 +176,11 @@ def test_aggregate_two_fake_cells_into_table_png_and_json(tmp_path):
     agg = grid.aggregate(gpath, out, rdir, echo=lambda s: None)
     md = open(os.path.join(rdir, "g.md")).read()
     # numbers: mean +- population std over the nets, in %
-    assert "| clean | 0.0 | 91.00 +- 1.00 | 96.00 +- 1.00 | 81.00 +- 1.00 / 86.00 +- 1.00 | " \
+    # (a clean cell has no separate clean net: its full-data baseline is the upper bound)
+    assert "| clean | 0.0 | 91.00 +- 1.00 | 91.00 +- 1.00 | 81.00 +- 1.00 / 86.00 +- 1.00 | " \
            "70.00 +- 0.00 / 76.00 +- 1.00 |" in md
     # the clean upper bound comes from the clean cell; a missing own-protocol entry shows as '-'
-    assert "| symmetric:0.4 | 39.8 | 62.00 +- 2.00 | 96.00 +- 1.00 | 72.00 +- 2.00 / 74.00 +- 2.00 | " \
+    assert "| symmetric:0.4 | 39.8 | 62.00 +- 2.00 | 91.00 +- 1.00 | 72.00 +- 2.00 / 74.00 +- 2.00 | " \
            "50.00 +- 0.00 / - |" in md
     assert "| noise | realized % | baseline | clean | datm IPC10 | rcig IPC10 |" in md
     assert "--only dataset=digits,noise=symmetric:0.4,ipc=10,seed=0" in md and "2 of 2 cells finished" in md
@@ -187,7 +188,7 @@ def test_aggregate_two_fake_cells_into_table_png_and_json(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     js = json.load(open(os.path.join(rdir, "g.json")))
     np.testing.assert_allclose(js["table"]["digits|symmetric:0.4"]["datm/ipc10/own"]["mean"], 0.74)
-    np.testing.assert_allclose(js["table"]["digits|clean"]["clean"]["std"], 0.01)
+    np.testing.assert_allclose(js["table"]["digits|clean"]["clean"]["mean"], 0.91)
     assert js["table"]["digits|symmetric:0.4"]["rcig/ipc10/own"] is None
     assert agg["summary"][("digits", "symmetric:0.4")]["baseline"][2] == 2
 
@@ -201,9 +202,11 @@ def test_aggregate_pools_seeds_and_marks_missing_cells(tmp_path):
         os.makedirs(d)
         with open(os.path.join(d, "results.json"), "w") as f:
             json.dump(_fake_results(c.config(), {"baseline_noisy": accs, "datm/standard": accs, "datm/datm": accs},
-                                    0.2), f)
+                                    0.2, clean=[0.9, 1.0]), f)
     agg = grid.aggregate(gpath, out, str(tmp_path / "r"), echo=lambda s: None)
     pooled = np.array([0.5, 0.6, 0.7, 0.8])
     m, s, n = agg["summary"][("digits", "symmetric:0.2")]["datm/ipc1/standard"]
     np.testing.assert_allclose([m, s, n], [pooled.mean(), pooled.std(), 4])
     assert "| symmetric:0.6 | not run |" in agg["markdown"]
+    # no clean cell: the upper bound comes from the cells' baseline_clean, pooled over seeds
+    np.testing.assert_allclose(agg["summary"][("digits", "symmetric:0.2")]["clean"][:2], [0.95, 0.05])
