@@ -225,7 +225,8 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
         if st is None or not os.path.exists(path):
             mcfg = method_config(cfg, method)
             t = time.perf_counter()
-            ds = distill(method, mcfg, data, stage_key(cfg.seed, f"distill/{method}"), workdir=workdir)
+            ds = distill(method, mcfg, data, stage_key(cfg.seed, f"distill/{method}"), workdir=workdir,
+                         progress=progress)
             if not os.path.exists(path):
                 ds.save(path)
             st = stages.put(f"distill_{method}", {"seconds": time.perf_counter() - t,

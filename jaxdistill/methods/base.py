@@ -161,5 +161,5 @@ def get_config(method: str, dataset: str, ipc: int, preset: str = "paper"):
     return _CONFIGS[method](dataset, ipc, preset)
 
 
-def distill(method: str, config, data, key, *, workdir: Optional[str] = None) -> DistilledSet:
-    return get_method(method)(config, data, key, workdir=workdir)
+def distill(method: str, config, data, key, *, workdir: Optional[str] = None, progress: bool = True) -> DistilledSet:
+    return get_method(method)(config, data, key, workdir=workdir, progress=progress)
