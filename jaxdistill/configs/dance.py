@@ -143,6 +143,7 @@ def get_config(dataset: str, ipc: int, preset: str = "paper") -> DanceConfig:
         return DanceConfig(dataset=dataset, ipc=ipc, iterations=200, factor=1, width=32, batch_real=64,
                            pool_size=5, num_premodel=5, pretrain_epochs=20, checkpoint_every=100,
                            mean=mean, std=std, preset="quick")
-    return DanceConfig(dataset=dataset, ipc=ipc, iterations=100, factor=2 if ipc > 1 else 1, width=32,
-                       batch_real=64, batch_syn_max=100, pool_size=2, num_premodel=2, pretrain_epochs=1,
-                       checkpoint_every=50, mean=mean, std=std, preset="quick")
+    # factor 1: multi-formation quadruples the images every evaluation net trains on (too slow for the CPU job)
+    return DanceConfig(dataset=dataset, ipc=ipc, iterations=60, factor=1, width=16,
+                       batch_real=64, batch_syn_max=100, pool_size=2, num_premodel=2, pretrain_epochs=2,
+                       checkpoint_every=20, mean=mean, std=std, preset="quick")

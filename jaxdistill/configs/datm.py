@@ -151,12 +151,19 @@ def _quick(dataset: str, ipc: int) -> dict:
     """2-core CPU sizes: width 32, few short-lived experts, a short unroll, few hundred iterations."""
     n = ipc * (100 if dataset in ("cifar100", "cifar100_n") else 200 if dataset == "tiny_imagenet" else 10)
     big = dataset not in ("digits",)
+    if big:  # larger images: sized so the default `jaxdistill denoise` job finishes within 10 minutes
+        return dict(
+            iterations=50, syn_steps=10, expert_epochs=2, min_start_epoch=0, max_start_epoch=3, sequential=True,
+            current_max_start_epoch=2, expansion_end_epoch=40, lr_img=100.0, lr_lr=1e-5, lr_y=2.0,
+            lr_teacher=0.01, batch_syn=min(n, 100), threshold=1.0, width=16, num_experts=3,
+            expert_train_epochs=5, expert_lr=0.01, expert_batch=128, checkpoint_every=20, preset="quick",
+        )
     return dict(
-        iterations=200 if not big else 150, syn_steps=20 if not big else 10, expert_epochs=2,
+        iterations=200, syn_steps=20, expert_epochs=2,
         min_start_epoch=0, max_start_epoch=6, sequential=True, current_max_start_epoch=3,
-        expansion_end_epoch=100, lr_img=10.0 if not big else 100.0, lr_lr=1e-5, lr_y=2.0,
+        expansion_end_epoch=100, lr_img=10.0, lr_lr=1e-5, lr_y=2.0,
         lr_teacher=0.01, batch_syn=min(n, 100), threshold=1.0, width=32,
-        num_experts=8 if not big else 4, expert_train_epochs=8, expert_lr=0.01,
+        num_experts=8, expert_train_epochs=8, expert_lr=0.01,
         expert_batch=128, checkpoint_every=50, preset="quick",
     )
 

@@ -155,8 +155,12 @@ def known_settings() -> list[str]:
 def _quick(base: str) -> dict:
     """2-core CPU sizes: width 32, an 8-model pool, a 128-image real batch, 10 inner / 10 inverse-Hessian
     steps, 100 iterations; the lr search starts nearer its usual end (1e-3 / 5e-3) and stops after 12 tries."""
-    return dict(width=32, iterations=100, pool_size=8, real_batch=128, n_inner=10, n_hinv=10, inner_lr=1e-3,
-                hvp_lr=5e-3, tune_max_tries=12, checkpoint_every=50, preset="quick")
+    if base == "digits":
+        return dict(width=32, iterations=100, pool_size=8, real_batch=128, n_inner=10, n_hinv=10, inner_lr=1e-3,
+                    hvp_lr=5e-3, tune_max_tries=12, checkpoint_every=50, preset="quick")
+    # Larger images on a 2-core CPU: the default `jaxdistill denoise` job must finish within 10 minutes.
+    return dict(width=16, iterations=30, pool_size=4, real_batch=128, n_inner=5, n_hinv=5, inner_lr=3e-3,
+                hvp_lr=1e-2, tune_max_tries=3, checkpoint_every=20, preset="quick")
 
 
 def get_config(dataset: str, ipc: int, preset: str = "paper") -> RCIGConfig:
