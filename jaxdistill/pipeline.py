@@ -189,7 +189,12 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
                     y_true=data.y_true if data.y_true is not None else np.zeros(0, np.int32),
                     train_index=data.train_index if data.train_index is not None else np.zeros(0, np.int64))
     if data.noise is not None:
-        report.plot_transition(os.path.join(out_dir, "noise.png"), data.noise.transition, data.class_names,
+        from jaxdistill.noise import empirical_transition
+
+        # The realized matrix (counts of this draw), not the specification's expectation.
+        T = (empirical_transition(data.y_true, data.y_noisy, data.num_classes) if data.y_true is not None
+             else data.noise.transition)
+        report.plot_transition(os.path.join(out_dir, "noise.png"), T, data.class_names,
                                f"{cfg.dataset}, {noise.get('spec')}: realized rate {100 * noise['realized']:.2f}%")
     echo(f"data: {cfg.dataset}, {len(data.y_noisy)} training images, noise {noise.get('spec')} "
          f"(realized {100 * (noise['realized'] or 0):.2f}%)")
