@@ -32,23 +32,14 @@ sys.path.insert(0, ROOT)
 
 from jaxdistill.checkpoint import atomic_write_json, atomic_write_text, read_json  # noqa: E402
 from jaxdistill.errors import ConfigError  # noqa: E402
+from jaxdistill.pipeline import TINY_OVERRIDES  # noqa: E402
 
 GRID_DIR = os.path.join(ROOT, "experiments", "grids")
 RESULTS_DIR = os.path.join(ROOT, "experiments", "results")
 GRID_KEYS = ("name", "description", "datasets", "noises", "ipcs", "seeds", "methods", "preset", "k")
 FILTER_KEYS = ("dataset", "noise", "ipc", "seed")
 
-# --tiny: every part shrunk to seconds (same figures as tests/test_pipeline.py's TINY), for smoke tests only.
-TINY_OVERRIDES = {
-    "baseline": {"width": 8, "k": 2, "epochs": 2},
-    "eval": {"width": 8, "steps": 20},
-    "datm": {"iterations": 3, "syn_steps": 4, "width": 8, "num_experts": 2, "expert_train_epochs": 3,
-             "max_start_epoch": 1, "current_max_start_epoch": 1, "batch_syn": 10, "checkpoint_every": 2},
-    "dance": {"iterations": 3, "width": 8, "pool_size": 2, "num_premodel": 2, "pretrain_epochs": 1,
-              "checkpoint_every": 2},
-    "rcig": {"iterations": 3, "width": 4, "n_inner": 2, "n_hinv": 2, "pool_size": 2, "tune_lr": False,
-             "checkpoint_every": 2},
-}
+# --tiny: every part shrunk to seconds, for smoke tests only.
 TINY_CELL = {"k": 2, "subset": 600}
 
 

@@ -6,6 +6,7 @@ checkpoint is skipped with a warning and the previous one is used.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -35,16 +36,23 @@ def _replace(tmp: str, path: str) -> None:
     os.replace(tmp, path)
 
 
-def atomic_write_text(path: str, text: str) -> None:
+@contextlib.contextmanager
+def _atomic(path: str, mode: str):
+    """Open a temp file beside `path`; on success fsync and rename it over `path`, else remove it."""
     tmp = _tmp_path(path)
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, mode) as f:
+            yield f
         _replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    with _atomic(path, "w") as f:
+        f.write(text)
 
 
 def atomic_write_json(path: str, obj: Any) -> None:
@@ -52,27 +60,13 @@ def atomic_write_json(path: str, obj: Any) -> None:
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = _tmp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        _replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with _atomic(path, "wb") as f:
+        f.write(data)
 
 
 def atomic_save_npz(path: str, **arrays) -> None:
-    tmp = _tmp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
-        _replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with _atomic(path, "wb") as f:
+        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
 
 
 def _json_default(o):

@@ -29,6 +29,19 @@ QUICK_SUBSET = {"fashion_mnist": 3000, "cifar10": 5000, "cifar100": 10000, "cifa
                 "cifar100_n": 10000, "tiny_imagenet": 10000}
 
 
+# Every part shrunk to seconds: for smoke tests of the whole job (tests, `experiments/grid.py --tiny`).
+TINY_OVERRIDES = {
+    "baseline": {"width": 8, "k": 2, "epochs": 2},
+    "eval": {"width": 8, "steps": 20},
+    "datm": {"iterations": 3, "syn_steps": 4, "width": 8, "num_experts": 2, "expert_train_epochs": 3,
+             "max_start_epoch": 1, "current_max_start_epoch": 1, "batch_syn": 10, "checkpoint_every": 2},
+    "dance": {"iterations": 3, "width": 8, "pool_size": 2, "num_premodel": 2, "pretrain_epochs": 1,
+              "checkpoint_every": 2},
+    "rcig": {"iterations": 3, "width": 4, "n_inner": 2, "n_hinv": 2, "pool_size": 2, "tune_lr": False,
+             "checkpoint_every": 2},
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class DenoiseConfig:
     """One run of the main job. protocols: 'standard' (common, hard labels) and/or 'own' (the method's)."""

@@ -7,18 +7,9 @@ import numpy as np
 import pytest
 
 from jaxdistill.errors import ConfigError
-from jaxdistill.pipeline import DenoiseConfig, run_denoise
+from jaxdistill.pipeline import TINY_OVERRIDES, DenoiseConfig, run_denoise
 
-TINY = {
-    "baseline": {"width": 8, "k": 2, "epochs": 2},
-    "eval": {"width": 8, "steps": 20},
-    "datm": {"iterations": 3, "syn_steps": 4, "width": 8, "num_experts": 2, "expert_train_epochs": 3,
-             "max_start_epoch": 1, "current_max_start_epoch": 1, "batch_syn": 10, "checkpoint_every": 2},
-    "dance": {"iterations": 3, "width": 8, "pool_size": 2, "num_premodel": 2, "pretrain_epochs": 1,
-              "checkpoint_every": 2},
-    "rcig": {"iterations": 3, "width": 4, "n_inner": 2, "n_hinv": 2, "pool_size": 2, "tune_lr": False,
-             "checkpoint_every": 2},
-}
+TINY = TINY_OVERRIDES
 
 
 def _cfg(**kw):
