@@ -559,11 +559,11 @@ def main(argv=None) -> int:
         print(json.dumps(brief), flush=True)
     payload = {"device": dev, "small": args.small, "isolated": isolate, "rows": rows,
                "argv": sys.argv[1:] if argv is None else list(argv)}
-    with open(os.path.join(out_dir, "run.json"), "w") as f:
-        json.dump(payload, f, indent=1)
+    from jaxdistill.checkpoint import atomic_write_json, atomic_write_text
+
+    atomic_write_json(os.path.join(out_dir, "run.json"), payload)
     md = markdown(rows, dev)
-    with open(os.path.join(out_dir, "run.md"), "w") as f:
-        f.write(md)
+    atomic_write_text(os.path.join(out_dir, "run.md"), md)
     print(md)
     return 0
 

@@ -117,11 +117,12 @@ def main(argv=None) -> int:
     for s in results:
         print(f"{s['sweep']:<14} time ~ x^{s['time_exponent']}  memory ~ x^{s['memory_exponent']}  "
               f"FLOPs ~ x^{s['flops_exponent']}  (x = {s['x']})", flush=True)
-    with open(os.path.join(out_dir, "scaling.json"), "w") as fh:
-        json.dump({"device": dev, "small": args.small, "isolated": isolate, "sweeps": results}, fh, indent=1)
+    from jaxdistill.checkpoint import atomic_write_json, atomic_write_text
+
+    atomic_write_json(os.path.join(out_dir, "scaling.json"),
+                      {"device": dev, "small": args.small, "isolated": isolate, "sweeps": results})
     md = markdown(results, dev, isolate)
-    with open(os.path.join(out_dir, "scaling.md"), "w") as fh:
-        fh.write(md)
+    atomic_write_text(os.path.join(out_dir, "scaling.md"), md)
     print(md)
     return 0
 
