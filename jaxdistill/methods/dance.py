@@ -338,17 +338,9 @@ def initial_synset(x: np.ndarray, y: np.ndarray, num_classes: int, ipc: int, fac
 
 
 def _check_ipc(y: np.ndarray, num_classes: int, need: int) -> None:
-    try:
-        from jaxdistill.data import check_ipc
-    except ImportError:
-        check_ipc = None
-    if check_ipc is not None:
-        check_ipc(y, num_classes, need)
-        return
-    counts = np.bincount(y, minlength=num_classes)
-    if counts.min() < need:
-        raise DataError(f"DANCE needs {need} images per class, class {int(counts.argmin())} has "
-                        f"{int(counts.min())}; allowed ipc*factor^2 <= {int(counts.min())}")
+    from jaxdistill.data import check_ipc  # the one IPC check (DataError naming the short classes)
+
+    check_ipc(y, num_classes, need)
 
 
 def _meanstd(cfg: DanceConfig, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
