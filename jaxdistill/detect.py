@@ -194,7 +194,7 @@ def distilled_pred_probs(distilled, data, key: jax.Array, k: int = 5, protocol="
     """Train k nets on `distilled` under an evaluation protocol and return their mean softmax on `x`
     (default the training images), (N, C), and a meta dict with the nets' test accuracies.
     protocol: a name from jaxdistill.evaluate.PROTOCOLS or an EvalProtocol."""
-    from jaxdistill.evaluate import _prepare, get_protocol
+    from jaxdistill.evaluate import get_protocol, prepare_for_protocol
     from jaxdistill.nn import make_net
     from jaxdistill.train import accuracy, predict, train_models
 
@@ -204,11 +204,11 @@ def distilled_pred_probs(distilled, data, key: jax.Array, k: int = 5, protocol="
     prot = protocol if not isinstance(protocol, str) else get_protocol(
         protocol, num_images=distilled.num_images, num_classes=data.num_classes,
         image_size=distilled.images.shape[1], preset=preset, lr=distilled.lr, width=width)
-    # The evaluator's _prepare maps "test" images into the distilled set's working space; we pass the
-    # training images in that slot so both go through the very same preprocessing.
+    # prepare_for_protocol maps "test" images into the distilled set's working space; we pass the
+    # training images in that slot so both go through the very same preprocessing as the evaluator's.
     view = types.SimpleNamespace(x_test=x, num_classes=data.num_classes)
-    xd, td, x_work = _prepare(distilled, view, prot)
-    _, _, x_test = _prepare(distilled, data, prot)
+    xd, td, x_work = prepare_for_protocol(distilled, view, prot)
+    _, _, x_test = prepare_for_protocol(distilled, data, prot)
     net = make_net(prot.net)
     res = train_models(net, xd, td, prot.train, key, num_models=k, progress=progress,
                        num_classes=data.num_classes)

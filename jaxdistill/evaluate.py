@@ -103,8 +103,14 @@ def get_protocol(name: str, *, num_images: int, num_classes: int, image_size: in
     return EvalProtocol(name, rnet, tc, "learned")
 
 
-def _prepare(distilled: DistilledSet, data, protocol: EvalProtocol):
-    """(x_train, targets, x_test) in the distilled set's working space."""
+def prepare_for_protocol(distilled: DistilledSet, data, protocol: EvalProtocol):
+    """What `protocol` trains on and tests with, in the distilled set's working space:
+    (x_train (M', H, W, C), targets (M', C), x_test (N, H, W, C)).
+
+    targets are one-hot for hard-label protocols (argmax of learned targets), else the set's own targets;
+    RCIG's flipped copies are appended when the set used them (M' = 2M). `data` needs only x_test and
+    num_classes, so any images (e.g. the training images, for label scoring) can be passed as x_test to
+    map them through the set's preprocessor exactly as the evaluator does."""
     c = data.num_classes
     x = distilled.images
     if protocol.labels == "hard":
@@ -127,6 +133,9 @@ def _prepare(distilled: DistilledSet, data, protocol: EvalProtocol):
     return x, t, x_test
 
 
+_prepare = prepare_for_protocol  # old private name, kept for callers written against it
+
+
 def evaluate(distilled: DistilledSet, data, protocol: str | EvalProtocol, key: jax.Array, k: int = 5,
              preset: str = "paper", width: Optional[int] = None, progress: bool | str = False) -> EvalResult:
     """Train k fresh nets on the distilled set under `protocol`; test accuracy after the last step.
@@ -138,7 +147,7 @@ def evaluate(distilled: DistilledSet, data, protocol: str | EvalProtocol, key: j
     if isinstance(protocol, str):
         protocol = get_protocol(protocol, num_images=distilled.num_images, num_classes=data.num_classes,
                                 image_size=distilled.images.shape[1], preset=preset, lr=distilled.lr, width=width)
-    x, t, x_test = _prepare(distilled, data, protocol)
+    x, t, x_test = prepare_for_protocol(distilled, data, protocol)
     net = make_net(protocol.net)
     t0 = time.perf_counter()
     res = train_models_auto(net, x, t, protocol.train, key, num_models=k, eval_data=(x_test, data.y_test)
