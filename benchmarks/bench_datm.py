@@ -41,9 +41,9 @@ def peak_bytes() -> tuple[int, str]:
 
 
 def bench_jax(ipc=10, syn_steps=80, batch_syn=100, width=128, size=32, iters=5, use_dsa=True, remat=True,
-              verbose=True) -> dict:
+              verbose=True, conv_impl="auto") -> dict:
     c = 10
-    net = make_net(NetConfig(num_classes=c, width=width, depth=3))
+    net = make_net(NetConfig(num_classes=c, width=width, depth=3, conv_impl=conv_impl))
     params = net.init(jax.random.PRNGKey(0), (size, size, 3))
     theta0, unravel = ravel_pytree(params)
     theta_star = theta0 + 0.01 * jax.random.normal(jax.random.PRNGKey(1), theta0.shape)
@@ -66,7 +66,7 @@ def bench_jax(ipc=10, syn_steps=80, batch_syn=100, width=128, size=32, iters=5, 
         jax.block_until_ready((state, loss))
         times.append(time.perf_counter() - t0)
     peak, kind = peak_bytes()
-    res = {"impl": f"jax dsa={use_dsa} remat={remat}", "device": jax.devices()[0].device_kind,
+    res = {"impl": f"jax dsa={use_dsa} remat={remat}" + ("" if conv_impl == "auto" else f" conv={conv_impl}"), "device": jax.devices()[0].device_kind,
            "median_s": statistics.median(times), "times_s": times, "compile_plus_first_s": compile_s,
            "peak_bytes": peak, "peak_kind": kind, "loss": float(loss),
            "shapes": dict(ipc=ipc, syn_steps=syn_steps, batch_syn=batch_syn, width=width, size=size,
@@ -84,10 +84,16 @@ def main(argv=None):
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--variants", default="dsa,nodsa,noremat", help="comma list of dsa, nodsa, noremat")
     ap.add_argument("--json", default=None, help="write all results here")
+    ap.add_argument("--conv-impl", default="auto", help="auto | lax | patches (auto: patches on CPU)")
+    for k in ("ipc", "syn_steps", "batch_syn", "width", "size"):
+        ap.add_argument(f"--{k.replace('_', '-')}", type=int, default=None, help=f"override the {k} shape")
     args = ap.parse_args(argv)
     shapes = dict(ipc=10, syn_steps=80, batch_syn=100, width=128, size=32)
     if args.small:
         shapes = dict(ipc=2, syn_steps=10, batch_syn=20, width=16, size=16)
+    shapes.update({k: getattr(args, k) for k in shapes if getattr(args, k) is not None})
+    if shapes["batch_syn"] > 10 * shapes["ipc"]:
+        shapes["batch_syn"] = 10 * shapes["ipc"]  # the whole synthetic set, as DATM does at small IPC
     print(f"jax {jax.__version__} on {jax.devices()[0]}; shapes {shapes}", flush=True)
     results = []
     # The no-DSA run first: it is the one compared with torch, and peak memory is cumulative.
@@ -96,7 +102,7 @@ def main(argv=None):
     for name in ["nodsa", "dsa", "noremat"]:
         if name in args.variants.split(","):
             try:
-                results.append(bench_jax(**shapes, iters=args.iters, **order[name]))
+                results.append(bench_jax(**shapes, iters=args.iters, conv_impl=args.conv_impl, **order[name]))
             except Exception as e:  # noqa: BLE001 - e.g. out of memory without remat: report and go on
                 print(f"jax {name}: failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}", flush=True)
     if not args.no_torch:
@@ -105,7 +111,7 @@ def main(argv=None):
 
             ref = torch_ref_datm.run(small=False, iters=args.iters, **shapes)
             results.append(ref)
-            jx = next((r for r in results if r["impl"] == "jax dsa=False remat=True"), None)
+            jx = next((r for r in results if r["impl"].startswith("jax dsa=False remat=True")), None)
             if jx is not None:
                 print(f"ratio JAX(no DSA, remat) / torch eager = {jx['median_s'] / ref['median_s']:.3f} "
                       f"(speed-up x{ref['median_s'] / jx['median_s']:.2f})", flush=True)

@@ -133,11 +133,14 @@ class Norm(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        c = x.shape[-1]
-        axes = (1, 2) if self.kind == "instance" else (0, 1, 2)
-        mean = x.mean(axes, keepdims=True)
-        var = ((x - mean) ** 2).mean(axes, keepdims=True)
-        x = (x - mean) * jax.lax.rsqrt(var + self.eps)
+        n, h, w, c = x.shape
+        # Reducing one merged axis, not (H, W) separately: the same maths, but XLA:CPU's gradient
+        # of the two-axis reduction was 2.7x slower (first order) and 1.5x (second order) at
+        # (10, 32, 32, 128).
+        flat = x.reshape(n, h * w, c) if self.kind == "instance" else x.reshape(1, n * h * w, c)
+        mean = flat.mean(1, keepdims=True)
+        var = ((flat - mean) ** 2).mean(1, keepdims=True)
+        x = ((flat - mean) * jax.lax.rsqrt(var + self.eps)).reshape(n, h, w, c)
         scale = self.param("scale", nn.initializers.ones, (c,))
         bias = self.param("bias", nn.initializers.zeros, (c,))
         return x * scale + bias
