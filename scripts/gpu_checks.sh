@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The GPU must-shows of issues #3, #5, #7 and #8 in one short script, for a 15-minute device slot.
+#
+# Prepare on the CPU machine (both paths are git-ignored and travel with `carry`):
+#   mkdir -p .whl .fmnist
+#   pip download --no-deps --python-version 3.12 --only-binary=:all: -d .whl neural-tangents==0.6.5 frozendict
+#   cp /usr/share/datasets/fashion-mnist/*-ubyte.gz .fmnist/
+# Run on the device (carry .whl and .fmnist), about 8 minutes:
+#   bash scripts/gpu_checks.sh
+# Every step has its own timeout, so one slow step cannot eat the others; logs and JSON go to $OUT.
+set -u
+OUT=${OUT:-/tmp/gpu_checks}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}
+export JAXDISTILL_DATA_DIR=$PWD/.fmnist
+log() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$OUT/steps.log"; }
+step() {  # step NAME SECONDS CMD...
+    local name=$1 secs=$2; shift 2
+    log "$name (timeout ${secs}s): $*"
+    local t0=$SECONDS
+    timeout "$secs" "$@" > "$OUT/$name.log" 2>&1
+    log "$name: exit $? after $((SECONDS - t0)) s"
+    tail -n 15 "$OUT/$name.log"
+}
+
+pip install --no-deps -q .whl/*.whl 2>&1 | tail -2
+pip install --no-deps -q -e . 2>&1 | tail -2
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+python -c "import jax; print(jax.__version__, jax.devices())" | tee -a "$OUT/gpu.txt"
+
+# #3 / #7: DATM at CIFAR-10 IPC 10 shapes against the PyTorch-eager reference, same run (>= 8x, lower memory).
+step datm 150 python benchmarks/bench_datm.py --iters 5 --variants nodsa,dsa --json "$OUT/datm.json"
+# #7: DANCE against its reference (>= 5x; measured 12.3x in session 1, repeated for the FLOP/s fraction).
+step run_datm_dance 150 python benchmarks/run.py --only datm,dance --settings c10_ipc10 --repeats 3 --out "$OUT/run_dd"
+# #5: RCIG iteration time and memory at IPC 10.
+step rcig 120 python benchmarks/bench_rcig.py --iters 3 --ipc 10
+# #7: expert training, 1 model vs 8 vmapped models (throughput ratio >= 0.8 x 8).
+step train1 60 python benchmarks/run.py --only train --settings c10_ipc10 --train-models 1 --repeats 3 --out "$OUT/train1"
+step train8 60 python benchmarks/run.py --only train --settings c10_ipc10 --train-models 8 --repeats 3 --out "$OUT/train8"
+# #8: GPU non-determinism: the same DANCE command twice with the same seed; spread of images and accuracy.
+for r in 1 2; do
+    step "det$r" 70 python -m jaxdistill.cli distill --method dance --dataset fashion_mnist --noise symmetric:0.4 \
+        --ipc 10 --preset quick --seed 0 --out "$OUT/det$r"
+done
+python - "$OUT" <<'EOF' | tee "$OUT/determinism.txt"
+import json, sys, numpy as np
+out = sys.argv[1]
+try:
+    a, b = (np.load(f"{out}/det{r}/distilled.npz") for r in (1, 2))
+    ra, rb = (json.load(open(f"{out}/det{r}/results.json")) for r in (1, 2))
+    d = float(np.abs(a["images"] - b["images"]).max())
+    print(f"max |images1 - images2| = {d:.3e}; identical: {d == 0.0}")
+    for r, doc in ((1, ra), (2, rb)):
+        print(f"run {r}:", json.dumps(doc["results"], default=str)[:600])
+except Exception as e:  # noqa: BLE001
+    print("determinism comparison failed:", type(e).__name__, e)
+EOF
+log done
