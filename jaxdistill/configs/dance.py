@@ -77,6 +77,9 @@ class DanceConfig:
     checkpoint_every: int = 500
     max_nonfinite: int = 10
     preset: str = "paper"
+    # several devices: the per-class gradients split across devices (classes padded to a multiple of the
+    # device count). 0 = all visible devices when there are several, 1 = one device, n = the first n.
+    devices: int = 0
 
     def __post_init__(self):
         ints = (("ipc", self.ipc, 1), ("iterations", self.iterations, 0), ("batch_real", self.batch_real, 1),
@@ -88,6 +91,9 @@ class DanceConfig:
         for name, v, lo in ints:
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ConfigError(f"DANCE {name}={v!r} must be an int >= {lo}")
+        if isinstance(self.devices, bool) or not isinstance(self.devices, int) or self.devices < 0:
+            raise ConfigError(f"DANCE devices={self.devices!r} must be an int >= 0 (0 = all visible devices when "
+                              f"there are several, 1 = one device, n = the first n devices)")
         if self.num_premodel > self.pool_size:
             raise ConfigError(f"DANCE num_premodel={self.num_premodel} must be <= pool_size={self.pool_size} "
                               f"(allowed 1..{self.pool_size})")

@@ -66,6 +66,11 @@ class DATMConfig:
     checkpoint_every: int = 500
     max_nonfinite: int = 10
     preset: str = "paper"
+    # several devices: T (expert, start epoch) trajectories per iteration, their matching-loss gradients
+    # averaged (the threshold rule applies to the mean loss); with n > 1 devices the T are split across them
+    # (T a multiple of n). devices: 0 = all visible devices when there are several, 1 = one device, n = n.
+    trajectories_per_iter: int = 1
+    devices: int = 0
 
     def __post_init__(self):
         _check_choice("init", self.init, INITS)
@@ -77,6 +82,12 @@ class DATMConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"DATM {name}={v!r} must be an integer >= 1")
+        if isinstance(self.trajectories_per_iter, bool) or not isinstance(self.trajectories_per_iter, int) \
+                or self.trajectories_per_iter < 1:
+            raise ConfigError(f"DATM trajectories_per_iter={self.trajectories_per_iter!r} must be an int >= 1")
+        if isinstance(self.devices, bool) or not isinstance(self.devices, int) or self.devices < 0:
+            raise ConfigError(f"DATM devices={self.devices!r} must be an int >= 0 (0 = all visible devices when "
+                              f"there are several, 1 = one device, n = the first n devices)")
         if not 0 <= self.min_start_epoch < self.max_start_epoch:
             raise ConfigError(f"start-epoch range [{self.min_start_epoch}, {self.max_start_epoch}) is empty; "
                               f"allowed 0 <= min_start_epoch < max_start_epoch")

@@ -70,6 +70,10 @@ class RCIGConfig:
     checkpoint_every: int = 500
     max_nonfinite: int = 10
     preset: str = "paper"
+    # several devices: the outer loss/gradient on the real batch split across devices (the batch,
+    # min(real_batch, N), a multiple of the device count). 0 = all visible devices when there are several,
+    # 1 = one device, n = the first n.
+    devices: int = 0
 
     def __post_init__(self):
         _check_choice("preprocess", self.preprocess, PREPROCESS)
@@ -92,6 +96,9 @@ class RCIGConfig:
         for name in ("adapt_fail_frac", "adapt_monotone_frac"):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f"RCIG {name}={getattr(self, name)!r} must be in (0, 1]")
+        if isinstance(self.devices, bool) or not isinstance(self.devices, int) or self.devices < 0:
+            raise ConfigError(f"RCIG devices={self.devices!r} must be an int >= 0 (0 = all visible devices when "
+                              f"there are several, 1 = one device, n = the first n devices)")
         if (self.mean is None) != (self.std is None):
             raise ConfigError(f"RCIG mean={self.mean!r} and std={self.std!r} must be given together or both None")
 

@@ -30,6 +30,7 @@ import optax
 from jaxdistill.configs.datm import DATMConfig, get_config
 from jaxdistill.errors import ConfigError, NumericalError, StoreError
 from jaxdistill.methods.base import DistilledSet, register
+from jaxdistill.sharding import resolve_devices
 
 log = logging.getLogger("jaxdistill")
 
@@ -59,6 +60,26 @@ def host_draws(seed: tuple[int, int], it: int, cfg: DATMConfig, num_experts: int
     t = np.random.default_rng([seed[0], seed[1], 1, it]).integers(cfg.min_start_epoch,
                                                                     start_epoch_upper(cfg, it))
     return int(order[pos]), int(t)
+
+
+def host_draws_multi(seed: tuple[int, int], it: int, cfg: DATMConfig, num_experts: int,
+                     trajectories: int) -> list[tuple[int, int]]:
+    """The `trajectories` (expert, start epoch) pairs of iteration `it`, a function of (seed, it) only.
+
+    T = 1 is exactly `host_draws` (so single-trajectory runs are unchanged). T > 1: trajectory j of
+    iteration it takes the expert at virtual position it*T + j of the per-pass random orders (each pass over
+    the store still visits every expert once) and its own start epoch ~ randint[min, U(it)).
+    """
+    if trajectories == 1:
+        return [host_draws(seed, it, cfg, num_experts)]
+    hi = start_epoch_upper(cfg, it)
+    out = []
+    for j in range(trajectories):
+        pass_idx, pos = divmod(it * trajectories + j, num_experts)
+        order = np.random.default_rng([seed[0], seed[1], 0, pass_idx]).permutation(num_experts)
+        t = np.random.default_rng([seed[0], seed[1], 2, it, j]).integers(cfg.min_start_epoch, hi)
+        out.append((int(order[pos]), int(t)))
+    return out
 
 
 def batch_indices(key: jax.Array, n: int, batch_syn: int, syn_steps: int) -> jax.Array:
@@ -138,22 +159,53 @@ def init_syn_state(cfg: DATMConfig, x, y, lr) -> SynState:
     return SynState(x, y, lr, (tx[0].init(x), tx[1].init(y), tx[2].init(lr)))
 
 
-def make_outer_step(apply_flat: ApplyFlat, cfg: DATMConfig) -> Callable:
+def make_trajectory_grad(apply_flat: ApplyFlat, cfg: DATMConfig) -> Callable:
+    """`fn((theta0 (P,), theta_star (P,), key), x, y, lr) -> (loss, (g_x, g_y, g_lr))` for ONE trajectory:
+    the key draws the minibatch order and the DSA keys, then value_and_grad of the matching loss."""
+    def fn(per, x, y, lr):
+        theta0, theta_star, key = per
+        k_idx, k_aug = jax.random.split(key)
+        idx = batch_indices(k_idx, x.shape[0], cfg.batch_syn, cfg.syn_steps)
+        keys = jax.random.split(k_aug, cfg.syn_steps)
+        return jax.value_and_grad(
+            lambda x_, y_, lr_: matching_loss(apply_flat, x_, y_, lr_, theta0, theta_star, idx, keys, cfg.dsa,
+                                              cfg.remat), argnums=(0, 1, 2))(x, y, lr)
+
+    return fn
+
+
+def make_outer_step(apply_flat: ApplyFlat, cfg: DATMConfig, mesh=None) -> Callable:
     """Jitted `step(state, theta0, theta_star, key) -> (state, loss, finite, applied)`.
 
-    The three optimisers step only if the loss is finite, every gradient is finite and loss <= threshold;
-    otherwise state (images, labels, lr AND momentum buffers) is returned untouched.
+    T = cfg.trajectories_per_iter. T = 1: theta0, theta_star (P,), one trajectory. T > 1: theta0,
+    theta_star (T, P); the key is split into T trajectory keys and loss / gradients are the means over the
+    T trajectories, computed one after another on one device (`lax.map`) or, with `mesh` (a 1-D mesh of
+    n > 1 devices, T a multiple of n), T/n per device via `sharding.sharded_trajectory_grads`.
+    The three optimisers step only if the (mean) loss is finite, every gradient is finite and
+    loss <= threshold; otherwise state (images, labels, lr AND momentum buffers) is returned untouched.
     """
     tx = make_optimizers(cfg)
+    traj = make_trajectory_grad(apply_flat, cfg)
+    T = cfg.trajectories_per_iter
+    if mesh is not None and mesh.size > 1 and T % mesh.size:
+        raise ConfigError(f"DATM trajectories_per_iter={T} must be a multiple of the {mesh.size} devices it is "
+                          f"split over (allowed: {mesh.size}, {2 * mesh.size}, ...; or devices=1)")
+
+    def mean_grads(state: SynState, theta0, theta_star, key):
+        if T == 1:
+            return traj((theta0, theta_star, key), state.x, state.y, state.lr)
+        per = (theta0, theta_star, jax.random.split(key, T))
+        if mesh is not None and mesh.size > 1:
+            from jaxdistill.sharding import sharded_trajectory_grads
+
+            loss, grads, _ = sharded_trajectory_grads(traj, per, mesh, state.x, state.y, state.lr)
+            return loss, grads
+        # One trajectory at a time: one unroll's memory, like a single-trajectory step.
+        losses, grads = jax.lax.map(lambda p: traj(p, state.x, state.y, state.lr), per)
+        return losses.mean(), tuple(g.mean(0) for g in grads)
 
     def step(state: SynState, theta0, theta_star, key):
-        n = state.x.shape[0]
-        k_idx, k_aug = jax.random.split(key)
-        idx = batch_indices(k_idx, n, cfg.batch_syn, cfg.syn_steps)
-        keys = jax.random.split(k_aug, cfg.syn_steps)
-        loss, grads = jax.value_and_grad(
-            lambda x, y, lr: matching_loss(apply_flat, x, y, lr, theta0, theta_star, idx, keys, cfg.dsa,
-                                           cfg.remat), argnums=(0, 1, 2))(state.x, state.y, state.lr)
+        loss, grads = mean_grads(state, theta0, theta_star, key)
         finite = jnp.isfinite(loss) & jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in grads]))
         applied = finite & (loss <= cfg.threshold)
         grads = jax.tree_util.tree_map(lambda g: jnp.where(finite, g, 0.0), grads)
@@ -327,6 +379,10 @@ def distill(config: DATMConfig, data, key: jax.Array, *, workdir: Optional[str] 
 
     if not isinstance(config, DATMConfig):
         raise ConfigError(f"config must be a DATMConfig; got {type(config).__name__}")
+    n_dev, T = resolve_devices(config.devices, "DATM devices"), config.trajectories_per_iter
+    if T > 1 and n_dev > 1 and T % n_dev:  # refuse before any expert is trained
+        raise ConfigError(f"DATM trajectories_per_iter={T} must be a multiple of the {n_dev} devices it is split "
+                          f"over (allowed: {n_dev}, {2 * n_dev}, ...; or devices=1)")
     t_start = time.perf_counter()
     c, ipc = data.num_classes, config.ipc
     try:
@@ -392,6 +448,10 @@ def _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, pr
         cfg_path = os.path.join(workdir, "datm_config.json")
         want = json.loads(json.dumps(dataclasses.asdict(config)))
         have = read_json(cfg_path)
+        if have is not None:
+            # The device count does not change the run (same results to float tolerance), so a run may
+            # resume on another machine; runs recorded before trajectories_per_iter existed used 1.
+            have = {"trajectories_per_iter": 1, **have, "devices": want["devices"]}
         if have is not None and have != want:
             diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
             raise StoreError(f"workdir {workdir!r} holds a DATM run with another config (differs in {diff}); "
@@ -420,7 +480,17 @@ def _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, pr
         ckpt.save(counters["it"], {"leaves": {f"{i:03d}": np.asarray(l) for i, l in enumerate(lv)},
                                    "counters": {k: np.asarray(v) for k, v in counters.items()}, "losses": buf})
 
-    step = make_outer_step(apply_flat, config)
+    T = config.trajectories_per_iter
+    n_dev = resolve_devices(config.devices, "DATM devices")
+    mesh = None
+    if n_dev > 1 and T > 1:
+        from jaxdistill.sharding import data_mesh
+
+        mesh = data_mesh(n_dev)
+    elif n_dev > 1 and config.devices > 1:
+        log.warning("DATM: devices=%d has nothing to split with trajectories_per_iter=1; running on one device",
+                    config.devices)
+    step = make_outer_step(apply_flat, config, mesh)
     seed = _seed_of(k_loop)
     bar = None
     if progress:
@@ -431,11 +501,18 @@ def _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, pr
         with StopRequest() as stop:
             while counters["it"] < config.iterations:
                 it = counters["it"]
-                e, t = host_draws(seed, it, config, store.num_experts)
-                # Only the two needed snapshots leave the (memory-mapped) store.
-                m = store.flat(e)
-                theta0 = jnp.asarray(m[store.row(t)])
-                theta_star = jnp.asarray(m[store.row(t + config.expert_epochs)])
+                if T == 1:
+                    e, t = host_draws(seed, it, config, store.num_experts)
+                    # Only the two needed snapshots leave the (memory-mapped) store.
+                    m = store.flat(e)
+                    theta0 = jnp.asarray(m[store.row(t)])
+                    theta_star = jnp.asarray(m[store.row(t + config.expert_epochs)])
+                else:
+                    draws = host_draws_multi(seed, it, config, store.num_experts, T)
+                    t = draws[0][1]
+                    theta0 = jnp.asarray(np.stack([store.flat(e_)[store.row(t_)] for e_, t_ in draws]))
+                    theta_star = jnp.asarray(np.stack([store.flat(e_)[store.row(t_ + config.expert_epochs)]
+                                                       for e_, t_ in draws]))
                 state, loss, finite, applied = step(state, theta0, theta_star, jax.random.fold_in(k_loop, it))
                 loss, finite, applied = float(loss), bool(finite), bool(applied)
                 losses.append(loss)
@@ -476,6 +553,7 @@ def _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, pr
         "skipped_threshold": counters["threshold_skips"], "init_fills": fills,
         "init_images_without_correct_expert": no_correct, "expert_store": store.directory,
         "num_experts": store.num_experts, "dataset": data.name,
+        "trajectories_per_iter": T, "devices_used": mesh.size if mesh is not None else 1,
     }
     out = DistilledSet(images=np.asarray(state.x), labels=labels, method="datm", target_kind="soft_logits",
                        targets=np.asarray(state.y), lr=float(state.lr), preprocessor=pre.to_dict(), meta=meta)
