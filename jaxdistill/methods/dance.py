@@ -44,6 +44,7 @@ from jaxdistill.configs.dance import DanceConfig, get_config
 from jaxdistill.errors import ConfigError, DataError, NumericalError
 from jaxdistill.methods.base import DistilledSet, register
 from jaxdistill.nn import Net, NetConfig, make_net
+from jaxdistill.sharding import resolve_devices
 from jaxdistill.train import TrainConfig, train_models
 
 Array = jax.Array
@@ -191,6 +192,7 @@ class Statics(NamedTuple):
     num_premodel: int
     iter_calib: int
     batched: bool
+    devices: int = 1    # > 1: per-class gradients split across this many devices (sharding.sharded_class_grads)
 
 
 def class_buckets_table(y: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -269,7 +271,56 @@ def make_iteration(net: Net, st: Statics, tx: optax.GradientTransformation) -> C
         syn, opt_state, bad = apply_step(syn, opt_state, g, losses.sum())
         return syn, opt_state, losses, bad[None]
 
-    view = batched_view if st.batched else scan_view
+    mesh = None
+    if st.devices > 1:
+        from jaxdistill.sharding import class_mesh, sharded_class_grads
+
+        mesh = class_mesh(st.devices)
+
+    def class_grads(slices, loss_c, extra):
+        """(losses (C,), grads (C, ipc, ...)) of every class's loss at its own slice, classes across devices."""
+        return sharded_class_grads(loss_c, (slices, jnp.arange(C), extra), mesh)
+
+    def batched_view_sharded(syn, opt_state, loss_c, extra):
+        """batched_view with the class axis across devices: the gradient of the sum of class losses w.r.t.
+        the whole tensor is the stack of each class's gradient w.r.t. its own slice."""
+        losses, g = class_grads(syn.reshape(C, ipc, *syn.shape[1:]), loss_c, extra)
+        syn, opt_state, bad = apply_step(syn, opt_state, g.reshape(syn.shape), losses.sum())
+        return syn, opt_state, losses, bad[None]
+
+    def scan_view_sharded(syn, opt_state, loss_c, extra):
+        """scan_view's exact per-class momentum steps with the C gradients computed in parallel.
+
+        Step j's gradient is zero outside class j's slice, and the optimiser is elementwise (SGD momentum),
+        so class c's slice at step c is where it would be after c zero-gradient steps: a cheap first scan
+        (optimiser only) records it, the C gradients are then taken at those slices across devices, and a
+        second scan applies the C steps with them. If any step is non-finite, the later classes' slices
+        would have differed (that step is skipped), so the iteration falls back to the sequential scan.
+        """
+        def shift(carry, c):
+            s, o = carry
+            s_c = jax.lax.dynamic_slice_in_dim(s, c * ipc, ipc)
+            upd, o = tx.update(jnp.zeros_like(s), o, s)
+            return (s + upd, o), s_c
+
+        _, slices = jax.lax.scan(shift, (syn, opt_state), jnp.arange(C))
+        losses, g_all = class_grads(slices, loss_c, extra)
+
+        def body(carry, xs):
+            s, o = carry
+            c, g_c, loss = xs
+            g = jax.lax.dynamic_update_slice_in_dim(jnp.zeros_like(s), g_c, c * ipc, 0)
+            s, o, bad = apply_step(s, o, g, loss)
+            return (s, o), bad
+
+        (new_syn, new_opt), bad = jax.lax.scan(body, (syn, opt_state), (jnp.arange(C), g_all, losses))
+        return jax.lax.cond(jnp.any(bad), lambda: scan_view(syn, opt_state, loss_c, extra),
+                            lambda: (new_syn, new_opt, losses, bad))
+
+    if mesh is None:
+        view = batched_view if st.batched else scan_view
+    else:
+        view = batched_view_sharded if st.batched else scan_view_sharded
 
     def iteration(syn, opt_state, key, pool0, poolT, x_real, table, counts, mean, std):
         k_model, k_lam, k_real, k_aug, k_sub, k_cal = jax.random.split(key, 6)
@@ -394,7 +445,8 @@ def distill(config: DanceConfig, data, key: Array, *, workdir: Optional[str] = N
     table, counts = class_buckets_table(y, C)
     st = Statics(num_classes=C, ipc=ipc, factor=f, n_real=int(min(config.batch_real, counts.min())),
                  n_syn=int(min(config.batch_syn_max, ipc * f * f)), num_premodel=config.num_premodel,
-                 iter_calib=config.iter_calib, batched=config.batched_classes)
+                 iter_calib=config.iter_calib, batched=config.batched_classes,
+                 devices=resolve_devices(config.devices, "DANCE devices"))
     tx = optax.sgd(config.image_lr, momentum=config.mom_img)
     syn = jnp.asarray(initial_synset(x, y, C, ipc, f))
     opt_state = tx.init(syn)
@@ -467,7 +519,7 @@ def distill(config: DanceConfig, data, key: Array, *, workdir: Optional[str] = N
         "wall_time_s": time.perf_counter() - t_start, "skipped_updates": skipped,
         "factor": f, "encoded_shape": list(syn_np.shape), "mean": mean.tolist(), "std": std.tolist(),
         "space": "meanstd-normalised pixels; DistilledSet.to_pixels() maps back to [0,1]",
-        "net": dataclasses.asdict(ncfg),
+        "net": dataclasses.asdict(ncfg), "devices_used": st.devices,
     }
     out = DistilledSet(images=images, labels=labels[order], method="dance", target_kind="hard",
                        preprocessor=_preprocessor_dict(mean, std, x.shape[1:]), meta=meta_out)

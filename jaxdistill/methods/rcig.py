@@ -195,12 +195,13 @@ class Problem:
     num_classes: int
     n_proto: int          # N = ipc * C (before flip)
     image_shape: tuple
+    n_devices: int = 1    # > 1: the outer loss/gradient's real batch split across this many devices
 
     def _key(self):
         # Run-control fields do not change the step program.
         cfg = dataclasses.replace(self.cfg, iterations=1, checkpoint_every=1, max_nonfinite=1, tune_max_tries=1,
                                   tune_lr=True, inner_lr=1.0, hvp_lr=1.0)
-        return (cfg, self.num_classes, self.image_shape)
+        return (cfg, self.num_classes, self.image_shape, self.n_devices)
 
     def __hash__(self):
         return hash(self._key())
@@ -245,6 +246,22 @@ class Problem:
         top2 = jax.lax.top_k(psi["y"], 2)[0]
         margin = jnp.mean(jnp.minimum(top2[:, 0] - top2[:, 1], 1.0 / (2 * self.num_classes)))
         return ce - margin, ce
+
+    def outer_value_and_grad(self, delta, psi, theta0, xt, yt_onehot):
+        """((loss, ce), (dL/d delta, dL/d psi)) of `outer_loss` on the real batch (B rows).
+
+        With n_devices > 1 the batch is split across a 1-D data mesh (B a multiple of n_devices): each device
+        differentiates the CE of its B/n rows (the coreset side, K_ss and its Cholesky, is recomputed on every
+        device), `lax.pmean` averages. The mean of equal-size shard means is the batch mean, and the label
+        margin does not depend on the batch, so this equals the one-device value up to float reassociation.
+        """
+        if self.n_devices == 1:
+            return jax.value_and_grad(self.outer_loss, argnums=(0, 1), has_aux=True)(delta, psi, theta0, xt,
+                                                                                      yt_onehot)
+        from jaxdistill.sharding import data_mesh, sharded_mean_grad
+
+        return sharded_mean_grad(lambda dp, b: self.outer_loss(dp[0], dp[1], theta0, *b), (delta, psi),
+                                 (xt, yt_onehot), data_mesh(self.n_devices), has_aux=True)
 
     def pool_loss(self, params, xs, ys):
         out = self.net.apply(params, xs)
@@ -300,8 +317,7 @@ class Problem:
         inner = lambda d, p: self.inner_loss(d, p, theta0)
         delta, in_losses = adam_solve(jax.value_and_grad(lambda d: inner(d, psi_c)), zeros, state.inner_lr,
                                       cfg.n_inner, mask)
-        (loss, ce), (g_delta, direct) = jax.value_and_grad(self.outer_loss, argnums=(0, 1), has_aux=True)(
-            delta, psi, theta0, xt, yt)
+        (loss, ce), (g_delta, direct) = self.outer_value_and_grad(delta, psi, theta0, xt, yt)
         g_delta = tmap(lambda g, mm: g * mm, g_delta, mask)
         v, qs = inverse_hvp(lambda d: inner(d, psi_c), delta, g_delta, state.hvp_lr, cfg.n_hinv, mask)
         implicit = clip_to_direct(implicit_gradient(inner, delta, psi, v), direct)
@@ -386,11 +402,21 @@ _jit_probe_inner = jax.jit(lambda prob, *a: prob.probe_inner(*a), static_argnums
 _jit_probe_hvp = jax.jit(lambda prob, *a: prob.probe_hvp(*a), static_argnums=0)
 
 
-def make_problem(cfg: RCIGConfig, num_classes: int, image_shape: tuple) -> Problem:
+def make_problem(cfg: RCIGConfig, num_classes: int, image_shape: tuple, n_real: Optional[int] = None) -> Problem:
+    """The Problem of one run. cfg.devices resolves to the device count (sharding.resolve_devices); with
+    more than one, the real batch min(real_batch, n_real) must be a multiple of it (ConfigError)."""
+    from jaxdistill.sharding import resolve_devices
+
     if len(image_shape) != 3:
         raise DataError(f"image_shape={tuple(image_shape)} must be (H, W, C)")
+    n_dev = resolve_devices(cfg.devices, "RCIG devices")
+    b = cfg.real_batch if n_real is None else min(cfg.real_batch, int(n_real))
+    if n_dev > 1 and b % n_dev:
+        raise ConfigError(f"RCIG real batch of {b} images (min(real_batch={cfg.real_batch}, training set)) is not "
+                          f"divisible by the {n_dev} devices it is split over; allowed: a multiple of {n_dev}, "
+                          f"or devices=1")
     net = make_net(cfg.net_config(num_classes, distill=True))
-    return Problem(cfg, net, num_classes, cfg.ipc * num_classes, tuple(int(s) for s in image_shape))
+    return Problem(cfg, net, num_classes, cfg.ipc * num_classes, tuple(int(s) for s in image_shape), n_dev)
 
 
 def init_coreset(y_noisy: np.ndarray, num_classes: int, ipc: int, key) -> np.ndarray:
@@ -452,7 +478,7 @@ def distill(config: RCIGConfig, data, key: jax.Array, *, workdir: Optional[str] 
     k_init, k_pool, k_loop, k_tune = jax.random.split(key, 4)
     pre = _preprocessor(cfg, x_raw)
     x_train = np.asarray(pre.apply(x_raw), np.float32)
-    prob = make_problem(cfg, c, x_train.shape[1:])
+    prob = make_problem(cfg, c, x_train.shape[1:], n_real=x_train.shape[0])
     idx = init_coreset(y_noisy, c, cfg.ipc, k_init)
     y0 = np.eye(c, dtype=np.float32)[np.repeat(np.arange(c), cfg.ipc)] - 1.0 / c
     state = prob.init_state(x_train[idx], y0, k_pool)
@@ -522,7 +548,7 @@ def distill(config: RCIGConfig, data, key: jax.Array, *, workdir: Optional[str] 
             "final_ce": last["ce"], "wall_time_s": time.perf_counter() - t_start, "skipped_updates": int(state.skipped),
             "inner_lr": float(state.inner_lr), "hvp_lr": float(state.hvp_lr), "lr_tune_tries": tuned,
             "log_temp": float(ema["log_temp"]), "use_flip": bool(cfg.use_flip), "resumed_from": start,
-            "init_indices": idx.tolist()}
+            "init_indices": idx.tolist(), "devices_used": prob.n_devices}
     out = DistilledSet(images=np.asarray(ema["x"]), labels=np.repeat(np.arange(c), cfg.ipc),
                        method="rcig", target_kind="regression", targets=np.asarray(ema["y"]), lr=None,
                        preprocessor=pre.to_dict(), meta=meta)
