@@ -36,7 +36,8 @@ def test_tables_mean_std_over_seeds_against_numpy():
     assert f"| {m:.1f} +- {s:.1f} |" in sym_acc                      # baseline column
     assert f"| {m + 5:.1f} +- {s:.1f} |" in sym_acc                  # repair relabel column
     assert f"| {m - 10:.1f} +- {s:.1f} |" in sym_acc                 # JoCoR column
-    assert [c.strip() for c in sym_acc.split("|")].count("-") == 4                              # distilled, select, relabel_select, co-teaching missing
+    # distilled, select, relabel_select and Co-teaching are missing from these entries
+    assert [c.strip() for c in sym_acc.split("|")].count("-") == 4
     ours = [ln for ln in md.splitlines() if ln.startswith("| symmetric:0.4 | ours")][0]
     assert f"| {np.mean(precs):.3f} +- {np.std(precs):.3f} |" in ours
     cl = [ln for ln in md.splitlines() if ln.startswith("| symmetric:0.4 | cleanlab")][0]

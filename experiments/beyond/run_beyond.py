@@ -36,7 +36,7 @@ from jaxdistill.errors import ConfigError
 DISTILLERS = ("prototype", "dance", "datm", "rcig")
 RULES = ("relabel", "select", "relabel_select")
 # Args that change what an entry means: a resumed run must agree on them (noise/seeds may grow).
-RESULT_ARGS = ("dataset", "subset", "distiller", "ipc", "preset", "width", "score_width", "epochs", "k",
+RESULT_ARGS = ("dataset", "subset", "distiller", "ipc", "preset", "width", "score_width", "epochs", "k", "score_k",
                "cv_folds", "cv_epochs", "rules", "distill_set")
 
 
@@ -144,7 +144,8 @@ def run_entry(ds, noise: str, seed: int, a) -> dict:
     clock.stage("distill", t0, f"{a.distiller} ipc {a.ipc}: {distilled.num_images} images")
 
     t0 = time.perf_counter()
-    scores = score_labels(distilled, data, stage_key(seed, "score"), k=a.k, protocol="standard",
+    score_k = a.score_k or a.k
+    scores = score_labels(distilled, data, stage_key(seed, "score"), k=score_k, protocol="standard",
                           preset=a.preset, width=a.score_width)
     res["detect_distilled"] = scores.meta["metrics"]
     res["distilled"] = {"acc_mean": scores.meta["test_acc_mean"], "acc_std": float(np.std(scores.meta["test_accs"])),
@@ -156,7 +157,7 @@ def run_entry(ds, noise: str, seed: int, a) -> dict:
     prot = get_protocol("standard", num_images=distilled.num_images, num_classes=data.num_classes,
                         image_size=distilled.images.shape[1], preset=a.preset, width=a.score_width)
     steps = prot.train.steps or 0
-    cv_ep = a.cv_epochs or cv_epochs_matched(d_sg, a.k, steps, distilled.num_images, n, a.cv_folds)
+    cv_ep = a.cv_epochs or cv_epochs_matched(d_sg, score_k, steps, distilled.num_images, n, a.cv_folds)
     t0 = time.perf_counter()
     probs = cross_val_pred_probs(data, stage_key(seed, "cv"), folds=a.cv_folds, epochs=cv_ep, width=bcfg.width,
                                  train_cfg=bcfg.train)
@@ -164,7 +165,8 @@ def run_entry(ds, noise: str, seed: int, a) -> dict:
     res["detect_cleanlab"] = {**detection_metrics(cl.quality, cl.flagged, issue), "cv_epochs": cv_ep}
     ours_cv = scores_from_probs(probs, data.y_noisy)
     res["detect_cv_ours"] = detection_metrics(ours_cv.quality, ours_cv.flagged, issue)
-    res["budget"] = {"distill_sample_grads": d_sg, "score_sample_grads": a.k * steps * min(256, distilled.num_images),
+    res["budget"] = {"distill_sample_grads": d_sg,
+                     "score_sample_grads": score_k * steps * min(256, distilled.num_images),
                      "cv_sample_grads": cv_ep * n * (a.cv_folds - 1), "cv_epochs": cv_ep,
                      "cv_epochs_matched": a.cv_epochs is None}
     m = res["detect_cleanlab"]
@@ -175,7 +177,7 @@ def run_entry(ds, noise: str, seed: int, a) -> dict:
         t0 = time.perf_counter()
         # One training key for every rule and the baseline: only the labels / kept rows differ.
         rr = repair(data, distilled, stage_key(seed, "repair"),
-                    RepairConfig(rule=rule, score_k=a.k, score_width=a.score_width, preset=a.preset, train=bcfg,
+                    RepairConfig(rule=rule, score_k=score_k, score_width=a.score_width, preset=a.preset, train=bcfg,
                                  baseline=(i == 0)), scores=scores)
         r = {k: v for k, v in rr.results["repair"].items() if k != "curve"}
         res[f"repair_{rule}"] = {**r, "stats": rr.stats}
@@ -185,7 +187,8 @@ def run_entry(ds, noise: str, seed: int, a) -> dict:
                     f"repair {100 * r['acc_mean']:.1f}" + (f", baseline {100 * res['baseline_noisy']['acc_mean']:.1f}"
                                                            if i == 0 else "")
                     + f"; label acc {rr.stats.get('label_acc_before', float('nan')):.3f} -> "
-                      f"{rr.stats.get('label_acc_after_kept', float('nan')):.3f} on {rr.stats['kept_fraction']:.2f} kept")
+                      f"{rr.stats.get('label_acc_after_kept', float('nan')):.3f} "
+                      f"on {rr.stats['kept_fraction']:.2f} kept")
 
     kind = noise.split(":")[0]
     t0 = time.perf_counter()
@@ -308,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="distilled-set nets (default: the standard protocol's at the preset)")
     r.add_argument("--epochs", type=int, default=None, help="full-data nets (default: the baseline preset's)")
     r.add_argument("--k", type=int, default=1, help="nets per method per entry")
+    r.add_argument("--score-k", type=int, default=None,
+                   help="nets trained on the distilled set to score the labels (default: --k); more nets give "
+                        "smoother probabilities and, budget-matched, more CV epochs for cleanlab")
     r.add_argument("--cv-folds", type=int, default=5)
     r.add_argument("--cv-epochs", type=int, default=None, help="default: matched to the distill+score budget")
     r.add_argument("--rules", nargs="+", default=list(RULES), choices=RULES)
