@@ -40,7 +40,7 @@ def make_distilled(name, data, key, ipc):
         d = distill(name, cfg, data, key, workdir=wd)
     # Pool/expert pre-training dominates the distiller's cost: models x epochs x N sample-gradients.
     models = getattr(cfg, "pool_size", None) or getattr(cfg, "num_experts", 0) or 0
-    epochs = getattr(cfg, "pretrain_epochs", None) or getattr(cfg, "expert_epochs", 0) or 0
+    epochs = getattr(cfg, "pretrain_epochs", None) or getattr(cfg, "expert_train_epochs", 0) or 0
     return d, int(models * epochs * n)
 
 
