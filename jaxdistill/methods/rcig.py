@@ -260,8 +260,15 @@ class Problem:
                                                                                       yt_onehot)
         from jaxdistill.sharding import data_mesh, sharded_mean_grad
 
-        return sharded_mean_grad(lambda dp, b: self.outer_loss(dp[0], dp[1], theta0, *b), (delta, psi),
-                                 (xt, yt_onehot), data_mesh(self.n_devices), has_aux=True)
+        # theta0 travels with the differentiated params (gradient stopped, so nothing is computed for it)
+        # rather than as a closure: a closed-over replicated value meeting per-device values inside the
+        # linearisation trips shard_map's varying-axis type check in the backward pass.
+        def loss(p, b):
+            return self.outer_loss(p[0], p[1], jax.lax.stop_gradient(p[2]), *b)
+
+        (l, aux), (g_delta, g_psi, _) = sharded_mean_grad(loss, (delta, psi, theta0), (xt, yt_onehot),
+                                                          data_mesh(self.n_devices), has_aux=True)
+        return (l, aux), (g_delta, g_psi)
 
     def pool_loss(self, params, xs, ys):
         out = self.net.apply(params, xs)
