@@ -211,7 +211,10 @@ def sharded_mean_grad(loss_fn: Callable[[Any, Any], jax.Array], params: Any, bat
     batch: pytree with a leading axis B on every leaf, B a multiple of the device count (equal shards make
     the mean of per-shard means the full-batch mean). params replicated. Each device differentiates its
     shard, then `lax.pmean` averages loss and grads (aux, if any, is averaged too).
-    Usable inside jit (RCIG: params = (delta, psi), batch = the real batch).
+    Usable inside jit (RCIG: params = (delta, psi, theta0), batch = the real batch). Traced arrays the loss
+    needs must come in through params or batch, not a closure: a closed-over tracer has no device-varying
+    type inside shard_map and its backward pass fails with a cotangent type mismatch ("...{V:data}");
+    pass it in params and `lax.stop_gradient` it if it is not to be differentiated.
     """
     axis, n = _axis(mesh), mesh.size
     b = _leading(batch)

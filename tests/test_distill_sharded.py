@@ -230,8 +230,3 @@ def test_rcig_real_batch_across_devices_matches_one_device(report):
     assert abs(r["loss"][0] - r["loss"][1]) < 1e-4 * max(1.0, abs(r["loss"][1]))
     msg = report["rcig_err"]
     assert msg is not None and "18" in msg and "4 devices" in msg and "multiple of 4" in msg
-
-
-def test_budget(report):
-    # CI budget: the whole subprocess (compiles included) stays around a minute on 2 shared cores.
-    assert report["t_rcig"] < 240
