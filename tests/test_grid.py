@@ -210,3 +210,22 @@ def test_aggregate_pools_seeds_and_marks_missing_cells(tmp_path):
     assert "| symmetric:0.6 | not run |" in agg["markdown"]
     # no clean cell: the upper bound comes from the cells' baseline_clean, pooled over seeds
     np.testing.assert_allclose(agg["summary"][("digits", "symmetric:0.2")]["clean"][:2], [0.95, 0.05])
+
+
+def test_a_run_that_did_more_answers_the_cell(tmp_path):
+    """The default job (clean-label baseline on) answers a grid cell that leaves it off; not the reverse."""
+    cell = grid.expand(grid.load_grid(_write_grid(tmp_path)))[0]
+    cfg = cell.config()
+    d = str(tmp_path / "cell")
+    os.makedirs(d)
+
+    def write(config):
+        with open(os.path.join(d, "results.json"), "w") as f:
+            json.dump({"config": json.loads(json.dumps(dataclasses.asdict(config))), "results": {}}, f)
+
+    write(dataclasses.replace(cfg, clean_baseline=True))
+    assert grid.is_finished(d, dataclasses.replace(cfg, clean_baseline=False))
+    write(dataclasses.replace(cfg, clean_baseline=False))
+    assert not grid.is_finished(d, dataclasses.replace(cfg, clean_baseline=True))
+    write(dataclasses.replace(cfg, clean_baseline=True, k=cfg.k + 1))
+    assert not grid.is_finished(d, dataclasses.replace(cfg, clean_baseline=False))
