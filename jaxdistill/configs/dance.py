@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from jaxdistill.configs._checks import check_choice, check_devices, check_fraction, check_ints
 from jaxdistill.errors import ConfigError
 
 PRESETS = ("paper", "quick")
@@ -82,33 +83,22 @@ class DanceConfig:
     devices: int = 0
 
     def __post_init__(self):
-        ints = (("ipc", self.ipc, 1), ("iterations", self.iterations, 0), ("batch_real", self.batch_real, 1),
-                ("batch_syn_max", self.batch_syn_max, 1), ("factor", self.factor, 1),
-                ("iter_calib", self.iter_calib, 0), ("width", self.width, 1), ("depth", self.depth, 1),
-                ("pool_size", self.pool_size, 1), ("num_premodel", self.num_premodel, 1),
-                ("pretrain_epochs", self.pretrain_epochs, 0), ("pretrain_batch", self.pretrain_batch, 1),
-                ("checkpoint_every", self.checkpoint_every, 1), ("max_nonfinite", self.max_nonfinite, 1))
-        for name, v, lo in ints:
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ConfigError(f"DANCE {name}={v!r} must be an int >= {lo}")
-        if isinstance(self.devices, bool) or not isinstance(self.devices, int) or self.devices < 0:
-            raise ConfigError(f"DANCE devices={self.devices!r} must be an int >= 0 (0 = all visible devices when "
-                              f"there are several, 1 = one device, n = the first n devices)")
+        check_ints("DANCE", self, ("ipc", "batch_real", "batch_syn_max", "factor", "width", "depth", "pool_size",
+                                   "num_premodel", "pretrain_batch", "checkpoint_every", "max_nonfinite"))
+        check_ints("DANCE", self, ("iterations", "iter_calib", "pretrain_epochs"), lo=0)
+        check_devices("DANCE", self.devices)
         if self.num_premodel > self.pool_size:
             raise ConfigError(f"DANCE num_premodel={self.num_premodel} must be <= pool_size={self.pool_size} "
                               f"(allowed 1..{self.pool_size})")
         if self.lr_img is not None and not self.lr_img > 0:
             raise ConfigError(f"DANCE lr_img={self.lr_img!r} must be > 0 (or None for 0.01 * ipc)")
-        if not 0.0 <= self.mom_img < 1.0:
-            raise ConfigError(f"DANCE mom_img={self.mom_img!r} must be in [0, 1)")
+        check_fraction("DANCE", self, ("mom_img",))
         if (self.mean is None) != (self.std is None):
             raise ConfigError(f"DANCE mean={self.mean!r} and std={self.std!r} must both be set or both be None")
         if self.std is not None and any(not s > 0 for s in self.std):
             raise ConfigError(f"DANCE std={self.std!r} must be positive per channel")
-        if self.preset not in PRESETS:
-            raise ConfigError(f"DANCE preset={self.preset!r} is not one of {list(PRESETS)}")
-        if self.norm not in ("instance", "batch", "none"):
-            raise ConfigError(f"DANCE norm={self.norm!r} is not one of ['instance', 'batch', 'none']")
+        check_choice("DANCE", "preset", self.preset, PRESETS)
+        check_choice("DANCE", "norm", self.norm, ("instance", "batch", "none"))
 
     @property
     def image_lr(self) -> float:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from jaxdistill.configs._checks import check_choice, check_devices, check_fraction, check_ints, check_positive
 from jaxdistill.errors import ConfigError
 
 INITS = ("samples_predicted_correctly", "real")
@@ -73,21 +74,13 @@ class DATMConfig:
     devices: int = 0
 
     def __post_init__(self):
-        _check_choice("init", self.init, INITS)
-        _check_choice("preprocess", self.preprocess, PREPROCESS)
-        _check_choice("preset", self.preset, PRESETS)
-        for name in ("ipc", "iterations", "syn_steps", "expert_epochs", "batch_syn", "width", "depth",
-                     "num_experts", "expert_train_epochs", "expert_batch", "checkpoint_every", "max_nonfinite",
-                     "expansion_end_epoch"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"DATM {name}={v!r} must be an integer >= 1")
-        if isinstance(self.trajectories_per_iter, bool) or not isinstance(self.trajectories_per_iter, int) \
-                or self.trajectories_per_iter < 1:
-            raise ConfigError(f"DATM trajectories_per_iter={self.trajectories_per_iter!r} must be an int >= 1")
-        if isinstance(self.devices, bool) or not isinstance(self.devices, int) or self.devices < 0:
-            raise ConfigError(f"DATM devices={self.devices!r} must be an int >= 0 (0 = all visible devices when "
-                              f"there are several, 1 = one device, n = the first n devices)")
+        check_choice("DATM", "init", self.init, INITS)
+        check_choice("DATM", "preprocess", self.preprocess, PREPROCESS)
+        check_choice("DATM", "preset", self.preset, PRESETS)
+        check_ints("DATM", self, ("ipc", "iterations", "syn_steps", "expert_epochs", "batch_syn", "width", "depth",
+                                  "num_experts", "expert_train_epochs", "expert_batch", "checkpoint_every",
+                                  "max_nonfinite", "expansion_end_epoch", "trajectories_per_iter"))
+        check_devices("DATM", self.devices)
         if not 0 <= self.min_start_epoch < self.max_start_epoch:
             raise ConfigError(f"start-epoch range [{self.min_start_epoch}, {self.max_start_epoch}) is empty; "
                               f"allowed 0 <= min_start_epoch < max_start_epoch")
@@ -97,12 +90,8 @@ class DATMConfig:
         if self.last_target_epoch > self.expert_train_epochs:
             raise ConfigError(f"the largest target epoch {self.last_target_epoch} (max_start_epoch - 1 + "
                               f"expert_epochs) exceeds expert_train_epochs={self.expert_train_epochs}")
-        for name in ("lr_img", "lr_lr", "lr_y", "lr_teacher", "expert_lr", "threshold"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"DATM {name}={getattr(self, name)!r} must be > 0")
-        for name in ("mom_img", "mom_lr", "mom_y", "expert_momentum"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(f"DATM {name}={getattr(self, name)!r} must be in [0, 1)")
+        check_positive("DATM", self, ("lr_img", "lr_lr", "lr_y", "lr_teacher", "expert_lr", "threshold"))
+        check_fraction("DATM", self, ("mom_img", "mom_lr", "mom_y", "expert_momentum"))
 
     @property
     def last_target_epoch(self) -> int:
@@ -124,10 +113,6 @@ class DATMConfig:
                            lr=self.expert_lr, momentum=self.expert_momentum, augment=self.expert_augment,
                            sam_rho=self.expert_sam_rho, sam_alpha=self.expert_sam_alpha, sam_adaptive=True)
 
-
-def _check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ConfigError(f"DATM {name}={value!r} is not one of {list(allowed)}")
 
 
 def _row(syn_steps, expert_epochs, lo, hi, seq, cur, end, lr_img, lr_lr, lr_y, batch_syn, thr=1.0,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from jaxdistill.configs._checks import check_choice, check_devices, check_fraction, check_ints, check_positive
 from jaxdistill.errors import ConfigError
 
 PRESETS = ("paper", "quick")
@@ -76,29 +77,20 @@ class RCIGConfig:
     devices: int = 0
 
     def __post_init__(self):
-        _check_choice("preprocess", self.preprocess, PREPROCESS)
-        _check_choice("preset", self.preset, PRESETS)
-        for name in ("ipc", "iterations", "width", "depth", "real_batch", "n_inner", "n_hinv", "tune_max_tries",
-                     "adapt_every", "pool_size", "max_online_steps", "checkpoint_every", "max_nonfinite"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"RCIG {name}={v!r} must be an integer >= 1")
-        if not isinstance(self.pool_max_steps, int) or self.pool_max_steps < 2:
-            raise ConfigError(f"RCIG pool_max_steps={self.pool_max_steps!r} must be an integer >= 2 "
-                              f"(steps are drawn from [1, pool_max_steps))")
-        for name in ("proto_lr", "temp_lr", "l2_rate", "inner_lr", "hvp_lr", "pool_lr", "zca_reg"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"RCIG {name}={getattr(self, name)!r} must be > 0")
-        if not 0 <= self.ema_decay < 1:
-            raise ConfigError(f"RCIG ema_decay={self.ema_decay!r} must be in [0, 1)")
+        check_choice("RCIG", "preprocess", self.preprocess, PREPROCESS)
+        check_choice("RCIG", "preset", self.preset, PRESETS)
+        check_ints("RCIG", self, ("ipc", "iterations", "width", "depth", "real_batch", "n_inner", "n_hinv",
+                                  "tune_max_tries", "adapt_every", "pool_size", "max_online_steps",
+                                  "checkpoint_every", "max_nonfinite"))
+        check_ints("RCIG", self, ("pool_max_steps",), lo=2)  # online steps are drawn from [1, pool_max_steps)
+        check_positive("RCIG", self, ("proto_lr", "temp_lr", "l2_rate", "inner_lr", "hvp_lr", "pool_lr", "zca_reg"))
+        check_fraction("RCIG", self, ("ema_decay",))
         if self.softplus_temp < 0:
             raise ConfigError(f"RCIG softplus_temp={self.softplus_temp!r} must be >= 0 (0 = ReLU)")
         for name in ("adapt_fail_frac", "adapt_monotone_frac"):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f"RCIG {name}={getattr(self, name)!r} must be in (0, 1]")
-        if isinstance(self.devices, bool) or not isinstance(self.devices, int) or self.devices < 0:
-            raise ConfigError(f"RCIG devices={self.devices!r} must be an int >= 0 (0 = all visible devices when "
-                              f"there are several, 1 = one device, n = the first n devices)")
+        check_devices("RCIG", self.devices)
         if (self.mean is None) != (self.std is None):
             raise ConfigError(f"RCIG mean={self.mean!r} and std={self.std!r} must be given together or both None")
 
@@ -131,10 +123,6 @@ def eval_train_config(n_images: int, quick: bool = False):
     return TrainConfig(steps=steps, batch_size=256, optimizer="adam", lr=1e-4, schedule="warmup_cosine",
                        warmup_steps=min(500, steps // 2), cosine_alpha=0.01, loss="mse")
 
-
-def _check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ConfigError(f"RCIG {name}={value!r} is not one of {list(allowed)}")
 
 
 _DEPTH3 = dict(depth=3, softplus_temp=60.0, use_flip=True, preprocess="zca_rcig", l2_rate=5e-4)
