@@ -181,6 +181,10 @@ def run_grid(grid_name: str, out: str, only: Optional[str] = None, dry_run: bool
         if is_finished(cdir, cfg):
             summary["skipped"].append(cell.label())
             echo(f"{tag}: finished, skipped")
+            if not dry_run:
+                stale = read_json(fail_path) or {}
+                if stale.pop(cell.label(), None) is not None:  # failed once, finished since
+                    atomic_write_json(fail_path, stale)
             continue
         if dry_run:
             echo(f"{tag}: would run in {cdir}\n    {cell_command(grid_name, out, cell, tiny)}")
