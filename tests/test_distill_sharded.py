@@ -6,13 +6,10 @@ each test asserts one part of the report. The oracle for "same as one device" is
 devices=1 in the same process; DATM's T-trajectory step is also checked against T single-trajectory
 gradients computed one by one and a NumPy SGD step. Tiny shapes throughout (width 4-8, 8x8 digits).
 """
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from helpers.multidevice import run_on_host_devices
 
 SCRIPT = textwrap.dedent(r'''
 import dataclasses, json, tempfile, time
@@ -161,14 +158,7 @@ print("JSON" + json.dumps(out))
 
 @pytest.fixture(scope="module")
 def report():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [l for l in proc.stdout.splitlines() if l.startswith("JSON")][-1]
-    return json.loads(line[4:])
+    return run_on_host_devices(SCRIPT, 4, timeout=600)
 
 
 def test_four_devices(report):

@@ -4,10 +4,6 @@ The main pytest process has already initialised JAX with one CPU device, so the 
 once in a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=4 and report numbers as JSON;
 each test below asserts one part of that report. A few single-device checks run in-process.
 """
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import chex
@@ -15,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers.multidevice import run_on_host_devices
 
 from jaxdistill import sharding as S
 from jaxdistill.errors import ConfigError
@@ -148,13 +145,7 @@ print("JSON" + json.dumps(out))
 
 @pytest.fixture(scope="module")
 def report():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [l for l in proc.stdout.splitlines() if l.startswith("JSON")][-1]
-    return json.loads(line[4:])
+    return run_on_host_devices(SCRIPT, 4, timeout=300)
 
 
 def test_four_devices(report):
