@@ -79,8 +79,8 @@ def _install_poison(method: str, poisoned) -> None:
 
         real_make = datm.make_outer_step
 
-        def make(apply_flat, cfg):
-            step = real_make(apply_flat, cfg)
+        def make(apply_flat, cfg, *rest):  # rest: the optional device mesh
+            step = real_make(apply_flat, cfg, *rest)
 
             def wrapped(state, theta0, theta_star, key):
                 if hit():
