@@ -282,8 +282,13 @@ def predict(net: Net, params_stacked: Any, x, batch: int = 1000) -> jax.Array:
 
 @functools.lru_cache(maxsize=64)
 def _predict_fn(cfg: NetConfig) -> Callable:
-    """One jitted predictor per architecture (compiled once per input shape, not once per call)."""
-    net = make_net(cfg)
+    """One jitted predictor per architecture (compiled once per input shape, not once per call).
+
+    Inference is never differentiated twice, so `auto` resolves to lax.conv here even on CPU: the patches
+    path exists for second-order gradients, and for a forward pass lax.conv was 1.6-2.1x faster on the 2-core
+    CPU (2000 x 28x28x1 images, width 16 / 32: 0.33 / 0.46 s vs 0.53 / 0.98 s). Parameters are shared.
+    """
+    net = make_net(cfg.replace(conv_impl="lax") if cfg.conv_impl == "auto" else cfg)
 
     @jax.jit
     def f(params_stacked, xs):
