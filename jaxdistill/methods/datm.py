@@ -174,6 +174,27 @@ def make_trajectory_grad(apply_flat: ApplyFlat, cfg: DATMConfig) -> Callable:
     return fn
 
 
+def _check_split(trajectories: int, n_devices: int) -> None:
+    if trajectories % n_devices:
+        raise ConfigError(f"DATM trajectories_per_iter={trajectories} must be a multiple of the {n_devices} devices "
+                          f"it is split over (allowed: {n_devices}, {2 * n_devices}, ...; or devices=1)")
+
+
+def trajectory_mesh(cfg: DATMConfig):
+    """The 1-D device mesh the T = cfg.trajectories_per_iter trajectories are split over, or None (one device:
+    T = 1, or one device resolved from cfg.devices). ConfigError when T is not a multiple of the devices."""
+    n_dev, T = resolve_devices(cfg.devices, "DATM"), cfg.trajectories_per_iter
+    if n_dev == 1 or T == 1:
+        if n_dev > 1 and cfg.devices > 1:
+            log.warning("DATM: devices=%d has nothing to split with trajectories_per_iter=1; running on one "
+                        "device", cfg.devices)
+        return None
+    _check_split(T, n_dev)
+    from jaxdistill.sharding import data_mesh
+
+    return data_mesh(n_dev)
+
+
 def make_outer_step(apply_flat: ApplyFlat, cfg: DATMConfig, mesh=None) -> Callable:
     """Jitted `step(state, theta0, theta_star, key) -> (state, loss, finite, applied)`.
 
@@ -187,9 +208,8 @@ def make_outer_step(apply_flat: ApplyFlat, cfg: DATMConfig, mesh=None) -> Callab
     tx = make_optimizers(cfg)
     traj = make_trajectory_grad(apply_flat, cfg)
     T = cfg.trajectories_per_iter
-    if mesh is not None and mesh.size > 1 and T % mesh.size:
-        raise ConfigError(f"DATM trajectories_per_iter={T} must be a multiple of the {mesh.size} devices it is "
-                          f"split over (allowed: {mesh.size}, {2 * mesh.size}, ...; or devices=1)")
+    if mesh is not None and mesh.size > 1:
+        _check_split(T, mesh.size)
 
     def mean_grads(state: SynState, theta0, theta_star, key):
         if T == 1:
@@ -379,18 +399,12 @@ def distill(config: DATMConfig, data, key: jax.Array, *, workdir: Optional[str] 
 
     if not isinstance(config, DATMConfig):
         raise ConfigError(f"config must be a DATMConfig; got {type(config).__name__}")
-    n_dev, T = resolve_devices(config.devices, "DATM devices"), config.trajectories_per_iter
-    if T > 1 and n_dev > 1 and T % n_dev:  # refuse before any expert is trained
-        raise ConfigError(f"DATM trajectories_per_iter={T} must be a multiple of the {n_dev} devices it is split "
-                          f"over (allowed: {n_dev}, {2 * n_dev}, ...; or devices=1)")
+    mesh = trajectory_mesh(config)  # refuses a bad split before any expert is trained
     t_start = time.perf_counter()
     c, ipc = data.num_classes, config.ipc
-    try:
-        from jaxdistill.data import check_ipc
-    except ImportError:  # pragma: no cover - data package always has it now
-        check_ipc = None
-    if check_ipc is not None:
-        check_ipc(data.y_noisy, c, ipc)
+    from jaxdistill.data import check_ipc
+
+    check_ipc(data.y_noisy, c, ipc)
     n_syn = c * ipc
     if config.batch_syn < n_syn and n_syn % config.batch_syn:
         raise ConfigError(f"batch_syn={config.batch_syn} must divide the {n_syn} synthetic images "
@@ -407,14 +421,14 @@ def distill(config: DATMConfig, data, key: jax.Array, *, workdir: Optional[str] 
         store = build_experts(config, data, k_exp, exp_dir, progress, prepared=prepared)
     try:
         return _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, progress, t_start,
-                        Checkpointer, Interrupted, StopRequest)
+                        Checkpointer, Interrupted, StopRequest, mesh)
     finally:
         if tmp is not None:
             tmp.cleanup()
 
 
 def _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, progress, t_start,
-             Checkpointer, Interrupted, StopRequest):
+             Checkpointer, Interrupted, StopRequest, mesh):
     c, ipc = data.num_classes, config.ipc
     _check_store(store, config, net, data)
     apply_flat = lambda theta, xb: net.apply(store.unravel(theta), xb)
@@ -481,15 +495,6 @@ def _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, pr
                                    "counters": {k: np.asarray(v) for k, v in counters.items()}, "losses": buf})
 
     T = config.trajectories_per_iter
-    n_dev = resolve_devices(config.devices, "DATM devices")
-    mesh = None
-    if n_dev > 1 and T > 1:
-        from jaxdistill.sharding import data_mesh
-
-        mesh = data_mesh(n_dev)
-    elif n_dev > 1 and config.devices > 1:
-        log.warning("DATM: devices=%d has nothing to split with trajectories_per_iter=1; running on one device",
-                    config.devices)
     step = make_outer_step(apply_flat, config, mesh)
     seed = _seed_of(k_loop)
     bar = None
@@ -501,18 +506,13 @@ def _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, pr
         with StopRequest() as stop:
             while counters["it"] < config.iterations:
                 it = counters["it"]
-                if T == 1:
-                    e, t = host_draws(seed, it, config, store.num_experts)
-                    # Only the two needed snapshots leave the (memory-mapped) store.
-                    m = store.flat(e)
-                    theta0 = jnp.asarray(m[store.row(t)])
-                    theta_star = jnp.asarray(m[store.row(t + config.expert_epochs)])
-                else:
-                    draws = host_draws_multi(seed, it, config, store.num_experts, T)
-                    t = draws[0][1]
-                    theta0 = jnp.asarray(np.stack([store.flat(e_)[store.row(t_)] for e_, t_ in draws]))
-                    theta_star = jnp.asarray(np.stack([store.flat(e_)[store.row(t_ + config.expert_epochs)]
-                                                       for e_, t_ in draws]))
+                draws = host_draws_multi(seed, it, config, store.num_experts, T)
+                t = draws[0][1]
+                # Only the two needed snapshots per trajectory leave the (memory-mapped) store.
+                snaps = [(m[store.row(t_)], m[store.row(t_ + config.expert_epochs)])
+                         for e_, t_ in draws for m in (store.flat(e_),)]
+                # T = 1 keeps the single-trajectory shapes (P,); T > 1 stacks them to (T, P).
+                theta0, theta_star = (jnp.asarray(z[0] if T == 1 else np.stack(z)) for z in zip(*snaps))
                 state, loss, finite, applied = step(state, theta0, theta_star, jax.random.fold_in(k_loop, it))
                 loss, finite, applied = float(loss), bool(finite), bool(applied)
                 losses.append(loss)
