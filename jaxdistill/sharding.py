@@ -293,13 +293,15 @@ def sharded_class_grads(loss_c: Callable[..., jax.Array], per_class_args: tuple,
 # The distillers' `devices` setting
 # ------------------------------------------------------------------------------------------------
 
-def resolve_devices(requested: int, what: str = "devices") -> int:
-    """How many devices a distiller splits its work over: `requested` 0 = every visible device, 1 = the
-    single-device path, n > 1 = the first n devices. ConfigError when n exceeds the visible devices."""
+def resolve_devices(requested: int, owner: str = "") -> int:
+    """How many devices a distiller (`owner`, for messages) splits its work over: `requested` 0 = every visible
+    device, 1 = the single-device path, n > 1 = the first n devices. ConfigError when n exceeds the visible
+    devices (or is not an int >= 0: the configs' own check)."""
+    from jaxdistill.configs._checks import check_devices
+
+    check_devices(owner, requested)
     avail = jax.device_count()
-    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 0:
-        raise ConfigError(f"{what}={requested!r} must be an int in [0, {avail}] (0 = all {avail} visible devices)")
     if requested > avail:
-        raise ConfigError(f"{what}={requested} exceeds the {avail} visible {jax.devices()[0].platform} devices; "
-                          f"allowed: 0 (all) or 1..{avail}")
+        raise ConfigError(f"{owner} devices={requested} exceeds the {avail} visible {jax.devices()[0].platform} "
+                          f"devices; allowed: 0 (all) or 1..{avail}".lstrip())
     return avail if requested == 0 else requested

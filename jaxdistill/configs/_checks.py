@@ -43,4 +43,4 @@ def check_choice(owner: str, name: str, value: Any, allowed: Iterable) -> None:
 def check_devices(owner: str, value: Any) -> None:
     if not _is_int(value) or value < 0:
         raise ConfigError(f"{owner} devices={value!r} must be an int >= 0 (0 = all visible devices when there are "
-                          f"several, 1 = one device, n = the first n devices)")
+                          f"several, 1 = one device, n = the first n devices)".lstrip())

@@ -388,12 +388,6 @@ def initial_synset(x: np.ndarray, y: np.ndarray, num_classes: int, ipc: int, fac
     return np.concatenate(out).astype(np.float32)
 
 
-def _check_ipc(y: np.ndarray, num_classes: int, need: int) -> None:
-    from jaxdistill.data import check_ipc  # the one IPC check (DataError naming the short classes)
-
-    check_ipc(y, num_classes, need)
-
-
 def _meanstd(cfg: DanceConfig, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ch = x.shape[-1]
     if cfg.mean is not None:
@@ -428,7 +422,9 @@ def distill(config: DanceConfig, data, key: Array, *, workdir: Optional[str] = N
     if x.ndim != 4 or x.shape[0] != y.shape[0]:
         raise DataError(f"x_train {x.shape} / y_noisy {y.shape} must be (N,H,W,C) / (N,)")
     f, ipc = config.factor, config.ipc
-    _check_ipc(y, C, ipc * f ** 2)
+    from jaxdistill.data import check_ipc  # the one IPC check (DataError naming the short classes)
+
+    check_ipc(y, C, ipc * f ** 2)
     mean, std = _meanstd(config, x)
     x_norm = (x - mean) / std
     ncfg = net_config(config, C)
@@ -446,7 +442,7 @@ def distill(config: DanceConfig, data, key: Array, *, workdir: Optional[str] = N
     st = Statics(num_classes=C, ipc=ipc, factor=f, n_real=int(min(config.batch_real, counts.min())),
                  n_syn=int(min(config.batch_syn_max, ipc * f * f)), num_premodel=config.num_premodel,
                  iter_calib=config.iter_calib, batched=config.batched_classes,
-                 devices=resolve_devices(config.devices, "DANCE devices"))
+                 devices=resolve_devices(config.devices, "DANCE"))
     tx = optax.sgd(config.image_lr, momentum=config.mom_img)
     syn = jnp.asarray(initial_synset(x, y, C, ipc, f))
     opt_state = tx.init(syn)

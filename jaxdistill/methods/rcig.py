@@ -416,7 +416,7 @@ def make_problem(cfg: RCIGConfig, num_classes: int, image_shape: tuple, n_real: 
 
     if len(image_shape) != 3:
         raise DataError(f"image_shape={tuple(image_shape)} must be (H, W, C)")
-    n_dev = resolve_devices(cfg.devices, "RCIG devices")
+    n_dev = resolve_devices(cfg.devices, "RCIG")
     b = cfg.real_batch if n_real is None else min(cfg.real_batch, int(n_real))
     if n_dev > 1 and b % n_dev:
         raise ConfigError(f"RCIG real batch of {b} images (min(real_batch={cfg.real_batch}, training set)) is not "
