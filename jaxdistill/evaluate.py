@@ -133,9 +133,6 @@ def prepare_for_protocol(distilled: DistilledSet, data, protocol: EvalProtocol):
     return x, t, x_test
 
 
-_prepare = prepare_for_protocol  # old private name, kept for callers written against it
-
-
 def evaluate(distilled: DistilledSet, data, protocol: str | EvalProtocol, key: jax.Array, k: int = 5,
              preset: str = "paper", width: Optional[int] = None, progress: bool | str = False) -> EvalResult:
     """Train k fresh nets on the distilled set under `protocol`; test accuracy after the last step.

@@ -134,9 +134,9 @@ class Norm(nn.Module):
     @nn.compact
     def __call__(self, x):
         n, h, w, c = x.shape
-        # Reducing one merged axis, not (H, W) separately: the same maths, but XLA:CPU's gradient
-        # of the two-axis reduction was 2.7x slower (first order) and 1.5x (second order) at
-        # (10, 32, 32, 128).
+        # Reducing one merged axis, not (H, W) separately: the same maths; alone, XLA:CPU's gradient of
+        # the two-axis reduction was 2.7x slower (first order) and 1.5x (second order) at (10, 32, 32, 128),
+        # though whole-network steps measured no difference beyond noise (BUILD_NOTES.md).
         flat = x.reshape(n, h * w, c) if self.kind == "instance" else x.reshape(1, n * h * w, c)
         mean = flat.mean(1, keepdims=True)
         var = ((flat - mean) ** 2).mean(1, keepdims=True)
