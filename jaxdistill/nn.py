@@ -12,11 +12,13 @@ interchangeable between the two paths.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 from jaxdistill.errors import ConfigError
@@ -196,13 +198,23 @@ class Net(NamedTuple):
     apply_with_features: Callable[[Params, jax.Array], tuple]
 
 
+@functools.lru_cache(maxsize=64)
 def make_net(cfg: NetConfig) -> Net:
+    """The network's pure functions; cached per config so its jitted init compiles once per process."""
     module = ConvNet(cfg)
 
-    def init(key, input_shape):
-        if len(input_shape) != 3:
-            raise ConfigError(f"input_shape={tuple(input_shape)} must be (H, W, C)")
+    # Jitted: run eagerly, flax's init dispatches (and compiles) each of its ~100 small ops one by one, and
+    # under vmap that took 9-15 s per call on the 2-core CPU (BUILD_NOTES.md); compiled it is one program.
+    @functools.partial(jax.jit, static_argnums=1)
+    def _init(key, input_shape):
         return module.init(key, jnp.zeros((1, *input_shape), jnp.float32))["params"]
+
+    def init(key, input_shape):
+        shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
+        if shape is None or len(shape) != 3 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in shape):
+            raise ConfigError(f"input_shape must be (H, W, C) with positive ints; got a {type(input_shape).__name__}"
+                              + (f" {shape}" if shape is not None and len(shape) <= 4 else ""))
+        return _init(key, tuple(int(s) for s in shape))
 
     def apply(params, x):
         return module.apply({"params": params}, x)

@@ -91,3 +91,16 @@ def test_bad_net_config(bad):
     with pytest.raises(ConfigError) as e:
         NetConfig(**kw)
     assert str(list(bad.values())[0]) in str(e.value)
+
+
+def test_jitted_init_equals_flax_init_and_checks_the_shape():
+    from jaxdistill.nn import ConvNet
+
+    cfg = NetConfig(10, width=8)
+    want = ConvNet(cfg).init(jax.random.PRNGKey(3), jnp.zeros((1, 28, 28, 1)))["params"]
+    got = make_net(cfg).init(jax.random.PRNGKey(3), (28, 28, 1))
+    chex.assert_trees_all_close(got, want, atol=1e-7)
+    assert make_net(cfg) is make_net(NetConfig(10, width=8))  # cached per config: one compile per process
+    for bad in [(28, 28), (28, 28, 0), np.zeros((4, 28, 28, 1)), "28x28x1"]:
+        with pytest.raises(ConfigError, match="input_shape must be"):
+            make_net(cfg).init(jax.random.PRNGKey(0), bad)
