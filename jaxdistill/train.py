@@ -232,7 +232,7 @@ def init_state(net: Net, cfg: TrainConfig, key: jax.Array, num_models: int, inpu
     k_init, k_run = jax.random.split(key)
     if init_params is None:
         init_params = jax.vmap(lambda k: net.init(k, input_shape))(jax.random.split(k_init, num_models))
-    opt_state = jax.jit(jax.vmap(tx.init))(init_params)  # eager, each zeros_like compiles on its own
+    opt_state = jax.jit(jax.vmap(tx.init))(init_params)  # jitted: run eagerly, each zeros_like compiles alone
     keys = jax.random.split(k_run, num_models)
     return TrainState(init_params, opt_state, keys, jnp.zeros((num_models,), jnp.int32))
 
