@@ -166,6 +166,13 @@ def resolve_model_loop(model_loop: str) -> str:
     return model_loop
 
 
+def over_models(fn: Callable, model_loop: str = "auto") -> Callable:
+    """fn applied to every model of a pytree stacked on axis 0, as `resolve_model_loop(model_loop)` says."""
+    if resolve_model_loop(model_loop) == "vmap":
+        return jax.vmap(fn)
+    return lambda stacked: jax.lax.map(fn, stacked)
+
+
 def make_epoch_fn(net: Net, cfg: TrainConfig, n: int, tx: optax.GradientTransformation,
                   model_loop: str = "auto") -> Callable:
     """Returns jitted `run(state, x, t, num_epochs) -> (state, losses (num_epochs, K))` (num_epochs static).
@@ -204,15 +211,13 @@ def make_epoch_fn(net: Net, cfg: TrainConfig, n: int, tx: optax.GradientTransfor
         (params, opt_state, key, step), losses = jax.lax.scan(body, (params, opt_state, key, step), perm)
         return params, opt_state, key, step, losses.mean()
 
-    if resolve_model_loop(model_loop) == "vmap":
-        vm = jax.vmap(one_model_epoch, in_axes=(0, 0, 0, 0, None, None))
-    else:
-        def vm(params, opt_state, key, step, x, t):
-            return jax.lax.map(lambda a: one_model_epoch(*a, x, t), (params, opt_state, key, step))
+    resolve_model_loop(model_loop)  # a bad name fails here, not at the first call
 
     def run(state: TrainState, x, t, num_epochs: int):
+        per_model = over_models(lambda a: one_model_epoch(*a, x, t), model_loop)
+
         def ep(state, _):
-            params, opt_state, key, step, loss = vm(state.params, state.opt_state, state.key, state.step, x, t)
+            params, opt_state, key, step, loss = per_model((state.params, state.opt_state, state.key, state.step))
             return TrainState(params, opt_state, key, step), loss
 
         return jax.lax.scan(ep, state, None, length=num_epochs)
@@ -221,10 +226,11 @@ def make_epoch_fn(net: Net, cfg: TrainConfig, n: int, tx: optax.GradientTransfor
 
 
 @functools.lru_cache(maxsize=32)
-def _epoch_fn(net: Net, cfg: TrainConfig, n: int, total_steps: int) -> Callable:
-    """make_epoch_fn, kept per (net, config, set size, schedule length): the default job evaluates three
-    distilled sets under the same protocol, and each compile of the training program costs seconds on CPU."""
-    return make_epoch_fn(net, cfg, n, make_optimizer(cfg, total_steps))
+def _epoch_fn(net: Net, cfg: TrainConfig, n: int, total_steps: int) -> tuple[Callable, optax.GradientTransformation]:
+    """(make_epoch_fn's program, its optimiser), kept per (net, config, set size, schedule length): the default
+    job evaluates three distilled sets under the same protocol, and each compile costs seconds on CPU."""
+    tx = make_optimizer(cfg, total_steps)
+    return make_epoch_fn(net, cfg, n, tx), tx
 
 
 def init_state(net: Net, cfg: TrainConfig, key: jax.Array, num_models: int, input_shape: tuple,
@@ -260,10 +266,9 @@ def train_models(net: Net, x, y, cfg: TrainConfig, key: jax.Array, num_models: i
     n = x.shape[0]
     n_steps, _ = steps_per_epoch(n, cfg.batch_size)
     epochs = cfg.epochs if cfg.steps is None else math.ceil(cfg.steps / n_steps)
-    tx = make_optimizer(cfg, epochs * n_steps)
+    run, tx = _epoch_fn(net, cfg, n, epochs * n_steps)
     if state is None:
         state = init_state(net, cfg, key, num_models, tuple(x.shape[1:]), tx, init_params)
-    run = _epoch_fn(net, cfg, n, epochs * n_steps)
     snaps = [jax.device_get(state.params)] if snapshots and start_epoch == 0 else ([] if snapshots else None)
     history: dict = {"loss": [], "test_acc": []}
 
@@ -330,7 +335,6 @@ def _predict_fn(cfg: NetConfig) -> Callable:
     24.2 / 27.9 s, 2026-12-02).
     """
     net = make_net(cfg.replace(conv_impl="lax") if cfg.conv_impl == "auto" else cfg)
-    over_models = jax.vmap if resolve_model_loop("auto") == "vmap" else (lambda g: lambda ps: jax.lax.map(g, ps))
 
     @jax.jit
     def f(params_stacked, xs):
