@@ -25,7 +25,7 @@ log = logging.getLogger("jaxdistill")
 PRESETS = ("quick", "paper")
 EXTRA_METHODS = ("coteaching", "jocor")  # noisy-label training baselines, not distillers
 # quick preset: a class-stratified training subset so the default job fits a 2-core CPU.
-QUICK_SUBSET = {"fashion_mnist": 3000, "cifar10": 5000, "cifar100": 10000, "cifar10_n": 5000,
+QUICK_SUBSET = {"fashion_mnist": 2000, "cifar10": 5000, "cifar100": 10000, "cifar10_n": 5000,
                 "cifar100_n": 10000, "tiny_imagenet": 10000}
 
 

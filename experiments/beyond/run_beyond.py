@@ -36,8 +36,8 @@ from jaxdistill.errors import ConfigError
 DISTILLERS = ("prototype", "dance", "datm", "rcig")
 RULES = ("relabel", "select", "relabel_select")
 # Args that change what an entry means: a resumed run must agree on them (noise/seeds may grow).
-RESULT_ARGS = ("dataset", "subset", "distiller", "ipc", "preset", "width", "score_width", "epochs", "k", "score_k",
-               "cv_folds", "cv_epochs", "rules", "distill_set")
+RESULT_ARGS = ("dataset", "subset", "distiller", "ipc", "preset", "width", "score_width", "score_steps", "epochs", "k",
+               "score_k", "cv_folds", "cv_epochs", "rules", "distill_set")
 
 
 def entry_key(noise: str, seed: int) -> str:
@@ -143,10 +143,12 @@ def run_entry(ds, noise: str, seed: int, a) -> dict:
                                             parse_overrides(a.distill_set))
     clock.stage("distill", t0, f"{a.distiller} ipc {a.ipc}: {distilled.num_images} images")
 
+    prot = get_protocol("standard", num_images=distilled.num_images, num_classes=data.num_classes,
+                        image_size=distilled.images.shape[1], preset=a.preset, width=a.score_width)
+    prot = dataclasses.replace(prot, train=prot.train.replace(steps=a.score_steps))
     t0 = time.perf_counter()
     score_k = a.score_k or a.k
-    scores = score_labels(distilled, data, stage_key(seed, "score"), k=score_k, protocol="standard",
-                          preset=a.preset, width=a.score_width)
+    scores = score_labels(distilled, data, stage_key(seed, "score"), k=score_k, protocol=prot)
     res["detect_distilled"] = scores.meta["metrics"]
     res["distilled"] = {"acc_mean": scores.meta["test_acc_mean"], "acc_std": float(np.std(scores.meta["test_accs"])),
                         "accs": scores.meta["test_accs"], "protocol": "standard"}
@@ -154,9 +156,7 @@ def run_entry(ds, noise: str, seed: int, a) -> dict:
     clock.stage("score", t0, f"P {m['precision']:.3f} R {m['recall']:.3f} AUROC {m['auroc']:.3f}; "
                              f"distilled acc {100 * res['distilled']['acc_mean']:.1f}")
 
-    prot = get_protocol("standard", num_images=distilled.num_images, num_classes=data.num_classes,
-                        image_size=distilled.images.shape[1], preset=a.preset, width=a.score_width)
-    steps = prot.train.steps or 0
+    steps = prot.train.steps
     cv_ep = a.cv_epochs or cv_epochs_matched(d_sg, score_k, steps, distilled.num_images, n, a.cv_folds)
     t0 = time.perf_counter()
     probs = cross_val_pred_probs(data, stage_key(seed, "cv"), folds=a.cv_folds, epochs=cv_ep, width=bcfg.width,
@@ -310,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--score-width", type=int, default=None,
                    help="distilled-set nets (default: the standard protocol's at the preset)")
     r.add_argument("--epochs", type=int, default=None, help="full-data nets (default: the baseline preset's)")
+    r.add_argument("--score-steps", type=int, default=None,
+                   help="training steps of the distilled-set nets (default: the standard protocol's at the preset)")
     r.add_argument("--k", type=int, default=1, help="nets per method per entry")
     r.add_argument("--score-k", type=int, default=None,
                    help="nets trained on the distilled set to score the labels (default: --k); more nets give "
@@ -339,10 +341,15 @@ def main(argv=None) -> int:
         return 0
 
     from jaxdistill.data import load_dataset
+    from jaxdistill.evaluate import get_protocol
     from jaxdistill.pipeline import QUICK_SUBSET
 
     if a.subset is None:
         a.subset = QUICK_SUBSET.get(a.dataset) if a.preset == "quick" else 0
+    ds = load_dataset(a.dataset)
+    if a.score_steps is None:  # resolved here so that the results file records the schedule it was made with
+        a.score_steps = get_protocol("standard", num_images=1, num_classes=ds.num_classes,
+                                     image_size=ds.x_train.shape[1], preset=a.preset).train.steps
     if a.k < 1 or a.cv_folds < 2:
         raise ConfigError(f"--k {a.k} must be >= 1 and --cv-folds {a.cv_folds} >= 2")
     args = {k: v for k, v in vars(a).items() if k not in ("mode", "budget_min", "table")}
@@ -353,7 +360,6 @@ def main(argv=None) -> int:
         all_res = {"args": args, "runs": {}}
     all_res["args"] = {**args, "noise": sorted(set(all_res["args"].get("noise", [])) | set(a.noise)),
                        "seeds": sorted(set(all_res["args"].get("seeds", [])) | set(a.seeds))}
-    ds = load_dataset(a.dataset)
     # Seed-major: after the first len(noise) entries every noise has one seed (a usable partial table).
     todo = [(nz, s) for s in a.seeds for nz in a.noise if entry_key(nz, s) not in all_res["runs"]]
     print(f"{len(todo)} entries to run, {len(a.noise) * len(a.seeds) - len(todo)} already in {a.out}", flush=True)
