@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from jaxdistill.errors import ConfigError, DataError
-from jaxdistill.evaluate import evaluate, get_protocol
+from jaxdistill.evaluate import PROTOCOLS, evaluate, get_protocol
 from jaxdistill.methods.base import DistilledSet
 from jaxdistill.nn import NetConfig, make_net
 from jaxdistill.train import TrainConfig, loss_fn, make_optimizer, train_models
@@ -146,7 +146,16 @@ def test_protocols_follow_the_spec():
     assert p.train.milestones == (2 / 3, 5 / 6) and p.train.gamma == 0.2
     p = get_protocol("rcig", num_images=10, num_classes=10, image_size=32)
     assert p.train.steps == 1000 and p.net.width_growth == 2 and p.net.norm == "none" and p.train.loss == "mse"
+    e = p.train
+    assert (e.optimizer, e.lr, e.schedule, e.warmup_steps, e.cosine_alpha, e.batch_size) == (
+        "adam", 1e-4, "warmup_cosine", 500, 0.01, 256)
     assert get_protocol("rcig", num_images=100, num_classes=10, image_size=32).train.steps == 2000
+    # quick: 8x8 digits keep the longer schedules; larger images get the ones the 10-minute default job fits
+    q = {(n, s): get_protocol(n, num_images=100, num_classes=10, image_size=s, preset="quick")
+         for n in PROTOCOLS for s in (8, 32)}
+    assert [q[n, 8].train.steps or q[n, 8].train.epochs for n in PROTOCOLS] == [300, 300, 300, 600]
+    assert [q[n, 32].train.steps or q[n, 32].train.epochs for n in PROTOCOLS] == [100, 100, 100, 200]
+    assert q["rcig", 32].train.warmup_steps == 100 and q["standard", 32].net.width == 16
     assert get_protocol("standard", num_images=100, num_classes=200, image_size=64).net.depth == 4
     with pytest.raises(ConfigError, match="allowed"):
         get_protocol("kip", num_images=1, num_classes=2, image_size=8)

@@ -1,7 +1,7 @@
 """RCIG settings: RCIG's configs_final (distillers.md 3.6 + section 6), fashion_mnist/digits, quick presets.
 
 `get_config(dataset, ipc, preset)` -> RCIGConfig; override fields with `dataclasses.replace`.
-`eval_train_config(n_images)` gives RCIG's evaluation recipe as a `TrainConfig`.
+RCIG's evaluation recipe is the "rcig" protocol of `jaxdistill.evaluate.get_protocol`.
 """
 from __future__ import annotations
 
@@ -105,24 +105,6 @@ class RCIGConfig:
         return NetConfig(num_classes=num_classes, width=self.width, depth=self.depth, norm="none", act=act,
                          softplus_temp=self.softplus_temp if act == "softplus" else 60.0, pool="avg",
                          width_growth=2)
-
-    def eval_train_config(self, n_images: int):
-        return eval_train_config(n_images, quick=self.preset == "quick")
-
-
-def eval_train_config(n_images: int, quick: bool = False):
-    """RCIG's evaluation recipe (eval.py, distillers.md 3.7 + section 6) as a TrainConfig.
-
-    n_images: coreset size BEFORE flip copies. Adam 1e-4, linear warm-up 500 steps, then cosine to
-    0.01 x lr over the rest: 1000 steps in all for a 10-image coreset, else 2000; batch 256 (full batch
-    when the set, with flips, is smaller); MSE on the learned labels, no weight decay. quick: 600 steps.
-    """
-    from jaxdistill.train import TrainConfig
-
-    steps = 600 if quick else (1000 if n_images <= 10 else 2000)
-    return TrainConfig(steps=steps, batch_size=256, optimizer="adam", lr=1e-4, schedule="warmup_cosine",
-                       warmup_steps=min(500, steps // 2), cosine_alpha=0.01, loss="mse")
-
 
 
 _DEPTH3 = dict(depth=3, softplus_temp=60.0, use_flip=True, preprocess="zca_rcig", l2_rate=5e-4)
