@@ -22,11 +22,23 @@ import numpy as np
 log = logging.getLogger("jaxdistill")
 
 
+def _umask_file_mode() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return 0o666 & ~m
+
+
+# mkstemp makes 0600 files; results and reports should get the mode any file the user writes gets.
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe later on.
+_FILE_MODE = _umask_file_mode()
+
+
 def _tmp_path(path: str) -> str:
     d = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, _FILE_MODE)
     return tmp
 
 

@@ -187,7 +187,7 @@ def plot_transition(path: str, T: np.ndarray, class_names: list[str], title: str
             for j in range(c):
                 ax.text(j, i, f"{T[i, j]:.2f}", ha="center", va="center", fontsize=7,
                         color="white" if T[i, j] < 0.5 else "black")
-        names = [n[:10] for n in class_names[:c]]
+        names = [n[:12] for n in class_names[:c]]
         ax.set_xticks(range(c), names, rotation=60, ha="right", fontsize=7)
         ax.set_yticks(range(c), names, fontsize=7)
     ax.set_xlabel("noisy label")

@@ -217,6 +217,25 @@ def test_checkpointer_ignores_half_written_step(tmp_path):
     ck.close()
 
 
+def test_atomic_writes_get_the_umask_mode_and_leave_no_temp_file(tmp_path):
+    """mkstemp's 0600 must not leak into results: a report written for people gets 0666 & ~umask."""
+    from jaxdistill.checkpoint import _umask_file_mode, atomic_save_npz, atomic_write_json, atomic_write_text
+
+    old = os.umask(0o027)
+    try:
+        assert _umask_file_mode() == 0o640
+    finally:
+        os.umask(old)
+    atomic_write_text(str(tmp_path / "a.md"), "# report\n")
+    atomic_write_json(str(tmp_path / "b.json"), {"acc": 0.5})
+    atomic_save_npz(str(tmp_path / "c.npz"), x=np.zeros(3))
+    want = 0o666 & ~old
+    if want == 0o600:
+        pytest.skip("under umask 066 the wanted mode is mkstemp's own 0600, so the check cannot fail")
+    assert [os.stat(tmp_path / f).st_mode & 0o777 for f in ("a.md", "b.json", "c.npz")] == [want] * 3
+    assert sorted(os.listdir(tmp_path)) == ["a.md", "b.json", "c.npz"]
+
+
 # ------------------------------------------------------------------------------------------------
 # NaN injection: skip, count, stop with NumericalError after max_nonfinite
 # ------------------------------------------------------------------------------------------------
