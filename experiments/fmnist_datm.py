@@ -4,7 +4,8 @@
 
 Budget: a 10k stratified subset of the 60k training images (for the experts and the init pool),
 4 experts x 8 epochs (quick recipe: SGD 0.01, DSA, GSAM), 150 DATM iterations of 10 unrolled steps,
-ConvNet-3 width 32; evaluation: DATM protocol, quick preset (300 epochs), 5 nets, on the full 10k test set.
+ConvNet-3 width 32; evaluation: DATM protocol, quick preset (100 epochs; 300 when experiments/results/
+fmnist_datm_cpu.json was made, commit d1f00a3), 5 nets, on the full 10k test set.
 Next to it the full-noisy-data baseline (same net, same ZCA, 5 nets, 10 epochs on the same subset).
 Prints one JSON line with the figures and wall times.
 """
