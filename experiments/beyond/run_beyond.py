@@ -350,8 +350,8 @@ def main(argv=None) -> int:
     if a.score_steps is None:  # resolved here so that the results file records the schedule it was made with
         a.score_steps = get_protocol("standard", num_images=1, num_classes=ds.num_classes,
                                      image_size=ds.x_train.shape[1], preset=a.preset).train.steps
-    if a.k < 1 or a.cv_folds < 2:
-        raise ConfigError(f"--k {a.k} must be >= 1 and --cv-folds {a.cv_folds} >= 2")
+    if a.k < 1 or a.cv_folds < 2 or a.score_steps < 1:
+        raise ConfigError(f"--k {a.k} and --score-steps {a.score_steps} must be >= 1 and --cv-folds {a.cv_folds} >= 2")
     args = {k: v for k, v in vars(a).items() if k not in ("mode", "budget_min", "table")}
     all_res = read_json(a.out)
     if all_res is not None:
