@@ -233,12 +233,19 @@ def _epoch_fn(net: Net, cfg: TrainConfig, n: int, total_steps: int) -> tuple[Cal
     return make_epoch_fn(net, cfg, n, tx), tx
 
 
+@functools.lru_cache(maxsize=32)
+def _stacked_opt_init(tx: optax.GradientTransformation) -> Callable:
+    """tx.init over stacked models as one program, kept per optimiser (`_epoch_fn` hands out the same tx for a
+    config): run eagerly each zeros_like compiles alone, and a fresh jit wrapper would re-lower on every call."""
+    return jax.jit(jax.vmap(tx.init))
+
+
 def init_state(net: Net, cfg: TrainConfig, key: jax.Array, num_models: int, input_shape: tuple,
                tx: optax.GradientTransformation, init_params: Any = None) -> TrainState:
     k_init, k_run = jax.random.split(key)
     if init_params is None:
         init_params = jax.vmap(lambda k: net.init(k, input_shape))(jax.random.split(k_init, num_models))
-    opt_state = jax.jit(jax.vmap(tx.init))(init_params)  # jitted: run eagerly, each zeros_like compiles alone
+    opt_state = _stacked_opt_init(tx)(init_params)
     keys = jax.random.split(k_run, num_models)
     return TrainState(init_params, opt_state, keys, jnp.zeros((num_models,), jnp.int32))
 

@@ -165,7 +165,7 @@ def train_pair(data, cfg: CoTeachingConfig, key: jax.Array, pair_loss: PairLoss,
     def run_one(key):
         k_init, k_run = jax.random.split(key)
         params = jax.vmap(lambda kk: net.init(kk, tuple(x.shape[1:])))(jax.random.split(k_init, 2))
-        state = PairState(params, jax.jit(jax.vmap(tx.init))(params), k_run)  # as train.init_state
+        state = PairState(params, jax.vmap(tx.init)(params), k_run)
         return jax.lax.scan(epoch, state, jnp.asarray(rates, jnp.float32))
 
     t0 = time.perf_counter()
