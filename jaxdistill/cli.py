@@ -19,8 +19,9 @@ def _common_data(p: argparse.ArgumentParser, dataset_default: Optional[str] = "f
                    help="fashion_mnist | digits | cifar10 | cifar100 | cifar10_n | cifar100_n | tiny_imagenet | npz:PATH")
     p.add_argument("--noise", default="symmetric:0.4", help=NOISE_HELP)
     p.add_argument("--seed", type=int, default=0, help="seed of the noise draw and of every stage (default 0)")
-    p.add_argument("--preset", default="quick", choices=["quick", "paper"],
-                   help="quick: sized for a 2-core CPU; paper: the study's settings (GPU)")
+    p.add_argument("--preset", default="quick", choices=["quick", "cpu", "paper"],
+                   help="quick: the 10-minute 2-core CPU job (below random-real level); cpu: an hour per setting "
+                        "on 2 cores; paper: the study's settings (GPU)")
     p.add_argument("--subset", type=int, default=None,
                    help="use a class-stratified subset of N training images (default: the preset's; 0 = all)")
     p.add_argument("--data-dir", default=None, help="where data lives (else $JAXDISTILL_DATA_DIR, system paths, tfds)")
@@ -194,9 +195,10 @@ def cmd_denoise(args) -> int:
     from jaxdistill.report import results_table
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    protocols = ("standard", "own") if args.protocols == "both" else (args.protocols,)
+    protocols = {"both": ("standard", "own"), "preset": None}.get(args.protocols, (args.protocols,))
     cfg = DenoiseConfig(dataset=args.dataset, noise=args.noise, methods=methods, ipc=args.ipc, preset=args.preset,
-                        seed=args.seed, k=args.k, subset=args.subset, protocols=protocols, data_dir=args.data_dir)
+                        seed=args.seed, k=args.k, subset=args.subset, protocols=protocols, data_dir=args.data_dir,
+                        controls=tuple(c.strip() for c in args.controls.split(",") if c.strip()))
     t0 = time.perf_counter()
     doc = run_denoise(cfg, args.out, progress=True)
     print()
@@ -261,7 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--methods", default="datm,dance,rcig", help="comma list of datm, dance, rcig, coteaching, jocor")
     s.add_argument("--ipc", type=int, default=10)
     s.add_argument("--k", type=int, default=5)
-    s.add_argument("--protocols", default="both", choices=["both", "standard", "own"])
+    s.add_argument("--protocols", default="preset", choices=["preset", "both", "standard", "own"],
+                   help="evaluation protocols (default: the preset's; quick evaluates the common protocol only)")
+    s.add_argument("--controls", default="random_noisy,random_clean,selected",
+                   help="controls evaluated beside the distilled sets (comma list; '' for none)")
     s.add_argument("--out", default="runs/denoise")
     s.set_defaults(fn=cmd_denoise)
 

@@ -29,7 +29,7 @@ from jaxdistill.nn import NetConfig, make_net
 from jaxdistill.train import TrainConfig, accuracy, train_models_auto
 
 PROTOCOLS = ("standard", "datm", "dance", "rcig")
-PRESETS = ("paper", "quick")
+from jaxdistill.configs.presets import PRESETS, eval_budget  # noqa: E402  (PRESETS re-exported)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,35 +70,25 @@ def get_protocol(name: str, *, num_images: int, num_classes: int, image_size: in
     """The named protocol for a distilled set of `num_images` images."""
     if name not in PROTOCOLS:
         raise ConfigError(f"unknown evaluation protocol {name!r}; allowed: {list(PROTOCOLS)}")
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; allowed: {list(PRESETS)}")
-    quick = preset == "quick"
+    b = eval_budget(preset, image_size)  # the preset's widths and lengths (jaxdistill/configs/presets.py)
     depth = default_depth(image_size)
-    # quick: small nets and short schedules, because the default job evaluates 6 sets x 5 nets and must finish
-    # in 10 minutes on a 2-core CPU (100 instead of 200 steps/epochs moved DATM/DANCE/RCIG by -0.7/+4.5/+5.1 points
-    # of common-protocol accuracy on the symmetric 0.4 sets, measured 2026-12-02).
-    tiny = image_size <= 8  # 8x8 digits keep the longer quick schedules the digits figures were measured with
-    w = width or ((32 if tiny else 16) if quick else 128)
-    qn = 300 if tiny else 100
+    w = width or b.width
     convnet = NetConfig(num_classes, width=w, depth=depth)
     if name == "standard":
-        steps = qn if quick else 1000
-        tc = TrainConfig(steps=steps, batch_size=256, lr=0.01, momentum=0.9, weight_decay=5e-4,
+        tc = TrainConfig(steps=b.standard_steps, batch_size=256, lr=0.01, momentum=0.9, weight_decay=5e-4,
                          schedule="multistep", milestones=(0.5,), gamma=0.1, augment="dsa")
         return EvalProtocol(name, convnet, tc, "hard")
     if name == "datm":
-        tc = TrainConfig(epochs=qn if quick else 1000, batch_size=128, lr=float(lr or 0.01), momentum=0.9,
+        tc = TrainConfig(epochs=b.datm_epochs, batch_size=128, lr=float(lr or 0.01), momentum=0.9,
                          weight_decay=5e-4, schedule="multistep", milestones=(0.5,), gamma=0.1, augment="dsa")
         return EvalProtocol(name, convnet, tc, "learned")
     if name == "dance":
-        epochs = qn if quick else 1500
+        epochs = b.dance_epochs
         tc = TrainConfig(epochs=epochs, batch_size=64, lr=0.01, momentum=0.9, weight_decay=5e-4,
                          schedule="multistep", milestones=(2 / 3, 5 / 6), gamma=0.2, augment="dance_eval",
                          cutmix_p=0.5)
-        return EvalProtocol(name, convnet, tc, "hard", eval_every=max(epochs // (2 if quick else 6), 1))
-    steps = 1000 if num_images <= 10 else 2000
-    if quick:
-        steps = 600 if tiny else 200
+        return EvalProtocol(name, convnet, tc, "hard", eval_every=max(epochs // (6 if preset == "paper" else 2), 1))
+    steps = b.rcig_steps or (1000 if num_images <= 10 else 2000)
     rnet = NetConfig(num_classes, width=w, depth=depth, norm="none", act="relu", width_growth=2)
     tc = TrainConfig(steps=steps, batch_size=256, optimizer="adam", lr=1e-4, schedule="warmup_cosine",
                      warmup_steps=min(500, steps // 2), cosine_alpha=0.01, loss="mse")

@@ -22,11 +22,9 @@ from jaxdistill.errors import ConfigError
 
 log = logging.getLogger("jaxdistill")
 
-PRESETS = ("quick", "paper")
+from jaxdistill.configs.presets import PRESETS, training_subset  # noqa: E402
+
 EXTRA_METHODS = ("coteaching", "jocor")  # noisy-label training baselines, not distillers
-# quick preset: a class-stratified training subset so the default job fits a 2-core CPU.
-QUICK_SUBSET = {"fashion_mnist": 2000, "cifar10": 5000, "cifar100": 10000, "cifar10_n": 5000,
-                "cifar100_n": 10000, "tiny_imagenet": 10000}
 
 
 # Every part shrunk to seconds: for smoke tests of the whole job (tests, `experiments/grid.py --tiny`).
@@ -55,7 +53,13 @@ class DenoiseConfig:
     k: int = 5
     subset: Optional[int] = None
     val_fraction: float = 0.1
-    protocols: tuple = ("standard", "own")
+    # None: ("standard",) at the quick preset (the 10-minute job trades the methods' own protocols for the
+    # controls), else ("standard", "own").
+    protocols: Optional[tuple] = None
+    # Controls evaluated beside the distilled sets (jaxdistill.controls): random_noisy, random_clean, selected.
+    controls: tuple = ("random_noisy", "random_clean", "selected")
+    # Protocols the controls are evaluated under: "standard" only, or "all" (also each method's own).
+    control_protocols: str = "standard"
     clean_baseline: bool = True
     data_dir: Optional[str] = None
     # Field overrides per part: {"<method>": {config field: value}, "baseline": {"width", "k", "epochs"},
@@ -67,11 +71,21 @@ class DenoiseConfig:
             raise ConfigError(f"preset={self.preset!r} is not one of {list(PRESETS)}")
         if not isinstance(self.ipc, int) or self.ipc < 1:
             raise ConfigError(f"ipc={self.ipc!r} must be an integer >= 1")
+        if self.protocols is None:
+            object.__setattr__(self, "protocols", ("standard",) if self.preset == "quick" else ("standard", "own"))
+        object.__setattr__(self, "protocols", tuple(self.protocols))
         if not isinstance(self.k, int) or self.k < 1:
             raise ConfigError(f"k={self.k!r} evaluation nets must be an integer >= 1")
         for p in self.protocols:
             if p not in ("standard", "own"):
                 raise ConfigError(f"protocol {p!r} is not one of ['standard', 'own']")
+        from jaxdistill.controls import CONTROLS
+
+        for c in self.controls:
+            if c not in CONTROLS:
+                raise ConfigError(f"control {c!r} is not one of {list(CONTROLS)}")
+        if self.control_protocols not in ("standard", "all"):
+            raise ConfigError(f"control_protocols={self.control_protocols!r} is not one of ['standard', 'all']")
         if not self.methods:
             raise ConfigError("methods is empty; give at least one of datm, dance, rcig, coteaching, jocor")
         for part in (self.overrides or {}):
@@ -85,7 +99,7 @@ class DenoiseConfig:
     def effective_subset(self) -> Optional[int]:
         if self.subset is not None:
             return self.subset or None
-        return QUICK_SUBSET.get(self.dataset) if self.preset == "quick" else None
+        return training_subset(self.dataset, self.preset)
 
 
 def stage_key(seed: int, name: str) -> jax.Array:
@@ -225,6 +239,26 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
         results[name] = {**r, "method": name.replace("_", " "), "protocol": "full data"}
     echo(f"baseline (full noisy data): {100 * results['baseline_noisy']['acc_mean']:.2f}%")
 
+    def eval_stage(name: str, ds, pname: str) -> dict:
+        """Evaluate one set under one protocol (a cached stage). Every set under a protocol gets the same
+        key, so methods and controls are trained by the same nets from the same initialisations."""
+        key = f"eval_{name}_{pname}"
+        r = stages.get(key)
+        if r is None:
+            ev = evaluate(ds, data, eval_protocol(cfg, pname, ds, data.num_classes),
+                          stage_key(cfg.seed, f"eval/{pname}"), k=cfg.k, preset=cfg.preset,
+                          progress=progress and f"eval {name}/{pname}")
+            r = stages.put(key, ev.to_dict())
+        timings[f"eval {name}/{pname}"] = r["seconds"]
+        return r
+
+    from jaxdistill.controls import RANDOM_CONTROLS, random_control
+
+    controls: dict = {}
+    for name in cfg.controls:
+        if name in RANDOM_CONTROLS and (name == "random_noisy" or data.y_true is not None):
+            controls[name] = (random_control(data, cfg.ipc, name, cfg.seed), "standard")
+
     # 2. each method: distill (resumable inside its workdir), then evaluate
     for method in cfg.methods:
         if method in EXTRA_METHODS:
@@ -255,16 +289,29 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
                               data.class_names, f"{method.upper()}, {cfg.dataset}, {noise.get('spec')}, IPC {cfg.ipc}")
         for proto in cfg.protocols:
             pname = "standard" if proto == "standard" else own_protocol(method)
-            key = f"eval_{method}_{pname}"
-            r = stages.get(key)
-            if r is None:
-                ev = evaluate(ds, data, eval_protocol(cfg, pname, ds, data.num_classes), stage_key(cfg.seed, key), k=cfg.k, preset=cfg.preset,
-                              progress=progress and f"eval {method}/{pname}")
-                r = stages.put(key, ev.to_dict())
-            timings[f"eval {method}/{pname}"] = r["seconds"]
+            r = eval_stage(method, ds, pname)
             results[f"{method}/{pname}"] = {**r, "method": method, "ipc": cfg.ipc,
                                             "seconds": r["seconds"] + st["seconds"]}
             echo(f"{method} ({pname} protocol): {100 * r['acc_mean']:.2f} +- {100 * r['acc_std']:.2f}%")
+        initial = os.path.join(workdir, "initial.npz")
+        if "selected" in cfg.controls:
+            if os.path.exists(initial):
+                controls[f"selected_{method}"] = (DistilledSet.load(initial), own_protocol(method))
+            else:
+                log.warning("%s: no initial.npz in %s (a run from before controls existed); the selected control "
+                            "is skipped", method, workdir)
+
+    # 3. controls: real images of the same size, same protocols, nets and keys (jaxdistill.controls)
+    own = sorted({own_protocol(m) for m in cfg.methods if m not in EXTRA_METHODS} - {"standard"})
+    for name, (ds, own_p) in controls.items():
+        pnames = ["standard"]
+        if cfg.control_protocols == "all":
+            pnames += [own_p] if name.startswith("selected") and own_p != "standard" else (
+                [] if name.startswith("selected") else own)
+        for pname in pnames:
+            r = eval_stage(f"control_{name}", ds, pname)
+            results[f"control/{name}/{pname}"] = {**r, "method": name, "control": True, "ipc": cfg.ipc}
+            echo(f"control {name} ({pname} protocol): {100 * r['acc_mean']:.2f} +- {100 * r['acc_std']:.2f}%")
 
     doc = report.write_results(os.path.join(out_dir, "results.json"), dataclasses.asdict(cfg), noise, results,
                                timings=timings, seed=cfg.seed)

@@ -14,7 +14,7 @@ TINY = TINY_OVERRIDES
 
 def _cfg(**kw):
     base = dict(dataset="digits", noise="symmetric:0.4", methods=("datm", "dance", "rcig"), ipc=1, preset="quick",
-                k=2, subset=600, overrides=TINY)
+                k=2, subset=600, overrides=TINY, protocols=("standard", "own"))
     base.update(kw)
     return DenoiseConfig(**base)
 
@@ -25,7 +25,9 @@ def test_tiny_denoise_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
     doc = run_denoise(_cfg(), out, progress=False)
     res = doc["results"]
     for name in ("baseline_noisy", "baseline_noisy_valselected", "baseline_clean", "datm/standard", "datm/datm",
-                 "dance/standard", "dance/dance", "rcig/standard", "rcig/rcig"):
+                 "dance/standard", "dance/dance", "rcig/standard", "rcig/rcig", "control/random_noisy/standard",
+                 "control/random_clean/standard", "control/selected_datm/standard",
+                 "control/selected_dance/standard", "control/selected_rcig/standard"):
         assert name in res, name
         assert len(res[name]["accs"]) == 2
         assert 0.0 <= res[name]["acc_mean"] <= 1.0
@@ -36,6 +38,20 @@ def test_tiny_denoise_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
         assert os.path.getsize(os.path.join(out, f)) > 0, f
     report = open(os.path.join(out, "report.md")).read()
     assert "| datm | 1 | standard |" in report and "What the figures say" in report
+    # every distilled figure stands next to its controls, trained by the same nets and keys
+    assert "| control: random_clean | 1 | standard |" in report and "Against the controls" in report
+    assert "vs random_noisy | vs random_clean | vs selected" in report
+    d = 100 * (res["dance/standard"]["acc_mean"] - res["control/random_clean/standard"]["acc_mean"])
+    assert f"| dance | standard | {100 * res['dance/standard']['acc_mean']:.2f} | " in report and f"{d:+.2f}" in report
+    assert "use `--preset cpu`" in report
+    conv = res["baseline_noisy"]["convergence"]
+    assert conv["converged"] is False and "has NOT converged" in report  # 2 tiny epochs cannot converge
+    assert len(res["baseline_noisy"]["curve"]["train_noisy"]) == 2
+    # the selected control is the distiller's starting point: DANCE's is its first ipc images per noisy class
+    from jaxdistill.methods.base import DistilledSet
+
+    init = DistilledSet.load(os.path.join(out, "dance", "initial.npz"))
+    assert init.num_images == 10 and sorted(init.labels.tolist()) == list(range(10))
 
     # Resume: nothing finished is recomputed (every expensive entry point would raise).
     import jaxdistill.baseline as b

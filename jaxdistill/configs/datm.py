@@ -11,7 +11,7 @@ from jaxdistill.configs._checks import check_choice, check_devices, check_fracti
 from jaxdistill.errors import ConfigError
 
 INITS = ("samples_predicted_correctly", "real")
-PRESETS = ("paper", "quick")
+from jaxdistill.configs.presets import PRESETS
 PREPROCESS = ("zca_datm", "none", "meanstd")
 # Data sets whose settings are another's (natural-noise variants share their clean set's table row).
 ALIASES = {"cifar10_n": "cifar10", "cifar100_n": "cifar100"}
@@ -164,6 +164,20 @@ def _quick(dataset: str, ipc: int) -> dict:
     )
 
 
+def _cpu(dataset: str, ipc: int) -> dict:
+    """The `cpu` preset (an hour per grid cell on 2 cores): width 32, more and longer experts than quick, a
+    20-step unroll and 300 iterations. Digits keeps its quick settings (already CPU-sized)."""
+    if dataset == "digits":
+        return _quick(dataset, ipc)
+    n = ipc * (100 if dataset in ("cifar100", "cifar100_n") else 200 if dataset == "tiny_imagenet" else 10)
+    return dict(
+        iterations=300, syn_steps=20, expert_epochs=2, min_start_epoch=0, max_start_epoch=6, sequential=True,
+        current_max_start_epoch=4, expansion_end_epoch=150, lr_img=100.0, lr_lr=1e-5, lr_y=2.0,
+        lr_teacher=0.01, batch_syn=min(n, 100), threshold=1.0, width=32, num_experts=6,
+        expert_train_epochs=10, expert_lr=0.01, expert_batch=128, checkpoint_every=50, preset="cpu",
+    )
+
+
 def known_settings() -> list[str]:
     return [f"{d}/ipc{i}" for d, i in sorted(PAPER)]
 
@@ -174,10 +188,10 @@ def get_config(dataset: str, ipc: int, preset: str = "paper") -> DATMConfig:
         raise ConfigError(f"unknown preset {preset!r}; allowed: {list(PRESETS)}")
     base = ALIASES.get(dataset, dataset)
     depth = 4 if base == "tiny_imagenet" else 3
-    if preset == "quick":
+    if preset in ("quick", "cpu"):
         if not isinstance(ipc, int) or ipc < 1:
             raise ConfigError(f"ipc={ipc!r} must be a positive integer")
-        return DATMConfig(dataset=dataset, ipc=ipc, depth=depth, **_quick(base, ipc))
+        return DATMConfig(dataset=dataset, ipc=ipc, depth=depth, **(_quick if preset == "quick" else _cpu)(base, ipc))
     if (base, ipc) not in PAPER:
         raise ConfigError(f"no DATM paper setting for dataset={dataset!r}, ipc={ipc!r}; known settings: "
                           f"{', '.join(known_settings())} (aliases: {ALIASES}); use preset='quick' or build a "

@@ -32,6 +32,9 @@ class DistilledSet:
     lr: Optional[float] = None
     preprocessor: Optional[dict] = None
     meta: dict = dataclasses.field(default_factory=dict)
+    # The set the distiller started from before its first step (same format), kept for the `selected`
+    # control (jaxdistill.controls); not part of save(): `distill(..., workdir=)` writes it to initial.npz.
+    initial: Optional["DistilledSet"] = dataclasses.field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         if self.target_kind not in TARGET_KINDS:
@@ -162,4 +165,10 @@ def get_config(method: str, dataset: str, ipc: int, preset: str = "paper"):
 
 
 def distill(method: str, config, data, key, *, workdir: Optional[str] = None, progress: bool = True) -> DistilledSet:
-    return get_method(method)(config, data, key, workdir=workdir, progress=progress)
+    """Run the registered distiller; with a workdir the set it started from is saved as `initial.npz`."""
+    out = get_method(method)(config, data, key, workdir=workdir, progress=progress)
+    if workdir and out.initial is not None:
+        import os
+
+        out.initial.save(os.path.join(workdir, "initial.npz"))
+    return out

@@ -388,6 +388,15 @@ def initial_synset(x: np.ndarray, y: np.ndarray, num_classes: int, ipc: int, fac
     return np.concatenate(out).astype(np.float32)
 
 
+def decoded_set(syn: np.ndarray, num_classes: int, ipc: int, factor: int, mean, std) -> tuple:
+    """Encoded synthetic state (C*ipc, H, W, Ch) pixels -> (images (C*ipc*f^2, H, W, Ch) normalised,
+    grouped by class with the crop order kept, labels (C*ipc*f^2,))."""
+    decoded = np.asarray(decode_zoom(jnp.asarray(syn), factor))   # crop-major within the whole set
+    labels = np.tile(np.repeat(np.arange(num_classes), ipc), factor * factor)
+    order = np.argsort(labels, kind="stable")
+    return (decoded[order] - mean) / std, labels[order]
+
+
 def _meanstd(cfg: DanceConfig, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ch = x.shape[-1]
     if cfg.mean is not None:
@@ -505,10 +514,7 @@ def distill(config: DanceConfig, data, key: Array, *, workdir: Optional[str] = N
             bar.close()
 
     syn_np = np.asarray(syn)
-    decoded = np.asarray(decode_zoom(jnp.asarray(syn_np), f))   # crop-major within the whole set
-    labels = np.tile(np.repeat(np.arange(C), ipc), f * f)
-    order = np.argsort(labels, kind="stable")                   # group by class, crop order kept
-    images = (decoded[order] - mean) / std
+    images, labels_out = decoded_set(syn_np, C, ipc, f, mean, std)
     meta_out = {
         "config": config.to_dict(), "iterations": config.iterations, "resumed_from": start,
         "final_loss": {k: (float(last[k]) if k in last else None) for k in ("loss_inner", "loss_calib")},
@@ -517,8 +523,11 @@ def distill(config: DanceConfig, data, key: Array, *, workdir: Optional[str] = N
         "space": "meanstd-normalised pixels; DistilledSet.to_pixels() maps back to [0,1]",
         "net": dataclasses.asdict(ncfg), "devices_used": st.devices,
     }
-    out = DistilledSet(images=images, labels=labels[order], method="dance", target_kind="hard",
-                       preprocessor=_preprocessor_dict(mean, std, x.shape[1:]), meta=meta_out)
+    pre_dict = _preprocessor_dict(mean, std, x.shape[1:])
+    out = DistilledSet(images=images, labels=labels_out, method="dance", target_kind="hard",
+                       preprocessor=pre_dict, meta=meta_out)
+    out.initial = DistilledSet(*decoded_set(initial_synset(x, y, C, ipc, f), C, ipc, f, mean, std), method="dance",
+                               target_kind="hard", preprocessor=pre_dict, meta={"initial_of": "dance"})
     if workdir:
         from jaxdistill.checkpoint import atomic_save_npz
 

@@ -557,6 +557,9 @@ def _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, pr
     }
     out = DistilledSet(images=np.asarray(state.x), labels=labels, method="datm", target_kind="soft_logits",
                        targets=np.asarray(state.y), lr=float(state.lr), preprocessor=pre.to_dict(), meta=meta)
+    out.initial = DistilledSet(images=np.asarray(x0), labels=labels, method="datm", target_kind="soft_logits",
+                               targets=np.asarray(y0), lr=float(config.lr_teacher), preprocessor=pre.to_dict(),
+                               meta={"initial_of": "datm", "indices": np.asarray(idx).tolist()})
     if workdir:
         out.save(os.path.join(workdir, "distilled.npz"))
     return out

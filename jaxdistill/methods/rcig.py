@@ -559,6 +559,9 @@ def distill(config: RCIGConfig, data, key: jax.Array, *, workdir: Optional[str] 
     out = DistilledSet(images=np.asarray(ema["x"]), labels=np.repeat(np.arange(c), cfg.ipc),
                        method="rcig", target_kind="regression", targets=np.asarray(ema["y"]), lr=None,
                        preprocessor=pre.to_dict(), meta=meta)
+    out.initial = DistilledSet(images=x_train[idx], labels=out.labels, method="rcig", target_kind="regression",
+                               targets=y0, preprocessor=out.preprocessor,
+                               meta={"initial_of": "rcig", "indices": idx.tolist(), "use_flip": bool(cfg.use_flip)})
     if workdir:
         out.save(os.path.join(workdir, "distilled.npz"))
     return out
