@@ -1,0 +1,170 @@
+"""Accuracy against budget: where does each distiller beat random real images on a 2-core CPU?
+
+For one data set / noise / IPC, each *point* is a distiller config (the `cpu` preset with some fields
+overridden, e.g. iterations or width) distilled and evaluated under the common protocol of a preset (5 nets),
+next to the controls evaluated once with the same protocol, nets and keys. Results are appended atomically,
+point by point, to a JSON file (re-running skips finished points), so a stopped run loses at most one point.
+
+    python experiments/budget.py run --method dance --point iterations=60 --point iterations=500 ...
+    python experiments/budget.py aggregate    # table + plot from the JSON
+
+Defaults: clean Fashion-MNIST, IPC 10, the cpu preset's training subset and evaluation budget, seed 0.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_OUT = os.path.join(HERE, "results", "budget_curves.json")
+
+
+def parse_point(s: str) -> dict:
+    """'iterations=500,width=32' -> {'iterations': 500, 'width': 32} (values as Python literals)."""
+    out = {}
+    for part in filter(None, s.split(",")):
+        k, _, v = part.partition("=")
+        try:
+            out[k.strip()] = ast.literal_eval(v.strip())
+        except (ValueError, SyntaxError):
+            out[k.strip()] = v.strip()
+    return out
+
+
+def point_key(method: str, point: dict) -> str:
+    return method + ":" + ",".join(f"{k}={point[k]}" for k in sorted(point))
+
+
+def _load(path: str) -> dict:
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return {"points": {}, "controls": {}}
+
+
+def run(a) -> int:
+    import jax
+
+    from jaxdistill.checkpoint import atomic_write_json
+    from jaxdistill.configs.presets import training_subset
+    from jaxdistill.controls import random_controls
+    from jaxdistill.evaluate import evaluate, get_protocol
+    from jaxdistill.methods.base import distill, get_config
+    from jaxdistill.pipeline import load_noisy_data, stage_key
+
+    subset = a.subset if a.subset is not None else training_subset(a.dataset, a.preset)
+    data = load_noisy_data(a.dataset, a.noise, a.seed, subset, 0.0)
+    doc = _load(a.out)
+    setting = {"dataset": a.dataset, "noise": a.noise, "ipc": a.ipc, "subset": subset, "eval_preset": a.preset,
+               "seed": a.seed, "k": a.k, "protocol": "standard"}
+    if doc.get("setting") not in (None, setting):
+        print(f"{a.out} holds another setting {doc['setting']}; use another --out", file=sys.stderr)
+        return 2
+    doc["setting"] = setting
+    key = stage_key(a.seed, "eval/standard")   # the key every set under this protocol gets (as in denoise)
+
+    def ev(ds):
+        p = get_protocol("standard", num_images=ds.num_images, num_classes=data.num_classes,
+                         image_size=ds.images.shape[1], preset=a.preset)
+        return evaluate(ds, data, p, key, k=a.k).to_dict()
+
+    for name, ds in random_controls(data, a.ipc, a.seed).items():
+        if name not in doc["controls"]:
+            doc["controls"][name] = ev(ds)
+            atomic_write_json(a.out, doc)
+        print(f"control {name}: {100 * doc['controls'][name]['acc_mean']:.2f}", flush=True)
+    for spec in a.point:
+        point = parse_point(spec)
+        pk = point_key(a.method, point)
+        if pk in doc["points"]:
+            print(f"{pk}: done ({100 * doc['points'][pk]['eval']['acc_mean']:.2f})", flush=True)
+            continue
+        cfg = dataclasses.replace(get_config(a.method, a.dataset, a.ipc, "cpu"), **point)
+        workdir = os.path.join(a.work, pk.replace(":", "_").replace(",", "_").replace("=", "-"))
+        t0 = time.perf_counter()
+        ds = distill(a.method, cfg, data, stage_key(a.seed, f"distill/{a.method}"), workdir=workdir, progress=False)
+        t_distill = time.perf_counter() - t0
+        row = {"method": a.method, "point": point, "config": dataclasses.asdict(cfg), "distill_s": t_distill,
+               "eval": ev(ds)}
+        if ds.initial is not None:
+            row["selected"] = ev(ds.initial)
+        doc["points"][pk] = row
+        atomic_write_json(a.out, doc)
+        print(f"{pk}: {100 * row['eval']['acc_mean']:.2f} +- {100 * row['eval']['acc_std']:.2f} "
+              f"(selected {100 * row.get('selected', {}).get('acc_mean', float('nan')):.2f}; distill {t_distill:.0f} s)",
+              flush=True)
+    return 0
+
+
+def aggregate(a) -> int:
+    """Markdown table and a plot (accuracy against the varied field, one line per method)."""
+    doc = _load(a.out)
+    ctl = {k: 100 * v["acc_mean"] for k, v in doc["controls"].items()}
+    lines = [f"Setting: {json.dumps(doc.get('setting'))}", "",
+             "Controls: " + ", ".join(f"{k} {v:.2f}" for k, v in ctl.items()), "",
+             "| point | accuracy % | vs random_clean | vs selected | distill time |", "|---|---|---|---|---|"]
+    series: dict = {}
+    for pk, row in doc["points"].items():
+        acc = 100 * row["eval"]["acc_mean"]
+        sel = 100 * row["selected"]["acc_mean"] if "selected" in row else None
+        rc = ctl.get("random_clean")
+        lines.append(f"| {pk} | {acc:.2f} +- {100 * row['eval']['acc_std']:.2f} | "
+                     f"{'-' if rc is None else f'{acc - rc:+.2f}'} | {'-' if sel is None else f'{acc - sel:+.2f}'} | "
+                     f"{row['distill_s']:.0f} s |")
+        if len(row["point"]) == 1:
+            (field, val), = row["point"].items()
+            series.setdefault(f"{row['method']} ({field})", []).append((val, acc))
+    text = "\n".join(lines) + "\n"
+    md = os.path.splitext(a.out)[0] + ".md"
+    with open(md, "w") as f:
+        f.write(text)
+    print(text)
+    if series:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, pts in sorted(series.items()):
+            x, y = zip(*sorted(pts))
+            ax.plot(x, y, "-o", label=name)
+        for name, v in ctl.items():
+            ax.axhline(v, ls="--", color="gray" if name == "random_noisy" else "k", lw=1, label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("budget (the varied field)")
+        ax.set_ylabel("test accuracy % (common protocol)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.savefig(os.path.splitext(a.out)[0] + ".png", dpi=110, bbox_inches="tight")
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--method", required=True, choices=["datm", "dance", "rcig"])
+    r.add_argument("--point", action="append", default=[], help="field=value[,field=value] over the cpu preset")
+    r.add_argument("--dataset", default="fashion_mnist")
+    r.add_argument("--noise", default="clean")
+    r.add_argument("--ipc", type=int, default=10)
+    r.add_argument("--subset", type=int, default=None)
+    r.add_argument("--preset", default="cpu", help="evaluation budget preset")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--k", type=int, default=5)
+    r.add_argument("--work", default="runs/budget")
+    r.add_argument("--out", default=DEFAULT_OUT)
+    g = sub.add_parser("aggregate")
+    g.add_argument("--out", default=DEFAULT_OUT)
+    a = ap.parse_args(argv)
+    return run(a) if a.cmd == "run" else aggregate(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
