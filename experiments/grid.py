@@ -300,6 +300,9 @@ def summarize(data: dict) -> dict:
         for m in grid["methods"]:
             add(f"{m}/ipc{c['ipc']}/standard", res.get(f"{m}/standard"))
             add(f"{m}/ipc{c['ipc']}/own", res.get(f"{m}/{own_protocol(m)}"))
+            add(f"selected_{m}/ipc{c['ipc']}", res.get(f"control/selected_{m}/standard"))
+        for name in ("random_noisy", "random_clean"):
+            add(f"{name}/ipc{c['ipc']}", res.get(f"control/{name}/standard"))
     out: dict = {}
     for (ds, noise), row in rows.items():
         vals = {col: _pool(es) for col, es in row["_cols"].items()}
@@ -342,6 +345,7 @@ def markdown(grid_name: str, data: dict, summ: dict) -> str:
             lines.append(f"| {noise} | {real} | {_fmt(v.get('baseline'))} | {_fmt(v.get('clean'))} | "
                          + " | ".join(cells) + " |")
         lines.append("")
+    lines += _controls_tables(grid, summ)
     lines += [f"![accuracy vs noise]({grid['name']}.png)", "", "## Cells: how to reproduce each", "",
               "| cell | status | wall time | device | machine, start | command |", "|---|---|---|---|---|---|"]
     for c in data["cells"]:
@@ -351,6 +355,36 @@ def markdown(grid_name: str, data: dict, summ: dict) -> str:
                      f"{c.get('machine') or '-'}, {c.get('started') or '-'} | `{c['command']}` |")
     lines.append("")
     return "\n".join(lines)
+
+
+def _controls_tables(grid: dict, summ: dict) -> list:
+    """Per data set: the controls (common protocol) and each method's margin over random_clean / selected."""
+    methods, ipcs = grid["methods"], grid["ipcs"]
+    if not any(v.get(f"random_noisy/ipc{k}") for v in summ.values() for k in ipcs):
+        return []
+    lines = ["## Against the controls (common protocol)", "",
+             "random_noisy / random_clean: IPC random training images per noisy / true class with those labels; "
+             "selected: the set each distiller starts from. Same protocol, nets and keys as the distilled sets. "
+             "Method cells: points above random_clean / above selected. A distilled set at or below random_clean "
+             "says nothing about distillation.", ""]
+    for ds in grid["datasets"]:
+        head = ["noise"] + [f"{c} IPC{k}" for k in ipcs for c in ("random noisy", "random clean")] + \
+               [f"{m} IPC{k}" for k in ipcs for m in methods]
+        lines += [f"### {ds}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for noise in grid["noises"]:
+            v = summ.get((ds, noise))
+            if v is None:
+                continue
+            cells = [_fmt(v.get(f"{c}/ipc{k}")) for k in ipcs for c in ("random_noisy", "random_clean")]
+            for k in ipcs:
+                for m in methods:
+                    acc, rc, sel = (v.get(x) for x in (f"{m}/ipc{k}/standard", f"random_clean/ipc{k}",
+                                                       f"selected_{m}/ipc{k}"))
+                    d = lambda ref: "-" if acc is None or ref is None else f"{100 * (acc[0] - ref[0]):+.1f}"  # noqa: E731
+                    cells.append(f"{d(rc)} / {d(sel)}")
+            lines.append(f"| {noise} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def plot(path: str, data: dict, summ: dict) -> None:

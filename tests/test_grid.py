@@ -164,7 +164,10 @@ def test_aggregate_two_fake_cells_into_table_png_and_json(tmp_path):
                                                    "datm/datm": [0.85, 0.87], "rcig/standard": [0.7, 0.7],
                                                    "rcig/rcig": [0.75, 0.77]}, 0.0),
         "symmetric:0.4": _fake_results(cells[1].config(), {"baseline_noisy": [0.6, 0.64], "datm/standard": [0.7, 0.74],
-                                                           "datm/datm": [0.72, 0.76], "rcig/standard": [0.5, 0.5]},
+                                                           "datm/datm": [0.72, 0.76], "rcig/standard": [0.5, 0.5],
+                                                           "control/random_noisy/standard": [0.55, 0.55],
+                                                           "control/random_clean/standard": [0.65, 0.67],
+                                                           "control/selected_datm/standard": [0.69, 0.69]},
                                        0.398),
     }
     for c in cells:
@@ -183,6 +186,9 @@ def test_aggregate_two_fake_cells_into_table_png_and_json(tmp_path):
     assert "| symmetric:0.4 | 39.8 | 62.00 +- 2.00 | 91.00 +- 1.00 | 72.00 +- 2.00 / 74.00 +- 2.00 | " \
            "50.00 +- 0.00 / - |" in md
     assert "| noise | realized % | baseline | clean | datm IPC10 | rcig IPC10 |" in md
+    # controls: their figures, and each method's points above random_clean / selected (datm 72 vs 66 and 69)
+    assert "## Against the controls (common protocol)" in md
+    assert "| symmetric:0.4 | 55.00 +- 0.00 | 66.00 +- 1.00 | +6.0 / +3.0 | -16.0 / - |" in md
     assert "--only dataset=digits,noise=symmetric:0.4,ipc=10,seed=0" in md and "2 of 2 cells finished" in md
     png = open(os.path.join(rdir, "g.png"), "rb").read()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
