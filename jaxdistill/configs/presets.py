@@ -82,7 +82,7 @@ def baseline_budget(dataset: str, preset: str) -> BaselineBudget:
 
 # A class-stratified training subset per data set (None: the whole training set).
 _SUBSETS = {
-    "quick": {"fashion_mnist": 1000, "cifar10": 5000, "cifar100": 10000, "cifar10_n": 5000,
+    "quick": {"fashion_mnist": 2000, "cifar10": 5000, "cifar100": 10000, "cifar10_n": 5000,
               "cifar100_n": 10000, "tiny_imagenet": 10000},
     "cpu": {"fashion_mnist": 5000, "cifar10": 10000, "cifar100": 20000, "cifar10_n": 10000,
             "cifar100_n": 20000, "tiny_imagenet": 20000},
