@@ -255,10 +255,13 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def check_workdir(workdir: str, record: dict) -> None:
+def check_workdir(workdir: str, record: dict) -> bool:
     """Claim `workdir` for the run `record`, or refuse (StoreError naming both runs) if it holds another.
 
     Nothing in the workdir is changed on refusal: its checkpoints, pool, experts and set stay as they are.
+    Returns True when the record is written (or already there); False for a workdir that holds state but
+    no record (made before records existed): the caller writes it once the run has succeeded, so that a
+    refusal by the method's own guards (checkpoint shapes, expert store) does not claim the directory.
     """
     from jaxdistill.checkpoint import atomic_write_json, ensure_out_dir, read_json
 
@@ -271,16 +274,19 @@ def check_workdir(workdir: str, record: dict) -> None:
         if have != record:
             old, new = _flat(have), _flat(record)
             diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+            hd, hc = have.get("data", {}), have.get("config", {})
             raise StoreError(
-                f"{workdir!r} holds another run: it was made for {have.get('method')} on "
-                f"{have.get('data', {}).get('dataset')} with noise {have.get('data', {}).get('noise')} "
-                f"(ipc {have.get('config', {}).get('ipc')}, key {have.get('key')}); this run is {record['method']} on "
-                f"{record['data']['dataset']} with noise {record['data']['noise']} (ipc {record['config'].get('ipc')}, "
-                f"key {record['key']}). Differences (old, new): {diff}. Use another --out / workdir, or delete it; "
-                f"nothing in it was changed")
-        return
+                f"{workdir!r} holds another run: {have.get('method')} on {hd.get('dataset')} with noise "
+                f"{hd.get('noise')} (noise seed {hd.get('noise_seed')}, ipc {hc.get('ipc')}); this run is "
+                f"{record['method']} on {record['data']['dataset']} with noise {record['data']['noise']} (noise seed "
+                f"{record['data']['noise_seed']}, ipc {record['config'].get('ipc')}). Differences (old, new): {diff}. "
+                f"Use another --out / workdir, or delete that one; nothing in it was changed")
+        return True
     ensure_out_dir(workdir, "workdir")
+    if any(os.path.exists(os.path.join(workdir, p)) for p in (DISTILLED_FILE, "ckpt", "pool", "experts")):
+        return False
     atomic_write_json(path, record)
+    return True
 
 
 def distill(method: str, config, data, key, *, workdir: Optional[str] = None, progress: bool = True) -> DistilledSet:
@@ -294,12 +300,17 @@ def distill(method: str, config, data, key, *, workdir: Optional[str] = None, pr
     fn = get_method(method)
     if workdir is None:
         return fn(config, data, key, workdir=None, progress=progress)
-    check_workdir(workdir, run_record(method, config, data, key))
+    record = run_record(method, config, data, key)
+    claimed = check_workdir(workdir, record)
     path = os.path.join(workdir, DISTILLED_FILE)
-    if os.path.exists(path):
+    if os.path.exists(path) and claimed:
         log.info("%s: the run in %s has finished; loading its set", method, workdir)
         return DistilledSet.load(path)
     ds = fn(config, data, key, workdir=workdir, progress=progress)
     if not os.path.exists(path):
         ds.save(path)
+    if not claimed:
+        from jaxdistill.checkpoint import atomic_write_json
+
+        atomic_write_json(os.path.join(workdir, RUN_FILE), record)
     return ds
