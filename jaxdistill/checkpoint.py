@@ -19,6 +19,8 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
+from jaxdistill.errors import Interrupted  # noqa: F401  (raised by the loops that poll a StopRequest)
+
 log = logging.getLogger("jaxdistill")
 
 
@@ -125,6 +127,11 @@ class Checkpointer:
         return sorted(self._mgr.all_steps())
 
     def save(self, step: int, tree: Any) -> None:
+        """Write `tree` as `step`. A step that is already committed is kept as it is: runs are deterministic,
+        so a second save of one step (a stop request landing on a checkpoint iteration, the final save of a
+        finished run) would write the same arrays, and orbax refuses to overwrite a step."""
+        if step in self.all_steps():
+            return
         tree = jax.tree_util.tree_map(np.asarray, tree)
         self._mgr.save(step, args=self._ocp.args.StandardSave(tree), force=True)
         self._mgr.wait_until_finished()
@@ -134,16 +141,25 @@ class Checkpointer:
         for step in reversed(self.all_steps()):
             try:
                 tree = self._mgr.restore(step, args=self._ocp.args.StandardRestore(template))
-                ok = all(np.asarray(a).shape == np.asarray(b).shape
-                         for a, b in zip(jax.tree_util.tree_leaves(tree), jax.tree_util.tree_leaves(template)))
-                if not ok:
-                    raise ValueError("restored shapes differ from the template")
-                return step, tree
-            except Exception as e:  # noqa: BLE001 - any failure means this step is unusable
+            except Exception as e:  # noqa: BLE001 - any failure to read means this step is unusable
                 log.warning("checkpoint step %d in %s is damaged (%s); trying the previous one",
                             step, self.directory, str(e).splitlines()[0][:200])
                 shutil.rmtree(os.path.join(self.directory, str(step)), ignore_errors=True)
                 self._mgr.reload()
+                continue
+            got = [np.shape(a) for a in jax.tree_util.tree_leaves(tree)]
+            want = [np.shape(b) for b in jax.tree_util.tree_leaves(template)]
+            if got != want:
+                # A step that reads back whole but holds other shapes is another run's state, not damage:
+                # refuse, and leave it on disk.
+                diff = next((g, w) for g, w in zip(got, want) if g != w) if len(got) == len(want) else \
+                    (f"{len(got)} arrays", f"{len(want)} arrays")
+                from jaxdistill.errors import StoreError
+
+                raise StoreError(f"checkpoint step {step} in {self.directory!r} belongs to another run (it holds "
+                                 f"shape {diff[0]} where this run has {diff[1]}); use another workdir / --out or "
+                                 f"delete that one")
+            return step, tree
         return None, None
 
     def close(self) -> None:
@@ -151,7 +167,9 @@ class Checkpointer:
 
 
 class StopRequest:
-    """Turns SIGTERM/SIGINT into a flag a long loop polls, so it can checkpoint and exit cleanly."""
+    """Turns SIGTERM/SIGINT into a flag a long loop polls, so it can checkpoint and exit cleanly.
+
+    The loop saves its state and raises `Interrupted`; the command line turns that into exit status 130."""
 
     def __init__(self):
         self.requested = False
@@ -172,5 +190,29 @@ class StopRequest:
         return False
 
 
-class Interrupted(Exception):
-    """Raised after a stop request has been honoured (state checkpointed)."""
+def ensure_out_dir(path: str, what: str = "--out") -> str:
+    """Create the output directory `path` (and parents) and check that a file can be written in it.
+
+    Raises ConfigError naming `path` when it is an existing file, lies under a file, or cannot be created
+    or written; so a command fails before any work, not after it. Returns `path`.
+    """
+    from jaxdistill.errors import ConfigError
+
+    if not isinstance(path, str) or not path.strip():
+        raise ConfigError(f"{what}={path!r} must name a directory")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{what} {path!r} is an existing file; give a directory (new or existing)")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ConfigError(f"{what} {path!r} lies under the file {parent!r}; give a directory path")
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".jaxdistill-write-test-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise ConfigError(f"{what} {path!r} cannot be written ({e.strerror or e}); give a writable "
+                          f"directory") from None
+    return path

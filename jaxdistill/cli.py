@@ -5,11 +5,13 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Optional, Sequence
 
-from jaxdistill.errors import JaxDistillError
+from jaxdistill.errors import ConfigError, Interrupted, JaxDistillError
 
 NOISE_HELP = "clean | symmetric:R | asymmetric:R | pairflip:R | instance:R | natural:VARIANT | matrix:PATH"
 
@@ -40,13 +42,15 @@ def cmd_noise(args) -> int:
 
     from jaxdistill.data.registry import load_dataset  # noqa: F401  (dataset names only)
     from jaxdistill.errors import DataError
-    from jaxdistill.noise import apply_noise, format_transition
+    from jaxdistill.noise import apply_noise, format_transition, infer_num_classes
 
     try:
         labels = np.load(args.labels, allow_pickle=False)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:
         raise DataError(f"cannot read labels {args.labels!r} ({e}); expected a .npy of integer class labels") from e
-    c = args.classes or int(labels.max()) + 1
+    if not isinstance(labels, np.ndarray):  # an .npz archive
+        raise DataError(f"labels {args.labels!r} is an .npz archive; expected a .npy of integer class labels")
+    c = args.classes if args.classes is not None else infer_num_classes(labels, name=f"labels {args.labels!r}")
     res = apply_noise(labels, args.noise, c, dataset=args.dataset, seed=args.seed)
     if args.out:
         from jaxdistill.checkpoint import atomic_write_bytes
@@ -116,8 +120,6 @@ def _overrides(cfg, pairs: Sequence[str]):
     """--set key=value overrides on a frozen config dataclass (value parsed as JSON, else string)."""
     import json
 
-    from jaxdistill.errors import ConfigError
-
     fields = {f.name for f in dataclasses.fields(cfg)}
     kw = {}
     for p in pairs or ():
@@ -135,41 +137,58 @@ def _overrides(cfg, pairs: Sequence[str]):
     return dataclasses.replace(cfg, **kw)
 
 
+def _protocols(method: str, which: str) -> list[str]:
+    from jaxdistill.pipeline import own_protocol
+
+    return {"both": ["standard", own_protocol(method)], "none": [], "own": [own_protocol(method)],
+            "standard": ["standard"]}[which]
+
+
 def cmd_distill(args) -> int:
+    from jaxdistill.checkpoint import read_json
     from jaxdistill.evaluate import evaluate
-    from jaxdistill.methods.base import DistilledSet, distill, get_config
-    from jaxdistill.pipeline import own_protocol, stage_key
+    from jaxdistill.methods.base import DISTILLED_FILE, DistilledSet, distill, get_config
+    from jaxdistill.pipeline import stage_key
     from jaxdistill.report import noise_entry, plot_distilled, results_table, write_results
 
-    data = _noisy_data(args)
+    data = _noisy_data(args)  # a bad data file is named first (user npz files have no method setting)
+    # The config (and every --set) is checked before anything is trained.
     cfg = get_config(args.method, args.dataset, args.ipc, args.preset)
     if args.experts and hasattr(cfg, "expert_dir"):
         cfg = dataclasses.replace(cfg, expert_dir=args.experts)
     cfg = _overrides(cfg, args.set)
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "distilled.npz")
+    path = os.path.join(args.out, DISTILLED_FILE)
+    res_path = os.path.join(args.out, "results.json")
+    old = read_json(res_path) or {}
     t0 = time.perf_counter()
-    ds = distill(args.method, cfg, data, stage_key(args.seed, f"distill/{args.method}"), workdir=args.out)
-    if not os.path.exists(path):
-        ds.save(path)
+    # The run driver refuses another run's state in --out, loads a finished set, or resumes an unfinished run.
+    finished = os.path.exists(path)
+    distill(args.method, cfg, data, stage_key(args.seed, f"distill/{args.method}"), workdir=args.out)
     ds = DistilledSet.load(path)
-    secs = time.perf_counter() - t0
+    secs = old.get("distill_seconds") if finished and old.get("distill_seconds") is not None else \
+        time.perf_counter() - t0
+    if finished:
+        print(f"{args.method}: the run in {args.out} had finished; loaded its set (evaluations not done yet run now)")
     plot_distilled(os.path.join(args.out, f"distilled_{args.method}.png"), ds.to_pixels(), ds.labels,
                    data.class_names, f"{args.method.upper()} {args.dataset} {args.noise} IPC {args.ipc}")
-    results = {}
-    protos = ["standard", own_protocol(args.method)] if args.eval == "both" else (
-        [] if args.eval == "none" else [own_protocol(args.method) if args.eval == "own" else "standard"])
-    for proto in protos:
+    # Evaluations already in results.json (same protocol, same number of nets) are kept, not redone.
+    results = dict(old.get("results", {})) if old.get("config", {}).get("command") == "distill" else {}
+    run = {"command": "distill", "method": args.method, "dataset": args.dataset, "ipc": args.ipc,
+           "preset": args.preset, "seed": args.seed, "method_config": dataclasses.asdict(cfg)}
+    doc = write_results(res_path, run, noise_entry(data), results, distill_seconds=secs)
+    for proto in _protocols(args.method, args.eval):
+        name = f"{args.method}/{proto}"
+        if len(results.get(name, {}).get("accs", [])) == args.k:
+            print(f"{name}: evaluation with k={args.k} already in {res_path}; kept")
+            continue
         ev = evaluate(ds, data, proto, stage_key(args.seed, f"eval_{args.method}_{proto}"), k=args.k,
                       preset=args.preset, progress=f"eval {proto}")
-        results[f"{args.method}/{proto}"] = {**ev.to_dict(), "method": args.method, "ipc": args.ipc}
-    doc = write_results(os.path.join(args.out, "results.json"),
-                        {"command": "distill", "method": args.method, "dataset": args.dataset, "ipc": args.ipc,
-                         "preset": args.preset, "seed": args.seed, "method_config": dataclasses.asdict(cfg)},
-                        noise_entry(data), results, distill_seconds=secs)
+        results[name] = {**ev.to_dict(), "method": args.method, "ipc": args.ipc}
+        # Written after each evaluation, so an interrupted command keeps the ones that finished.
+        doc = write_results(res_path, run, noise_entry(data), results, distill_seconds=secs)
     if results:
         print(results_table(doc["results"]))
-    print(f"wrote {path} and {os.path.join(args.out, 'results.json')}")
+    print(f"wrote {path} and {res_path}")
     return 0
 
 
@@ -283,6 +302,76 @@ def _add_beyond(sub) -> None:
     cli_beyond.add_commands(sub, _common_data, _noisy_data)
 
 
+# Options that must be whole numbers >= 1 wherever a command has them (--experts is a path for distill).
+_POSITIVE_INTS = ("k", "ipc", "experts", "epochs", "classes", "top", "cv_epochs")
+_OUT_DIR_COMMANDS = ("baseline", "experts", "distill", "denoise", "detect", "repair")
+
+
+def check_args(args) -> None:
+    """Every argument that can be checked without data, checked before any work (ConfigError/NoiseError).
+
+    Then the output directory is created and a write probed, so a bad --out fails here and not after
+    the training."""
+    from jaxdistill.checkpoint import ensure_out_dir
+
+    for name in _POSITIVE_INTS:
+        v = getattr(args, name, None)
+        if isinstance(v, int) and not isinstance(v, bool) and v < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}={v} must be an integer >= 1")
+    if getattr(args, "subset", None) is not None and args.subset < 0:
+        raise ConfigError(f"--subset={args.subset} must be >= 0 (0 = all training images)")
+    if getattr(args, "seed", None) is not None and not 0 <= args.seed < 2 ** 32:
+        raise ConfigError(f"--seed={args.seed} must be in [0, 2**32)")
+    vf = getattr(args, "val_fraction", None)
+    if vf is not None and not 0.0 <= vf < 1.0:
+        raise ConfigError(f"--val-fraction={vf} must be in [0, 1)")
+    if getattr(args, "noise", None) is not None:
+        from jaxdistill.noise import parse_noise_spec
+
+        parse_noise_spec(args.noise)
+    if args.command in ("distill", "detect", "repair"):
+        from jaxdistill.methods.base import get_method
+
+        get_method(args.method)
+    if args.command == "denoise":
+        from jaxdistill.pipeline import _check_methods
+
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        if not methods:
+            raise ConfigError(f"--methods={args.methods!r} names no method")
+        _check_methods(methods)
+    if args.command in _OUT_DIR_COMMANDS:
+        ensure_out_dir(args.out)
+    if args.command == "noise" and args.out:
+        if os.path.isdir(args.out):
+            raise ConfigError(f"--out {args.out!r} is a directory; give the .npy file to write")
+        ensure_out_dir(os.path.dirname(args.out) or ".", "the directory of --out")
+
+
+def _term_as_interrupt(signum, frame):
+    # Outside the loops that checkpoint on a stop request, SIGTERM (preemption) ends a command like Ctrl-C.
+    raise KeyboardInterrupt
+
+
+def run_command(name: str, fn) -> int:
+    """Run `fn()` as the command `name`: the project's errors -> one line and exit status 2; SIGINT/SIGTERM
+    (after the running loop has checkpointed) -> one line and 130; re-running the command resumes."""
+    old = None
+    if threading.current_thread() is threading.main_thread():
+        old = signal.signal(signal.SIGTERM, _term_as_interrupt)
+    try:
+        return int(fn() or 0)
+    except JaxDistillError as e:
+        print(f"jaxdistill {name}: error: {e}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, Interrupted):
+        print(f"jaxdistill {name}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "-v", "--verbose"):
@@ -294,14 +383,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    try:
-        return int(args.fn(args) or 0)
-    except JaxDistillError as e:
-        print(f"jaxdistill {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"jaxdistill {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+
+    def go():
+        check_args(args)
+        return args.fn(args)
+
+    return run_command(args.command, go)
 
 
 if __name__ == "__main__":

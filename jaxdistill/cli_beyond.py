@@ -7,20 +7,43 @@ import time
 
 
 def _distilled(args, data):
-    """Distil once per (method, out dir); a re-run loads the saved set (or resumes the distillation)."""
-    from jaxdistill.methods.base import DistilledSet, distill, get_config
+    """Distil once per (method, out dir) through the run driver: a re-run loads the finished set (or resumes
+    the distillation), and another run's state in the same --out is refused."""
+    from jaxdistill.methods.base import DISTILLED_FILE, DistilledSet, distill, get_config
     from jaxdistill.pipeline import stage_key
 
     workdir = os.path.join(args.out, args.method)
-    path = os.path.join(workdir, "distilled.npz")
-    if os.path.exists(path):
-        return DistilledSet.load(path), 0.0
     cfg = get_config(args.method, args.dataset, args.ipc, args.preset)
     t0 = time.perf_counter()
-    ds = distill(args.method, cfg, data, stage_key(args.seed, f"distill/{args.method}"), workdir=workdir)
-    if not os.path.exists(path):
-        ds.save(path)
-    return DistilledSet.load(path), time.perf_counter() - t0
+    distill(args.method, cfg, data, stage_key(args.seed, f"distill/{args.method}"), workdir=workdir)
+    return DistilledSet.load(os.path.join(workdir, DISTILLED_FILE)), time.perf_counter() - t0
+
+
+def cleanlab_available() -> bool:
+    try:
+        import cleanlab  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_cleanlab(flag) -> bool:
+    """--cleanlab / --no-cleanlab / unset: run the cleanlab comparison? Checked before any work.
+
+    Unset means "if installed" (a note says it is skipped otherwise); an explicit --cleanlab without cleanlab
+    installed is a ConfigError, instead of a failure after the distillation and scoring."""
+    from jaxdistill.errors import ConfigError
+
+    if flag is False:
+        return False
+    if cleanlab_available():
+        return True
+    if flag is None:
+        print("note: cleanlab is not installed, so the cleanlab comparison is skipped (`pip install cleanlab` "
+              "to add it)")
+        return False
+    raise ConfigError("--cleanlab asks for the cleanlab comparison, but cleanlab is not installed; "
+                      "`pip install cleanlab`, or pass --no-cleanlab")
 
 
 def _issues_csv(path: str, scores, data, limit: int) -> None:
@@ -44,6 +67,7 @@ def cmd_detect(args, noisy_data) -> int:
     from jaxdistill.pipeline import stage_key
     from jaxdistill.report import noise_entry, write_results
 
+    use_cleanlab = resolve_cleanlab(args.cleanlab)
     data = noisy_data(args)
     ds, secs = _distilled(args, data)
     t0 = time.perf_counter()
@@ -52,7 +76,7 @@ def cmd_detect(args, noisy_data) -> int:
     results = {"distilled": {"metrics": scores.meta.get("metrics"), "flagged": int(scores.flagged.sum()),
                              "seconds": ours_secs}}
     _issues_csv(os.path.join(args.out, "label_issues.csv"), scores, data, args.top)
-    if args.cleanlab:
+    if use_cleanlab:
         t0 = time.perf_counter()
         probs = cross_val_pred_probs(data, stage_key(args.seed, "cleanlab"), folds=5, epochs=args.cv_epochs,
                                      progress=True)
@@ -113,8 +137,9 @@ def add_commands(sub, common_data, noisy_data) -> None:
     s.add_argument("--ipc", type=int, default=10)
     s.add_argument("--k", type=int, default=5, help="scoring nets")
     s.add_argument("--top", type=int, default=1000, help="rows in label_issues.csv")
-    s.add_argument("--cleanlab", action=argparse_bool(), default=True,
-                   help="also run cleanlab's confident learning on cross-validated ConvNets (default on)")
+    s.add_argument("--cleanlab", action=argparse_bool(), default=None,
+                   help="also run cleanlab's confident learning on cross-validated ConvNets (default: on when "
+                        "cleanlab is installed)")
     s.add_argument("--cv-epochs", type=int, default=10, help="epochs of each cross-validation net for cleanlab")
     s.add_argument("--out", required=True)
     s.set_defaults(fn=lambda a: cmd_detect(a, noisy_data))

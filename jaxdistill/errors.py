@@ -23,3 +23,9 @@ class StoreError(JaxDistillError, ValueError):
 
 class NumericalError(JaxDistillError, RuntimeError):
     """Too many consecutive non-finite losses or gradients."""
+
+
+class Interrupted(Exception):
+    """A stop request (SIGINT/SIGTERM) was honoured: the state is checkpointed and re-running resumes.
+
+    Not an input error: the command line answers it with exit status 130, not 2."""

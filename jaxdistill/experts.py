@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from jaxdistill.checkpoint import StopRequest, atomic_save_npz, atomic_write_json, read_json
+from jaxdistill.checkpoint import Interrupted, StopRequest, atomic_save_npz, atomic_write_json, read_json
 from jaxdistill.errors import ConfigError, StoreError
 from jaxdistill.nn import Net
 
@@ -39,7 +39,7 @@ STORE_FILE = "store.json"
 PROGRESS_FILE = "progress.json"
 
 
-class ExpertRunInterrupted(Exception):
+class ExpertRunInterrupted(Interrupted):
     """A stop request (SIGTERM/SIGINT) ended expert training after the last epoch was committed."""
 
 

@@ -31,7 +31,7 @@ __all__ = [
     "KINDS", "NoiseSpec", "NoiseResult", "parse_noise_spec", "transition_matrix", "apply_noise",
     "empirical_transition", "format_transition", "asymmetric_map", "asymmetric_datasets",
     "CIFAR100_SUPERCLASSES", "CIFAR100_COARSE_OF_FINE", "sample_exact", "sample_exact_reference",
-    "validate_transition", "load_matrix_file",
+    "validate_transition", "load_matrix_file", "infer_num_classes",
 ]
 
 KINDS = ("clean", "symmetric", "asymmetric", "pairflip", "instance", "natural", "matrix")
@@ -304,6 +304,12 @@ def _check_labels(labels, num_classes: int, name: str = "labels") -> np.ndarray:
                          f"num_classes={num_classes}, e.g. {vals[:5].tolist()} at positions "
                          f"{np.flatnonzero(bad)[:5].tolist()}")
     return y.astype(np.int64)
+
+
+def infer_num_classes(labels, name: str = "labels") -> int:
+    """max label + 1 of a checked label array (NoiseError if it is empty, not 1-D, not integer or negative)."""
+    y = _check_labels(labels, np.iinfo(np.int64).max, name=name)
+    return int(y.max()) + 1
 
 
 def _check_seed(seed) -> int:

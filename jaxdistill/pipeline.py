@@ -17,7 +17,7 @@ from typing import Optional
 import jax
 import numpy as np
 
-from jaxdistill.checkpoint import atomic_save_npz, atomic_write_json, read_json
+from jaxdistill.checkpoint import atomic_save_npz, atomic_write_json, ensure_out_dir, read_json
 from jaxdistill.errors import ConfigError
 
 log = logging.getLogger("jaxdistill")
@@ -203,7 +203,7 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
     from jaxdistill import report
 
     _check_methods(cfg.methods)
-    os.makedirs(out_dir, exist_ok=True)
+    ensure_out_dir(out_dir, "out_dir")
     _config_guard(out_dir, cfg)
     stages = Stages(out_dir)
     timings: dict = {}

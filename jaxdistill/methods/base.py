@@ -3,13 +3,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import os
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-from jaxdistill.errors import ConfigError, DataError
+from jaxdistill.errors import ConfigError, DataError, StoreError
 
 TARGET_KINDS = ("hard", "soft_logits", "regression")
+DISTILLED_FILE = "distilled.npz"
+INITIAL_FILE = "initial.npz"
+RUN_FILE = "run.json"
+# What a saved set's JSON header must hold (DistilledSet.save writes all of them).
+_HEADER_KEYS = ("method", "target_kind", "lr", "has_preprocessor", "preprocessor", "meta")
+
+log = logging.getLogger("jaxdistill")
 
 
 @dataclasses.dataclass
@@ -47,6 +56,14 @@ class DistilledSet:
             self.targets = np.asarray(self.targets, np.float32)
             if self.targets.shape[0] != self.images.shape[0]:
                 raise DataError(f"targets {self.targets.shape} must have {self.images.shape[0]} rows")
+        # A set with NaN/inf pixels or targets trains nets to chance without any error: refuse it here.
+        for name, a in (("images", self.images), ("targets", self.targets)):
+            if a is not None and not np.isfinite(a).all():
+                bad = np.argwhere(~np.isfinite(a))[0].tolist()
+                raise DataError(f"{name} hold {int((~np.isfinite(a)).sum())} non-finite values (NaN/inf), first at "
+                                f"index {bad}; a distilled set must be finite")
+        if self.lr is not None and not np.isfinite(self.lr):
+            raise DataError(f"lr={self.lr!r} must be finite")
 
     @property
     def num_images(self) -> int:
@@ -91,21 +108,57 @@ class DistilledSet:
 
     @staticmethod
     def load(path: str) -> "DistilledSet":
+        """Read a set written by `save`. Any unreadable, damaged or foreign file is one DataError naming
+        `path` and what is wrong with it."""
+        import zipfile
+        import zlib
+
+        def bad(what: str) -> DataError:
+            return DataError(f"{path!r} is not a usable jaxdistill distilled set: {what}")
+
+        read_errors = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
         try:
-            with np.load(path, allow_pickle=False) as z:
+            z = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise DataError(f"no distilled set at {path!r} (no such file)") from None
+        except IsADirectoryError:
+            raise DataError(f"{path!r} is a directory; give the distilled.npz file inside it") from None
+        except read_errors as e:
+            raise bad(f"cannot be read ({type(e).__name__}: {e})") from None
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise bad(f"it holds a single .npy array of shape {np.shape(z)}, not the .npz archive `save` writes")
+        try:
+            with z:
                 arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise DataError(f"cannot read distilled set {path!r}: {e}") from e
+        except read_errors as e:
+            raise bad(f"damaged archive ({type(e).__name__}: {e})") from None
         if "header" not in arrays:
-            raise DataError(f"{path!r} is not a jaxdistill distilled set (no header)")
-        header = json.loads(arrays.pop("header").tobytes().decode())
+            raise bad(f"no header (keys {sorted(arrays)})")
+        try:
+            header = json.loads(arrays.pop("header").tobytes().decode())
+        except (UnicodeDecodeError, ValueError) as e:
+            raise bad(f"the header is not JSON ({e})") from None
+        if not isinstance(header, dict) or any(k not in header for k in _HEADER_KEYS):
+            have = sorted(header) if isinstance(header, dict) else type(header).__name__
+            raise bad(f"the header must be a JSON object with keys {list(_HEADER_KEYS)}; got {have}")
+        missing = [k for k in ("images", "labels") if k not in arrays]
+        if missing:
+            raise bad(f"missing arrays {missing} (keys {sorted(arrays)})")
         pre = None
-        if header["has_preprocessor"]:
-            pre = dict(header["preprocessor"])
-            pre.update({k[4:]: v for k, v in arrays.items() if k.startswith("pre_")})
-        return DistilledSet(images=arrays["images"], labels=arrays["labels"], targets=arrays.get("targets"),
-                            method=header["method"], target_kind=header["target_kind"], lr=header["lr"],
-                            preprocessor=pre, meta=header["meta"])
+        try:
+            if header["has_preprocessor"]:
+                from jaxdistill.preprocess import Preprocessor
+
+                pre = dict(header["preprocessor"])
+                pre.update({k[4:]: v for k, v in arrays.items() if k.startswith("pre_")})
+                Preprocessor.from_dict(pre)  # a damaged preprocessor fails here, not in the evaluator
+            return DistilledSet(images=arrays["images"], labels=arrays["labels"], targets=arrays.get("targets"),
+                                method=header["method"], target_kind=header["target_kind"], lr=header["lr"],
+                                preprocessor=pre, meta=header["meta"])
+        except DataError as e:
+            raise bad(str(e)) from None
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            raise bad(f"{type(e).__name__}: {e}") from None
 
 
 def _json_default(o):
@@ -164,11 +217,110 @@ def get_config(method: str, dataset: str, ipc: int, preset: str = "paper"):
     return _CONFIGS[method](dataset, ipc, preset)
 
 
-def distill(method: str, config, data, key, *, workdir: Optional[str] = None, progress: bool = True) -> DistilledSet:
-    """Run the registered distiller; with a workdir the set it started from is saved as `initial.npz`."""
-    out = get_method(method)(config, data, key, workdir=workdir, progress=progress)
-    if workdir and out.initial is not None:
-        import os
+def _key_data(key) -> list:
+    import jax
+    import jax.numpy as jnp
 
-        out.initial.save(os.path.join(workdir, "initial.npz"))
+    raw = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    return np.asarray(raw).ravel().tolist()
+
+
+def run_record(method: str, config, data, key) -> dict:
+    """What a distillation run is: method, config, the exact training data and labels, and the key.
+
+    Two runs with equal records give the same set, so a workdir holding another record is another run's
+    state. The device count is left out: it changes speed, not the set (results equal to float tolerance).
+    """
+    import hashlib
+
+    from jaxdistill.experts import labels_fingerprint
+
+    cfg = json.loads(json.dumps(dataclasses.asdict(config), default=_json_default))
+    cfg.pop("devices", None)
+    x = np.ascontiguousarray(np.asarray(data.x_train, np.float32))
+    noise = getattr(data, "noise", None)
+    return {"method": method, "config": cfg,
+            "data": {"dataset": str(getattr(data, "name", "?")),
+                     "noise": None if noise is None else str(getattr(noise, "spec", noise)),
+                     "noise_seed": None if noise is None else getattr(noise, "seed", None),
+                     "num_train": int(x.shape[0]), "image_shape": list(x.shape[1:]),
+                     "images_sha1": hashlib.sha1(x.tobytes()).hexdigest()[:16],
+                     "labels_sha1": labels_fingerprint(data.y_noisy)},
+            "key": _key_data(key)}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
     return out
+
+
+def check_workdir(workdir: str, record: dict) -> bool:
+    """Claim `workdir` for the run `record`, or refuse (StoreError naming both runs) if it holds another.
+
+    Nothing in the workdir is changed on refusal: its checkpoints, pool, experts and set stay as they are.
+    Returns True when the record is written (or already there); False for a workdir that holds state but
+    no record (made before records existed): the caller writes it once the run has succeeded, so that a
+    refusal by the method's own guards (checkpoint shapes, expert store) does not claim the directory.
+    """
+    from jaxdistill.checkpoint import atomic_write_json, ensure_out_dir, read_json
+
+    path = os.path.join(workdir, RUN_FILE)
+    if os.path.exists(path):
+        have = read_json(path)
+        if not isinstance(have, dict):
+            raise StoreError(f"{path!r} is unreadable, so the state in {workdir!r} cannot be checked against this "
+                             f"run; use another workdir / --out or delete that one")
+        if have != record:
+            old, new = _flat(have), _flat(record)
+            diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+            hd, hc = have.get("data", {}), have.get("config", {})
+            raise StoreError(
+                f"{workdir!r} holds another run: {have.get('method')} on {hd.get('dataset')} with noise "
+                f"{hd.get('noise')} (noise seed {hd.get('noise_seed')}, ipc {hc.get('ipc')}); this run is "
+                f"{record['method']} on {record['data']['dataset']} with noise {record['data']['noise']} (noise seed "
+                f"{record['data']['noise_seed']}, ipc {record['config'].get('ipc')}). Differences (old, new): {diff}. "
+                f"Use another --out / workdir, or delete that one; nothing in it was changed")
+        return True
+    ensure_out_dir(workdir, "workdir")
+    if any(os.path.exists(os.path.join(workdir, p)) for p in (DISTILLED_FILE, "ckpt", "pool", "experts")):
+        return False
+    atomic_write_json(path, record)
+    return True
+
+
+def distill(method: str, config, data, key, *, workdir: Optional[str] = None, progress: bool = True) -> DistilledSet:
+    """The one run driver: distil with `method`, resumably inside `workdir`.
+
+    With a workdir, the run is first checked against the one recorded there (`run.json`): another run's
+    state is refused (StoreError), never reused or deleted. A finished run (its distilled.npz present) is
+    loaded, not redone; an unfinished one resumes from its last checkpoint. SIGINT/SIGTERM make the
+    distillers checkpoint and raise `jaxdistill.checkpoint.Interrupted`; re-running resumes. The set the
+    distiller started from (`DistilledSet.initial`, the `selected` control) is saved beside it as initial.npz.
+    """
+    fn = get_method(method)
+    if workdir is None:
+        return fn(config, data, key, workdir=None, progress=progress)
+    record = run_record(method, config, data, key)
+    claimed = check_workdir(workdir, record)
+    path = os.path.join(workdir, DISTILLED_FILE)
+    if os.path.exists(path) and claimed:
+        log.info("%s: the run in %s has finished; loading its set", method, workdir)
+        ds = DistilledSet.load(path)
+        init = os.path.join(workdir, INITIAL_FILE)
+        ds.initial = DistilledSet.load(init) if os.path.exists(init) else None
+        return ds
+    ds = fn(config, data, key, workdir=workdir, progress=progress)
+    if ds.initial is not None:
+        ds.initial.save(os.path.join(workdir, INITIAL_FILE))
+    if not os.path.exists(path):
+        ds.save(path)
+    if not claimed:
+        from jaxdistill.checkpoint import atomic_write_json
+
+        atomic_write_json(os.path.join(workdir, RUN_FILE), record)
+    return ds

@@ -5,20 +5,28 @@ usage: python distill_run.py METHOD WORKDIR [--pause-before-save N SECONDS] [--p
 
 --pause-before-save N S: sleep S seconds on entry to the N-th (1-based) `Checkpointer.save` call, so a
   test that waits for N-1 checkpoint step directories and then SIGKILLs the process is guaranteed to kill
-  it before checkpoint N is written, with the iterations done since checkpoint N-1 lost. Timing only:
-  the numerics are untouched.
+  it before checkpoint N is written, with the iterations done since checkpoint N-1 lost. A SIGINT/SIGTERM
+  ends the pause early (the run's stop request is then set), so the signal lands on a checkpoint
+  iteration: save N goes ahead, and the stop request saves that same step again. Timing only: the
+  numerics are untouched.
 --poison ITERS: feed a poisoned input to the jitted outer step on the listed 0-based iterations ("2,5",
   or "5-" for every iteration from 5 on): DATM gets a NaN expert snapshot theta_t, DANCE a trained pool
   whose classifier bias is NaN (the calibration view's loss), RCIG real training images full of NaN pixels. The wrapper sits outside the jitted function, so the compiled program
   (and the persistent XLA cache entry) is the real one.
 --max-nonfinite K: override the config's max_nonfinite.
-Writes WORKDIR/distilled.npz (the distiller does) and prints "done"; a JaxDistillError prints
-"ERROR <type>: <message>" and exits with status 3.
+The run goes through the run driver (`jaxdistill.methods.base.distill`) inside the command line's
+`run_command`, as `jaxdistill distill` does: a SIGINT/SIGTERM checkpoints, prints "interrupted; re-run the
+same command to resume" and exits with status 130. Writes WORKDIR/distilled.npz and prints "done"; a
+JaxDistillError prints "ERROR <type>: <message>" and exits with status 3.
+
+`cli_args(method)` gives the same tiny settings as `jaxdistill distill` arguments (for in-process tests).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import signal
 import sys
 import time
 
@@ -46,6 +54,22 @@ def tiny_config(method: str):
         return dataclasses.replace(cfg, **common, pool_size=2, real_batch=32, n_inner=3, n_hinv=3,
                                    tune_max_tries=2, adapt_every=5)
     raise SystemExit(f"unknown method {method!r}")
+
+
+def cli_args(method: str) -> list[str]:
+    """`jaxdistill distill` arguments for the tiny setting of `method` (every changed field as --set)."""
+    from jaxdistill.methods.base import get_config
+
+    base, tiny = dataclasses.asdict(get_config(method, "digits", 1, "quick")), dataclasses.asdict(tiny_config(method))
+    sets = [f"{k}={json.dumps(v)}" for k, v in tiny.items() if v != base[k]]
+    return ["distill", "--method", method, "--dataset", "digits", "--subset", str(SUBSET), "--noise", NOISE,
+            "--seed", str(SEED), "--ipc", "1", "--preset", "quick", *[a for kv in sets for a in ("--set", kv)]]
+
+
+def _stop_requested() -> bool:
+    """True once the running loop's StopRequest has caught a SIGINT/SIGTERM."""
+    stop = getattr(signal.getsignal(signal.SIGINT), "__self__", None)
+    return bool(getattr(stop, "requested", False))
 
 
 def tiny_data():
@@ -143,6 +167,7 @@ def main(argv: list[str]) -> int:
     import jax
 
     from jaxdistill import checkpoint
+    from jaxdistill.cli import run_command
     from jaxdistill.errors import JaxDistillError
     from jaxdistill.methods.base import distill
 
@@ -158,7 +183,9 @@ def main(argv: list[str]) -> int:
             calls["n"] += 1
             if calls["n"] == pause_at:
                 print(f"pausing before checkpoint save #{pause_at} (step {step})", flush=True)
-                time.sleep(pause_s)
+                deadline = time.monotonic() + pause_s
+                while time.monotonic() < deadline and not _stop_requested():
+                    time.sleep(0.05)
             return real_save(self, step, tree)
 
         checkpoint.Checkpointer.save = paused_save
@@ -168,13 +195,17 @@ def main(argv: list[str]) -> int:
     cfg = tiny_config(method)
     if max_nonfinite is not None:
         cfg = dataclasses.replace(cfg, max_nonfinite=max_nonfinite)
-    try:
-        distill(method, cfg, tiny_data(), jax.random.PRNGKey(SEED), workdir=workdir)
-    except JaxDistillError as e:
-        print(f"ERROR {type(e).__name__}: {e}", flush=True)
-        return 3
-    print("done", flush=True)
-    return 0
+
+    def run() -> int:
+        try:
+            distill(method, cfg, tiny_data(), jax.random.PRNGKey(SEED), workdir=workdir)
+        except JaxDistillError as e:
+            print(f"ERROR {type(e).__name__}: {e}", flush=True)
+            return 3
+        print("done", flush=True)
+        return 0
+
+    return run_command("distill", run)
 
 
 if __name__ == "__main__":
