@@ -230,12 +230,13 @@ def test_rcig_protocol_is_the_study_eval_py():
     assert q.train.augment == "rcig_eval_gray" and q.eval_every_steps == q.train.steps // 2
 
 
-def test_evaluate_reports_best_over_checkpoints_beside_the_headline(digits_data):
+def test_evaluate_reports_best_over_checkpoints_beside_the_headline(digits_data, monkeypatch):
+    import jaxdistill.evaluate as E
     from jaxdistill.evaluate import evaluate, get_protocol
     from jaxdistill.methods.base import DistilledSet
     from jaxdistill import report
+    from jaxdistill.train import TrainResult
 
-    rs = np.random.RandomState(0)
     idx = np.concatenate([np.flatnonzero(digits_data.y_noisy == c)[:2] for c in range(10)])
     ds = DistilledSet(images=np.asarray(digits_data.x_train)[idx], labels=np.repeat(np.arange(10), 2),
                       method="rcig", target_kind="regression",
@@ -250,7 +251,13 @@ def test_evaluate_reports_best_over_checkpoints_beside_the_headline(digits_data)
     np.testing.assert_allclose(d["best_acc_mean"], np.mean(d["best_accs"]))
     np.testing.assert_allclose(d["best_acc_std"], np.std(d["best_accs"]))
     assert "headline" in d["best_note"]
-    del rs
+    # the reduction itself, on a known history: headline = last point, best = per-net max over the points
+    hist = {"loss": [], "test_acc": [(4, [0.2, 0.5]), (8, [0.6, 0.3]), (12, [0.4, 0.35])]}
+    monkeypatch.setattr(E, "train_models_auto", lambda *a, **kw: TrainResult(None, None, None, hist))
+    fake = evaluate(ds, digits_data, p, jax.random.PRNGKey(0), k=2)
+    np.testing.assert_allclose(fake.accs, [0.4, 0.35])
+    np.testing.assert_allclose(fake.best_accs, [0.6, 0.5])
+    np.testing.assert_allclose(fake.best_mean, 0.55)
     # report.md's table shows it in its own, labelled column; rows without it show '-'
     table = report.results_table({"baseline_noisy": {"acc_mean": 0.5, "acc_std": 0.01, "method": "baseline"},
                                   "rcig/rcig": {**d, "method": "rcig", "ipc": 2}})
