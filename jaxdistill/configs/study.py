@@ -13,9 +13,9 @@ DATM (`DATM+ours/configs/<data>/ConvIN/<noise>/IPC<k>_<rate>.yaml` against the s
   - CIFAR-100 IPC 100: real-image initialisation at symmetric 0.4 / 0.6 / 0.8 and asymmetric 0.6 / 0.8;
   - Tiny-ImageNet IPC 50: real-image initialisation at symmetric 0.4 / 0.6 / 0.8;
   - CIFAR-10N `worse_label` at IPC 10: lr_teacher 0.001.
-  The clean rows equal the DATM paper rows. The study ran DATM's TESLA script (`DATM_tesla.py`: the
-  unrolled student's gradient accumulated batch by batch, memory-constant); jaxdistill differentiates the
-  unroll exactly, which is DATM's own formulation (docs/architecture.md).
+  The clean rows equal the DATM paper rows. The study ran DATM's TESLA script (`DATM_tesla.py`: per-batch
+  gradients from the stored student gradients, memory-constant); jaxdistill backpropagates through the whole
+  unroll, DATM's own formulation (`DATM.py`); see docs/architecture.md.
 DANCE (`DANCE+ours/arguments/reproduce_*.py`): Tiny-ImageNet at depth 4 (ConvNet-4; DANCE's own reproduce
   settings use depth 3), at every noise setting.
 RCIG: the study's RCIG scripts change the evaluation only (the `rcig` protocol of `jaxdistill.evaluate`).
