@@ -356,3 +356,44 @@ def test_study_dance_tiny_depth_and_pipeline_uses_study_settings_at_paper_preset
     assert method_config(dataclasses.replace(run, overrides={"datm": {"lr_lr": 1e-5}}), "datm").lr_lr == 1e-5
     quick = method_config(dataclasses.replace(run, preset="quick"), "datm")
     assert quick == datm_config("cifar10", 10, "quick")
+
+
+# ------------------------------------------------------------------------------------------------
+# Learning-rate schedules of the protocols, against the originals' formulas written out
+# ------------------------------------------------------------------------------------------------
+
+def _lrs(cfg: TrainConfig, total: int) -> np.ndarray:
+    """The lr of each of `total` steps, read off plain SGD on a scalar with gradient 1."""
+    from jaxdistill.train import make_optimizer
+
+    tx = make_optimizer(cfg.replace(optimizer="sgd", momentum=0.0, weight_decay=0.0), total)
+
+    def body(carry, _):
+        p, st = carry
+        u, st = tx.update(jnp.ones(()), st, p)
+        return (p + u, st), -u
+
+    _, lrs = jax.lax.scan(body, (jnp.zeros(()), tx.init(jnp.zeros(()))), None, length=total)
+    return np.asarray(lrs, np.float64)
+
+
+def test_schedules_match_the_originals_formulas():
+    from jaxdistill.evaluate import get_protocol
+
+    # RCIG eval.py: linear warm-up 0 -> lr over 500 steps, then cosine to alpha * lr over the remaining steps
+    p = get_protocol("rcig", num_images=100, num_classes=10, image_size=32)
+    lr, alpha, total = 1e-4, 0.01, p.train.steps
+    t = np.arange(total)
+    want = np.where(t < 500, lr * t / 500,
+                    lr * (alpha + (1 - alpha) * 0.5 * (1 + np.cos(np.pi * np.minimum(t - 500, total - 500)
+                                                                  / (total - 500)))))
+    np.testing.assert_allclose(_lrs(p.train, total), want, rtol=1e-4, atol=1e-12)
+    # DANCE: x0.2 at 2/3 and at 5/6 of the steps (torch MultiStepLR on epochs 1000 and 1250 of 1500)
+    d = get_protocol("dance", num_images=100, num_classes=10, image_size=32, preset="quick")
+    total = 600
+    want = 0.01 * np.where(t[:total] < 400, 1.0, np.where(t[:total] < 500, 0.2, 0.04))
+    np.testing.assert_allclose(_lrs(d.train, total), want, rtol=1e-5)
+    # DATM: x0.1 at half
+    m = get_protocol("datm", num_images=100, num_classes=10, image_size=32, lr=0.02)
+    want = 0.02 * np.where(t[:1000] < 500, 1.0, 0.1)
+    np.testing.assert_allclose(_lrs(m.train, 1000), want, rtol=1e-5)
