@@ -13,7 +13,10 @@ Protocols:
             warm-up steps then cosine (1000 steps in all for a coreset of at most 10 images, else 2000),
             batch 256 (full batch if smaller), flipped copies appended if the set used them, RCIG's
             evaluation augmentation (one op per image: crop/rotate/translate/cutout for one-channel data,
-            plus flip and colour for three-channel data), test accuracy every 500 steps.
+            plus flip and colour for three-channel data), test accuracy every 500 steps. Two details of
+            eval.py are not copied: it hands the same augmentation key to every 500-step chunk (the draws
+            repeat) and its running best is never reset between nets (each later net's "best" is the
+            maximum so far over all nets); here draws continue and each net has its own best.
 The headline figure is the accuracy after the last step. The best accuracy over the evaluation points
 (DANCE's paper reports that one; the study's RCIG eval.py logs it too) is reported only as the separately
 named `best_*` figure.
