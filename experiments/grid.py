@@ -268,7 +268,8 @@ def collect(grid_name: str, out: str, tiny: bool = False) -> dict:
                  "k": (doc or {}).get("config", {}).get("k", cell.k)}
         if doc is not None:
             entry.update(noise_realized=doc.get("noise", {}).get("realized"), device=doc.get("versions", {}).get("device"),
-                         results={k: {kk: v.get(kk) for kk in ("acc_mean", "acc_std", "accs", "method", "protocol")}
+                         results={k: {kk: v.get(kk) for kk in ("acc_mean", "acc_std", "accs", "method", "protocol",
+                                                                "best_acc_mean", "best_accs")}
                                   for k, v in doc["results"].items() if "acc_mean" in v})
         cells.append(entry)
     return {"grid": grid, "out": out, "cells": cells,
@@ -277,7 +278,8 @@ def collect(grid_name: str, out: str, tiny: bool = False) -> dict:
 
 def summarize(data: dict) -> dict:
     """(dataset, noise) rows -> column -> (mean, std, n) pooled over seeds; columns 'baseline', 'clean',
-    '<method>/ipc<K>/standard', '<method>/ipc<K>/own'."""
+    '<method>/ipc<K>/standard', '<method>/ipc<K>/own' and, for protocols with evaluation points (DANCE, RCIG),
+    '<method>/ipc<K>/own_best' (each net's best over them; not the headline)."""
     from jaxdistill.pipeline import own_protocol
 
     grid = data["grid"]
@@ -299,7 +301,10 @@ def summarize(data: dict) -> dict:
             clean_by_ds.setdefault(c["dataset"], {}).setdefault(c["seed"], up)
         for m in grid["methods"]:
             add(f"{m}/ipc{c['ipc']}/standard", res.get(f"{m}/standard"))
-            add(f"{m}/ipc{c['ipc']}/own", res.get(f"{m}/{own_protocol(m)}"))
+            own = res.get(f"{m}/{own_protocol(m)}")
+            add(f"{m}/ipc{c['ipc']}/own", own)
+            if own and own.get("best_accs"):  # DANCE / RCIG: best over checkpoints, beside the headline
+                add(f"{m}/ipc{c['ipc']}/own_best", {"accs": own["best_accs"]})
             add(f"selected_{m}/ipc{c['ipc']}", res.get(f"control/selected_{m}/standard"))
         for name in ("random_noisy", "random_clean"):
             add(f"{name}/ipc{c['ipc']}", res.get(f"control/{name}/standard"))
@@ -325,7 +330,10 @@ def markdown(grid_name: str, data: dict, summ: dict) -> str:
              f"{len(finished)} of {len(data['cells'])} cells finished. Aggregated {data['aggregated']} on "
              f"{data['machine']}.", "",
              "Test accuracy %, mean +- std over the evaluation nets (pooled over seeds). Each method cell reads "
-             "`standard / own`: the common hard-label protocol, then the method's own evaluation protocol. "
+             "`standard / own`: the common hard-label protocol, then the method's own evaluation protocol "
+             "after its last step (the headline); DANCE and RCIG cells add `[best B]`, the best test accuracy "
+             "over the own protocol's evaluation points (picked on the test set, as DANCE's paper reports; "
+             "not the headline). "
              "`baseline` = the same ConvNet trained on the whole noisy training set; `clean` = trained on the "
              "true labels (upper bound).", ""]
     if any(c["tiny"] for c in finished):
@@ -341,6 +349,7 @@ def markdown(grid_name: str, data: dict, summ: dict) -> str:
                 continue
             real = "-" if v["_realized"] is None else f"{100 * v['_realized']:.1f}"
             cells = [f"{_fmt(v.get(f'{m}/ipc{k}/standard'))} / {_fmt(v.get(f'{m}/ipc{k}/own'))}"
+                     + (f" [best {_fmt(v[f'{m}/ipc{k}/own_best'])}]" if v.get(f"{m}/ipc{k}/own_best") else "")
                      for k in ipcs for m in methods]
             lines.append(f"| {noise} | {real} | {_fmt(v.get('baseline'))} | {_fmt(v.get('clean'))} | "
                          + " | ".join(cells) + " |")

@@ -203,7 +203,8 @@ def distilled_pred_probs(distilled, data, key: jax.Array, k: int = 5, protocol="
     x = data.x_train if x is None else x
     prot = protocol if not isinstance(protocol, str) else get_protocol(
         protocol, num_images=distilled.num_images, num_classes=data.num_classes,
-        image_size=distilled.images.shape[1], preset=preset, lr=distilled.lr, width=width)
+        image_size=distilled.images.shape[1], preset=preset, lr=distilled.lr, width=width,
+        channels=distilled.images.shape[-1])
     # prepare_for_protocol maps "test" images into the distilled set's working space; we pass the
     # training images in that slot so both go through the very same preprocessing as the evaluator's.
     view = types.SimpleNamespace(x_test=x, num_classes=data.num_classes)

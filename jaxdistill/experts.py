@@ -224,7 +224,7 @@ def train_experts(net: Net, x, y, train_cfg, num_experts: int, key: jax.Array, d
         raise ConfigError(f"num_experts={num_experts} must be >= 1")
     x = np.asarray(x, np.float32)
     n = x.shape[0]
-    n_steps, _ = steps_per_epoch(n, train_cfg.batch_size)
+    n_steps, _ = steps_per_epoch(n, train_cfg.batch_size, train_cfg.drop_last)
     total_epochs = train_cfg.epochs if train_cfg.steps is None else math.ceil(train_cfg.steps / n_steps)
     if snapshot_epochs is None:
         snaps = list(range(total_epochs + 1))

@@ -29,6 +29,7 @@ NORMS = ("instance", "batch", "none")
 ACTS = ("relu", "softplus")
 POOLS = ("avg", "max", "none")
 CONV_IMPLS = ("auto", "lax", "patches")
+INITS = ("torch", "flax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,9 @@ class NetConfig:
 
     width_growth=2 gives RCIG's widths (w, 2w, 4w, ...). softplus_temp=0 with act="softplus"
     means plain ReLU (as RCIG's configs do for depth 4/5).
+    init: "torch" = PyTorch's default Conv/Linear init, U(+-1/sqrt(fan_in)) for weights and biases (the
+    study's ConvNet in DATM/DANCE); "flax" = flax's defaults, lecun-normal kernels and zero biases (RCIG's
+    flax Conv, for its pool, resets and evaluation net).
     """
 
     num_classes: int
@@ -48,10 +52,12 @@ class NetConfig:
     pool: str = "avg"
     width_growth: int = 1
     conv_impl: str = "auto"
+    init: str = "torch"
 
     def __post_init__(self):
         for name, value, allowed in (("norm", self.norm, NORMS), ("act", self.act, ACTS),
-                                     ("pool", self.pool, POOLS), ("conv_impl", self.conv_impl, CONV_IMPLS)):
+                                     ("pool", self.pool, POOLS), ("conv_impl", self.conv_impl, CONV_IMPLS),
+                                     ("init", self.init, INITS)):
             if value not in allowed:
                 raise ConfigError(f"network {name}={value!r} is not one of {list(allowed)}")
         if self.num_classes < 2:
@@ -71,6 +77,15 @@ def _torch_uniform(fan_in: int) -> Callable:
         return jax.random.uniform(key, shape, dtype, -bound, bound)
 
     return init
+
+
+def _initializers(kind: str, fan_in: int) -> tuple[Callable, Callable]:
+    """(kernel_init, bias_init) of a Conv/Dense layer with `fan_in` inputs per output unit."""
+    if kind == "flax":
+        # flax.linen.Conv/Dense defaults: variance-1/fan_in truncated normal (fan_in from the kernel's shape:
+        # kh * kw * cin for HWIO, din for a Dense kernel), zero bias.
+        return nn.initializers.lecun_normal(), nn.initializers.zeros
+    return _torch_uniform(fan_in), _torch_uniform(fan_in)
 
 
 def resolve_conv_impl(impl: str) -> str:
@@ -102,24 +117,27 @@ class Conv3x3(nn.Module):
     features: int
     padding: int = 1
     impl: str = "auto"
+    init: str = "torch"
 
     @nn.compact
     def __call__(self, x):
         cin = x.shape[-1]
-        fan_in = 9 * cin
-        kernel = self.param("kernel", _torch_uniform(fan_in), (3, 3, cin, self.features))
-        bias = self.param("bias", _torch_uniform(fan_in), (self.features,))
+        k_init, b_init = _initializers(self.init, 9 * cin)
+        kernel = self.param("kernel", k_init, (3, 3, cin, self.features))
+        bias = self.param("bias", b_init, (self.features,))
         return conv2d(x, kernel, self.padding, self.impl) + bias
 
 
 class Dense(nn.Module):
     features: int
+    init: str = "torch"
 
     @nn.compact
     def __call__(self, x):
         fan_in = x.shape[-1]
-        kernel = self.param("kernel", _torch_uniform(fan_in), (fan_in, self.features))
-        bias = self.param("bias", _torch_uniform(fan_in), (self.features,))
+        k_init, b_init = _initializers(self.init, fan_in)
+        kernel = self.param("kernel", k_init, (fan_in, self.features))
+        bias = self.param("bias", b_init, (self.features,))
         return x @ kernel + bias
 
 
@@ -171,7 +189,8 @@ class ConvNet(nn.Module):
         cfg = self.cfg
         for d in range(cfg.depth):
             pad = 3 if (d == 0 and x.shape[-1] == 1) else 1
-            x = Conv3x3(cfg.width * cfg.width_growth ** d, padding=pad, impl=cfg.conv_impl, name=f"conv{d}")(x)
+            x = Conv3x3(cfg.width * cfg.width_growth ** d, padding=pad, impl=cfg.conv_impl, init=cfg.init,
+                        name=f"conv{d}")(x)
             if cfg.norm != "none":
                 x = Norm(cfg.norm, name=f"norm{d}")(x)
             if cfg.act == "relu" or cfg.softplus_temp == 0:
@@ -180,7 +199,7 @@ class ConvNet(nn.Module):
                 x = jax.nn.softplus(cfg.softplus_temp * x) / cfg.softplus_temp
             x = _pool(x, cfg.pool)
         feats = x.reshape(x.shape[0], -1)
-        logits = Dense(cfg.num_classes, name="head")(feats)
+        logits = Dense(cfg.num_classes, init=cfg.init, name="head")(feats)
         return (logits, feats) if return_features else logits
 
 

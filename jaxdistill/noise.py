@@ -29,6 +29,7 @@ from jaxdistill.errors import NoiseError
 
 __all__ = [
     "KINDS", "NoiseSpec", "NoiseResult", "parse_noise_spec", "transition_matrix", "apply_noise",
+    "instance_transition_rows",
     "empirical_transition", "format_transition", "asymmetric_map", "asymmetric_datasets",
     "CIFAR100_SUPERCLASSES", "CIFAR100_COARSE_OF_FINE", "sample_exact", "sample_exact_reference",
     "validate_transition", "load_matrix_file", "infer_num_classes",
@@ -367,13 +368,30 @@ def _truncated_normal(rng: np.random.Generator, mean: float, std: float, n: int)
 
 
 def _instance_noise(y: np.ndarray, images, rate: float, num_classes: int, seed: int) -> np.ndarray:
-    """Instance-dependent noise after Xia et al. 2020 (part-dependent label noise).
+    """Instance-dependent noise after Xia et al. 2020 (part-dependent label noise): one draw per sample from
+    its row of `instance_transition_rows`. Deterministic in (seed, images). rate 0 returns the labels unchanged.
+    """
+    if rate == 0.0:
+        instance_transition_rows(y, images, rate, num_classes, seed)  # the same input checks
+        return y.copy()
+    probs, _ = instance_transition_rows(y, images, rate, num_classes, seed)
+    ss_u = np.random.SeedSequence([seed, 0x1A5]).spawn(3)[2]
+    u = np.random.default_rng(ss_u).random(y.shape[0])
+    # inverse-CDF draw per row; the clip guards u above a cumsum that rounds to just under 1
+    noisy = (np.cumsum(probs, axis=1) <= u[:, None]).sum(axis=1)
+    return np.minimum(noisy, num_classes - 1).astype(np.int64)
+
+
+def instance_transition_rows(y: np.ndarray, images, rate: float, num_classes: int,
+                             seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample label transition rows of instance noise: (probs (N, C), q (N,)).
 
     q_i ~ N(rate, 0.1^2) truncated to [0, 1]; W_c (D, C) ~ N(0, 1) seeded per class c; flip logits of
     sample i are x_i @ W_{y_i} with x_i the flattened image scaled to unit norm (so logits are O(1)
     whatever the pixel scale); own class masked out; Pr(j) = q_i softmax_j (j != y_i), Pr(y_i) = 1 - q_i.
-    Deterministic in (seed, images). rate 0 returns the labels unchanged.
+    rate 0: q = 0 and every row is one-hot on the own class.
     """
+    y = np.asarray(y)
     N, C = y.shape[0], num_classes
     x = np.asarray(images)
     if x.ndim < 1 or x.shape[0] != N:
@@ -383,8 +401,8 @@ def _instance_noise(y: np.ndarray, images, rate: float, num_classes: int, seed: 
         raise NoiseError(f"images must be numeric, got dtype {x.dtype}")
     x = x.reshape(N, -1)
     if rate == 0.0:
-        return y.copy()
-    ss_q, ss_w, ss_u = np.random.SeedSequence([seed, 0x1A5]).spawn(3)
+        return np.eye(C)[y], np.zeros(N)
+    ss_q, ss_w, _ = np.random.SeedSequence([seed, 0x1A5]).spawn(3)
     q = _truncated_normal(np.random.default_rng(ss_q), rate, INSTANCE_RATE_STD, N)
     probs = np.empty((N, C))
     # per class: W_c depends only on (seed, c), so adding samples of one class never changes another's;
@@ -405,10 +423,7 @@ def _instance_noise(y: np.ndarray, images, rate: float, num_classes: int, seed: 
         p = q[idx, None] * e / e.sum(axis=1, keepdims=True)
         p[:, c] = 1.0 - q[idx]
         probs[idx] = p
-    u = np.random.default_rng(ss_u).random(N)
-    # inverse-CDF draw per row; the clip guards u above a cumsum that rounds to just under 1
-    noisy = (np.cumsum(probs, axis=1) <= u[:, None]).sum(axis=1)
-    return np.minimum(noisy, C - 1).astype(np.int64)
+    return probs, q
 
 
 def apply_noise(labels, spec: str | NoiseSpec, num_classes: int, *, dataset: str | None = None, seed: int = 0,

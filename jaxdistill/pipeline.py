@@ -177,10 +177,16 @@ def baseline_config(cfg: DenoiseConfig):
 
 
 def method_config(cfg: DenoiseConfig, method: str):
+    """The method's setting for the run: at the paper preset the study's own setting for the run's data set,
+    IPC and noise (`configs/study.py`), at the quick preset the CPU setting; then the run's overrides."""
     from jaxdistill.methods.base import get_config
 
-    return _replace_checked(get_config(method, cfg.dataset, cfg.ipc, cfg.preset), cfg.part(method),
-                            f"{method} config")
+    mcfg = get_config(method, cfg.dataset, cfg.ipc, cfg.preset)
+    if cfg.preset == "paper":
+        from jaxdistill.configs.study import study_overrides
+
+        mcfg = mcfg.replace(**study_overrides(method, cfg.dataset, cfg.ipc, cfg.noise))
+    return _replace_checked(mcfg, cfg.part(method), f"{method} config")
 
 
 def eval_protocol(cfg: DenoiseConfig, name: str, distilled, num_classes: int):
@@ -189,7 +195,8 @@ def eval_protocol(cfg: DenoiseConfig, name: str, distilled, num_classes: int):
 
     ov = cfg.part("eval")
     p = get_protocol(name, num_images=distilled.num_images, num_classes=num_classes,
-                     image_size=distilled.images.shape[1], preset=cfg.preset, lr=distilled.lr, width=ov.pop("width", None))
+                     image_size=distilled.images.shape[1], preset=cfg.preset, lr=distilled.lr, width=ov.pop("width", None),
+                     channels=distilled.images.shape[-1])
     if ov:
         p = dataclasses.replace(p, train=_replace_checked(p.train, ov, "evaluation train config"))
     return p

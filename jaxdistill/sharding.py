@@ -152,7 +152,7 @@ def _initial_state(net, x, cfg, key, num_models: int, init_params=None):
     from jaxdistill import train as T
 
     n = x.shape[0]
-    n_steps, _ = T.steps_per_epoch(n, cfg.batch_size)
+    n_steps, _ = T.steps_per_epoch(n, cfg.batch_size, cfg.drop_last)
     epochs = cfg.epochs if cfg.steps is None else math.ceil(cfg.steps / n_steps)
     tx = T.make_optimizer(cfg, epochs * n_steps)
     return T.init_state(net, cfg, key, num_models, tuple(x.shape[1:]), tx, init_params)

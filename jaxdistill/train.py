@@ -33,6 +33,8 @@ class TrainConfig:
     milestones are fractions of the total number of steps (multistep: lr *= gamma at each).
     sam_rho > 0 turns on sharpness-aware steps; sam_alpha > 0 makes them GSAM (surrogate-gap
     ascent, as FTD's flat expert trajectories). steps, if set, replaces epochs x steps-per-epoch.
+    drop_last=False keeps the last, smaller batch of each epoch (ceil(N / batch) steps, as the PyTorch
+    loaders of DATM, DANCE and FTD's experts); True drops it (floor(N / batch) steps, as Co-teaching's).
     """
 
     epochs: int = 1
@@ -53,6 +55,7 @@ class TrainConfig:
     sam_alpha: float = 0.0
     sam_adaptive: bool = True
     steps: Optional[int] = None
+    drop_last: bool = False
 
     def __post_init__(self):
         for name, value, allowed in (("optimizer", self.optimizer, OPTIMIZERS),
@@ -82,11 +85,20 @@ class TrainResult(NamedTuple):
     history: dict                    # 'loss': (epochs, K); 'test_acc': list of (epoch, (K,)) when eval_data
 
 
-def steps_per_epoch(n: int, batch_size: int) -> tuple[int, int]:
-    """(steps, batch): the whole set as one batch if it fits, else floor(n / batch) batches (drop last)."""
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> tuple[int, int]:
+    """(steps, batch): the whole set as one batch if it fits, else ceil(n / batch) steps whose last batch
+    holds the n % batch leftover images (drop_last=False, PyTorch's DataLoader default), or floor(n / batch)
+    full batches (drop_last=True)."""
     if n <= batch_size:
         return 1, n
-    return n // batch_size, batch_size
+    return (n // batch_size if drop_last else -(-n // batch_size)), batch_size
+
+
+def epoch_batches(n: int, batch_size: int, drop_last: bool = False) -> tuple[int, int, int]:
+    """(full, batch, tail): `full` batches of `batch` images, then one batch of `tail` images (0: none)."""
+    steps, batch = steps_per_epoch(n, batch_size, drop_last)
+    full = min(steps, n // batch)
+    return full, batch, (n - full * batch if steps > full else 0)
 
 
 def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
@@ -178,7 +190,7 @@ def make_epoch_fn(net: Net, cfg: TrainConfig, n: int, tx: optax.GradientTransfor
     """Returns jitted `run(state, x, t, num_epochs) -> (state, losses (num_epochs, K))` (num_epochs static).
 
     model_loop: how the K models run inside the program (see `resolve_model_loop`)."""
-    n_steps, batch = steps_per_epoch(n, cfg.batch_size)
+    full, batch, tail = epoch_batches(n, cfg.batch_size, cfg.drop_last)
     augment = None
     if cfg.augment != "none":
         from jaxdistill.augment import get_augment
@@ -187,7 +199,7 @@ def make_epoch_fn(net: Net, cfg: TrainConfig, n: int, tx: optax.GradientTransfor
 
     def one_model_epoch(params, opt_state, key, step, x, t):
         key, perm_key = jax.random.split(key)
-        perm = jax.random.permutation(perm_key, n)[: n_steps * batch].reshape(n_steps, batch)
+        perm = jax.random.permutation(perm_key, n)
 
         def body(carry, idx):
             params, opt_state, key, step = carry
@@ -208,7 +220,11 @@ def make_epoch_fn(net: Net, cfg: TrainConfig, n: int, tx: optax.GradientTransfor
             params = optax.apply_updates(params, updates)
             return (params, opt_state, key, step + 1), loss
 
-        (params, opt_state, key, step), losses = jax.lax.scan(body, (params, opt_state, key, step), perm)
+        carry, losses = jax.lax.scan(body, (params, opt_state, key, step), perm[: full * batch].reshape(full, batch))
+        if tail:  # the leftover images as one smaller batch (its own shape, so one more traced step)
+            carry, last = body(carry, perm[full * batch:])
+            losses = jnp.concatenate([losses, last[None]])
+        params, opt_state, key, step = carry
         return params, opt_state, key, step, losses.mean()
 
     resolve_model_loop(model_loop)  # a bad name fails here, not at the first call
@@ -271,7 +287,7 @@ def train_models(net: Net, x, y, cfg: TrainConfig, key: jax.Array, num_models: i
     if t.shape[0] != x.shape[0]:
         raise DataError(f"x has {x.shape[0]} rows but y has {t.shape[0]}")
     n = x.shape[0]
-    n_steps, _ = steps_per_epoch(n, cfg.batch_size)
+    n_steps, _ = steps_per_epoch(n, cfg.batch_size, cfg.drop_last)
     epochs = cfg.epochs if cfg.steps is None else math.ceil(cfg.steps / n_steps)
     run, tx = _epoch_fn(net, cfg, n, epochs * n_steps)
     if state is None:

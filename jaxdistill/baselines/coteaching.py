@@ -128,7 +128,7 @@ def train_pair(data, cfg: CoTeachingConfig, key: jax.Array, pair_loss: PairLoss,
     if tau is None:
         tau = float(data.noise_rate) if getattr(data, "noise_rate", None) is not None else 0.2
     tc = cfg.train
-    n_steps, batch = steps_per_epoch(n, tc.batch_size)
+    n_steps, batch = steps_per_epoch(n, tc.batch_size, drop_last=True)  # Co-teaching's loader drops the last batch
     epochs = tc.epochs
     rates = forget_rate_schedule(epochs, tau, cfg.num_gradual, cfg.exponent)
     from jaxdistill.evaluate import default_depth

@@ -98,13 +98,14 @@ class RCIGConfig:
         return dataclasses.replace(self, **kw)
 
     def net_config(self, num_classes: int, distill: bool = True):
-        """RCIG's Conv: softplus(temp) while distilling, ReLU for evaluation (distill=False)."""
+        """RCIG's Conv: softplus(temp) while distilling, ReLU for evaluation (distill=False); flax's default
+        init (lecun-normal kernels, zero biases) as RCIG's flax `models.Conv`, for the pool and its resets."""
         from jaxdistill.nn import NetConfig
 
         act = "softplus" if distill and self.softplus_temp > 0 else "relu"
         return NetConfig(num_classes=num_classes, width=self.width, depth=self.depth, norm="none", act=act,
                          softplus_temp=self.softplus_temp if act == "softplus" else 60.0, pool="avg",
-                         width_growth=2)
+                         width_growth=2, init="flax")
 
 
 _DEPTH3 = dict(depth=3, softplus_temp=60.0, use_flip=True, preprocess="zca_rcig", l2_rate=5e-4)

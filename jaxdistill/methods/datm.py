@@ -551,7 +551,8 @@ def _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, pr
         "final_loss": float(np.mean(tail)) if tail else None, "loss_history": [float(v) for v in losses],
         "wall_time_s": time.perf_counter() - t_start, "skipped_nonfinite": counters["nonfinite"],
         "skipped_threshold": counters["threshold_skips"], "init_fills": fills,
-        "init_images_without_correct_expert": no_correct, "expert_store": store.directory,
+        "init_images_without_correct_expert": no_correct, "init_indices": [int(i) for i in idx],
+        "expert_store": store.directory,
         "num_experts": store.num_experts, "dataset": data.name,
         "trajectories_per_iter": T, "devices_used": mesh.size if mesh is not None else 1,
     }
