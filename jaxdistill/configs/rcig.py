@@ -75,10 +75,14 @@ class RCIGConfig:
     # min(real_batch, N), a multiple of the device count). 0 = all visible devices when there are several,
     # 1 = one device, n = the first n.
     devices: int = 0
+    # who computes the linearisation, the head kernel and the kernel regression: "nt" = neural-tangents
+    # (nt.linearize, empirical_ntk_fn, predict.gp_inference; kernels.py), "jax" = the same maths by hand.
+    kernel_backend: str = "nt"
 
     def __post_init__(self):
         check_choice("RCIG", "preprocess", self.preprocess, PREPROCESS)
         check_choice("RCIG", "preset", self.preset, PRESETS)
+        check_choice("RCIG", "kernel_backend", self.kernel_backend, ("nt", "jax"))
         check_ints("RCIG", self, ("ipc", "iterations", "width", "depth", "real_batch", "n_inner", "n_hinv",
                                   "tune_max_tries", "adapt_every", "pool_size", "max_online_steps",
                                   "checkpoint_every", "max_nonfinite"))

@@ -3,7 +3,7 @@
 One outer iteration (distillers.md section 3, with the corrections of section 6):
   1. pick a pool model theta0 and a real batch (X_t, Y_t) (labels one-hot - 1/C);
   2. convexified model on the coreset (X_s, Y_s) (flipped copies appended with ``use_flip``):
-       o(x) = J(x) delta  (tangent logits of the linearisation at theta0, via `kernels.linearize`),
+       o(x) = J(x) delta  (tangent logits of the linearisation at theta0: nt.linearize via `kernels`),
        phi0(x) = features of the base net, K_ss = phi0(X_s) phi0(X_s)^T, lam = l2_rate * N (N = ipc*C),
        alpha = (K_ss + lam I)^-1 (Y_s - o(X_s))  (Cholesky),  y_hat(x) = o(x) + phi0(x) phi0(X_s)^T alpha;
   3. inner problem: ``n_inner`` Adam steps on delta from zero, minimising
@@ -80,16 +80,25 @@ def tree_vdot(a, b) -> jax.Array:
     return sum(jnp.vdot(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
 
-def krr_predict(phi_s: jax.Array, resid_s: jax.Array, phi_t: jax.Array, lam: float | jax.Array):
-    """Kernel ridge regression with a linear kernel on frozen features.
+def krr_predict(phi_s: jax.Array, resid_s: jax.Array, phi_t: jax.Array, lam: float | jax.Array, *,
+                backend: str = "nt"):
+    """Kernel ridge regression on frozen features with the head's empirical NTK ``K(a, b) = phi(a) phi(b)^T``.
 
-    phi_s (R, F), resid_s (R, C) = Y_s - o(X_s), phi_t (B, F) -> (prediction (B, C) = phi_t phi_s^T alpha,
-    alpha (R, C) = (K_ss + lam I)^-1 resid_s, K_ss (R, R)). Cholesky solve (K_ss + lam I is SPD).
+    phi_s (R, F), resid_s (R, C) = Y_s - o(X_s), phi_t (B, F) -> (prediction (B, C) = K_ts alpha,
+    alpha (R, C) = (K_ss + lam I)^-1 resid_s, K_ss (R, R)). backend 'nt': kernels and the Cholesky solve
+    by neural-tangents (`kernels.head_ntk`, `kernels.krr`); alpha then follows from the identity
+    (K_ss + lam I) alpha = resid  =>  alpha = (resid - K_ss alpha) / lam with K_ss alpha = `krr` at the
+    coreset itself (one factorisation, not two). 'jax': matmuls and cho_solve by hand.
     """
-    k_ss = phi_s @ phi_s.T
+    k_ss = kernels.head_ntk(phi_s, phi_s, backend=backend)
+    k_ts = k_ss if phi_t is phi_s else kernels.head_ntk(phi_t, phi_s, backend=backend)
+    if backend == "nt":
+        pred = kernels.krr(k_ss, resid_s, k_ts, lam)
+        fit_s = pred if phi_t is phi_s else kernels.krr(k_ss, resid_s, k_ss, lam)
+        return pred, (resid_s - fit_s) / lam, k_ss
     chol = jax.scipy.linalg.cho_factor(k_ss + lam * jnp.eye(k_ss.shape[0], dtype=k_ss.dtype), lower=True)
     alpha = jax.scipy.linalg.cho_solve(chol, resid_s)
-    return (phi_t @ phi_s.T) @ alpha, alpha, k_ss
+    return k_ts @ alpha, alpha, k_ss
 
 
 def head_kernel_mask(params) -> Any:
@@ -223,13 +232,13 @@ class Problem:
 
     def linear(self, theta0, delta, x):
         """(o(x) = J(x) delta (B, C), phi0(x) (B, F)) from the linearisation at theta0."""
-        (_, feats), (dlogits, _) = kernels.linearize(self.net.apply_with_features, theta0, split=True)(delta, x)
-        return dlogits, feats
+        return kernels.tangent_and_features(self.net.apply_with_features, theta0, delta, x,
+                                            backend=self.cfg.kernel_backend)
 
     def inner_loss(self, delta, psi, theta0):
         xs, ys = self.holder(psi)
         o, phi = self.linear(theta0, delta, xs)
-        pred_k, alpha, k_ss = krr_predict(phi, ys - o, phi, self.lam)
+        pred_k, alpha, k_ss = krr_predict(phi, ys - o, phi, self.lam, backend=self.cfg.kernel_backend)
         pred = o + pred_k
         rows, c = ys.shape
         reg = jnp.sum(alpha * (k_ss @ alpha)) + tree_vdot(delta, delta)
@@ -240,7 +249,7 @@ class Problem:
         xs, ys = self.holder(psi)
         o_s, phi_s = self.linear(theta0, delta, xs)
         o_t, phi_t = self.linear(theta0, delta, xt)
-        pred_k, _, _ = krr_predict(phi_s, ys - o_s, phi_t, self.lam)
+        pred_k, _, _ = krr_predict(phi_s, ys - o_s, phi_t, self.lam, backend=self.cfg.kernel_backend)
         logits = (o_t + pred_k) * jnp.exp(psi["log_temp"])
         ce = -jnp.mean(jnp.sum(yt_onehot * jax.nn.log_softmax(logits), -1))
         top2 = jax.lax.top_k(psi["y"], 2)[0]
