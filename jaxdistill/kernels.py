@@ -267,7 +267,7 @@ def tangent_and_features(apply_with_features: Callable, theta0: Any, delta: Any,
     not to theta0 (the expansion point is a constant).
 
     backend='nt': ``neural_tangents.linearize`` of the *centred* logits
-    ``g(d, x) = f(theta0 + d, x) - f(theta0 + 0 d, x)`` around d = 0. nt.linearize returns primal +
+    ``g(d, x) = f(theta0 + d, x) - f(theta0, x)`` around d = 0. nt.linearize returns primal +
     tangent; the centred primal is exactly 0 (two identical computations), so the result is the tangent
     J delta alone with no cancellation error, and the linearisation point is d = 0 so delta is never
     reconstructed as a difference of parameters. phi0 comes from the same forward pass (XLA merges it).
@@ -281,8 +281,9 @@ def tangent_and_features(apply_with_features: Callable, theta0: Any, delta: Any,
 
     def centred(d, xx):
         moved = jax.tree_util.tree_map(jnp.add, theta0, d)
-        still = jax.tree_util.tree_map(lambda t, dd: t + 0.0 * dd, theta0, d)
-        return apply_with_features(moved, xx)[0] - apply_with_features(still, xx)[0]
+        # theta0 + 0 is theta0 bit for bit, so at d = 0 this is exactly 0; the subtracted forward pass does not
+        # depend on d (no tangent) and is the one phi0 comes from below (XLA computes it once).
+        return apply_with_features(moved, xx)[0] - apply_with_features(theta0, xx)[0]
 
     zeros = jax.tree_util.tree_map(jnp.zeros_like, delta)
     o = nt().linearize(centred, zeros)(delta, x)

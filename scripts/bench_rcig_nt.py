@@ -1,9 +1,10 @@
-"""RCIG step time with neural-tangents vs the hand-written jax.jvp path, measured in one process.
+"""RCIG step time and XLA FLOPs with neural-tangents vs the hand-written jax.jvp path, in one process.
 
     PYTHONPATH=$PWD python scripts/bench_rcig_nt.py [--shapes small|study] [--reps N]
 
 Both backends are compiled first, then timed interleaved (A B A B ...) so that load from other processes
-hits both alike; prints the median ms per step of each and the ratio nt / jax. 'study' is the GPU run
+hits both alike; prints the median ms per step of each variant, its ratio to all-jax, and the ratio of XLA's FLOP
+counts (load-independent). 'study' is the GPU run
 (CIFAR-10 shapes, ConvNet-3 width 128, IPC 10, real batch 1024).
 """
 from __future__ import annotations
@@ -20,6 +21,8 @@ import numpy as np
 from jaxdistill.configs.rcig import get_config
 from jaxdistill.methods import rcig
 
+# name: (linearize_backend, kernel_backend); "default" is what RCIGConfig ships.
+VARIANTS = {"all_jax": ("jax", "jax"), "default": ("jax", "nt"), "all_nt": ("nt", "nt")}
 SHAPES = {
     # name: (hw, channels, classes, cfg overrides)
     "small": [("digits8x8_w16_d2_ipc10", 8, 1, 10, dict(width=16, depth=2, ipc=10, real_batch=256)),
@@ -42,23 +45,30 @@ def main() -> None:
         xtr = jax.numpy.asarray(rs.rand(n, hw, hw, ch), np.float32)
         ytr = jax.numpy.asarray(np.eye(c, dtype=np.float32)[rs.randint(0, c, n)])
         y0 = np.eye(c, dtype=np.float32)[np.repeat(np.arange(c), base.ipc)] - 1.0 / c
-        steps, states = {}, {}
-        for b in ("nt", "jax"):
-            prob = rcig.make_problem(dataclasses.replace(base, kernel_backend=b), c, (hw, hw, ch), n_real=n)
-            steps[b] = jax.jit(prob.step)
+        steps, states, flops = {}, {}, {}
+        for b, (lin, ker) in VARIANTS.items():
+            cfg = dataclasses.replace(base, linearize_backend=lin, kernel_backend=ker)
+            prob = rcig.make_problem(cfg, c, (hw, hw, ch), n_real=n)
             states[b] = prob.init_state(xtr[: c * base.ipc], y0, jax.random.PRNGKey(0))
-            jax.block_until_ready(steps[b](states[b], xtr, ytr, jax.random.PRNGKey(1)))  # compile
-        times = {"nt": [], "jax": []}
+            steps[b] = jax.jit(prob.step).lower(states[b], xtr, ytr, jax.random.PRNGKey(1)).compile()
+            cost = steps[b].cost_analysis()
+            cost = cost[0] if isinstance(cost, list) else cost
+            flops[b] = float(cost.get("flops", float("nan")))  # XLA's count: independent of machine load
+            jax.block_until_ready(steps[b](states[b], xtr, ytr, jax.random.PRNGKey(1)))
+        times = {b: [] for b in VARIANTS}
         for _ in range(args.reps):
-            for b in ("nt", "jax"):
+            for b in VARIANTS:
                 t = time.perf_counter()
                 jax.block_until_ready(steps[b](states[b], xtr, ytr, jax.random.PRNGKey(1)))
                 times[b].append(time.perf_counter() - t)
         med = {b: 1000 * statistics.median(v) for b, v in times.items()}
-        rows.append({"shape": name, "nt_ms": round(med["nt"], 2), "jax_ms": round(med["jax"], 2),
-                     "ratio_nt_over_jax": round(med["nt"] / med["jax"], 3), "reps": args.reps,
-                     "n_inner": base.n_inner, "n_hinv": base.n_hinv, "device": jax.devices()[0].platform})
-        print(json.dumps(rows[-1]), flush=True)
+        row = {"shape": name, "reps": args.reps, "n_inner": base.n_inner, "n_hinv": base.n_hinv,
+               "device": jax.devices()[0].platform}
+        for b in VARIANTS:
+            row[b] = {"ms": round(med[b], 1), "time_ratio": round(med[b] / med["all_jax"], 3),
+                      "flops_ratio": round(flops[b] / flops["all_jax"], 4)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

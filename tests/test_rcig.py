@@ -71,7 +71,8 @@ def test_nt_backend_equals_hand_written_jvp_step(hw, width, depth, ipc, flip):
     import dataclasses
 
     cfg = tiny_cfg(width=width, depth=depth, ipc=ipc, use_flip=flip)
-    probs = {b: rcig.make_problem(dataclasses.replace(cfg, kernel_backend=b), C, (hw, hw, 1)) for b in ("nt", "jax")}
+    probs = {b: rcig.make_problem(dataclasses.replace(cfg, kernel_backend=b, linearize_backend=b), C, (hw, hw, 1))
+             for b in ("nt", "jax")}
     rs = np.random.RandomState(hw + width)
     x = jnp.asarray(rs.rand(C * ipc, hw, hw, 1), jnp.float32)
     y0 = np.eye(C, dtype=np.float32)[np.repeat(np.arange(C), ipc)] - 1.0 / C

@@ -3,8 +3,8 @@
 One outer iteration (distillers.md section 3, with the corrections of section 6):
   1. pick a pool model theta0 and a real batch (X_t, Y_t) (labels one-hot - 1/C);
   2. convexified model on the coreset (X_s, Y_s) (flipped copies appended with ``use_flip``):
-       o(x) = J(x) delta  (tangent logits of the linearisation at theta0: nt.linearize via `kernels`),
-       phi0(x) = features of the base net, K_ss = phi0(X_s) phi0(X_s)^T, lam = l2_rate * N (N = ipc*C),
+       o(x) = J(x) delta  (tangent logits of the linearisation at theta0, `kernels.tangent_and_features`),
+       phi0(x) = features of the base net, K_ss = phi0(X_s) phi0(X_s)^T (the head's empirical NTK, by NT), lam = l2_rate * N (N = ipc*C),
        alpha = (K_ss + lam I)^-1 (Y_s - o(X_s))  (Cholesky),  y_hat(x) = o(x) + phi0(x) phi0(X_s)^T alpha;
   3. inner problem: ``n_inner`` Adam steps on delta from zero, minimising
        L_in = [0.5 ||Y_s - y_hat(X_s)||^2 + 0.5 lam (tr(alpha^T K_ss alpha) + ||delta||^2)] / (rows * C);
@@ -233,7 +233,7 @@ class Problem:
     def linear(self, theta0, delta, x):
         """(o(x) = J(x) delta (B, C), phi0(x) (B, F)) from the linearisation at theta0."""
         return kernels.tangent_and_features(self.net.apply_with_features, theta0, delta, x,
-                                            backend=self.cfg.kernel_backend)
+                                            backend=self.cfg.linearize_backend)
 
     def inner_loss(self, delta, psi, theta0):
         xs, ys = self.holder(psi)
