@@ -187,6 +187,7 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
     from jaxdistill.evaluate import evaluate
     from jaxdistill.methods.base import DistilledSet, distill
     from jaxdistill import report
+    from jaxdistill.runlog import MetricsLog
 
     _check_methods(cfg.methods)
     os.makedirs(out_dir, exist_ok=True)
@@ -218,7 +219,7 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
     if b is None:
         t = time.perf_counter()
         b = run_baseline(data, baseline_config(cfg), stage_key(cfg.seed, "baseline"),
-                         clean=cfg.clean_baseline, progress=progress)
+                         clean=cfg.clean_baseline, progress=progress, run_dir=os.path.join(out_dir, "baseline"))
         b = stages.put("baseline", {"results": b, "seconds": time.perf_counter() - t})
     timings["baseline"] = b["seconds"]
     for name, r in b["results"].items():
@@ -259,13 +260,15 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
             r = stages.get(key)
             if r is None:
                 ev = evaluate(ds, data, eval_protocol(cfg, pname, ds, data.num_classes), stage_key(cfg.seed, key), k=cfg.k, preset=cfg.preset,
-                              progress=progress and f"eval {method}/{pname}")
+                              progress=progress and f"eval {method}/{pname}",
+                              metrics_log=MetricsLog(workdir, f"eval_{pname}"))
                 r = stages.put(key, ev.to_dict())
             timings[f"eval {method}/{pname}"] = r["seconds"]
             results[f"{method}/{pname}"] = {**r, "method": method, "ipc": cfg.ipc,
                                             "seconds": r["seconds"] + st["seconds"]}
             echo(f"{method} ({pname} protocol): {100 * r['acc_mean']:.2f} +- {100 * r['acc_std']:.2f}%")
 
+    report.plot_run_curves(out_dir, [m for m in cfg.methods if m not in EXTRA_METHODS])
     doc = report.write_results(os.path.join(out_dir, "results.json"), dataclasses.asdict(cfg), noise, results,
                                timings=timings, seed=cfg.seed)
     report.write_report(out_dir, doc)

@@ -49,6 +49,7 @@ from jaxdistill import kernels
 from jaxdistill.configs.rcig import RCIGConfig, get_config
 from jaxdistill.errors import ConfigError, DataError, NumericalError
 from jaxdistill.methods.base import DistilledSet, register
+from jaxdistill.runlog import MetricsLog
 from jaxdistill.nn import Net, make_net
 
 tmap = jax.tree_util.tree_map
@@ -533,6 +534,7 @@ def distill(config: RCIGConfig, data, key: jax.Array, *, workdir: Optional[str] 
 
         bar = tqdm(total=cfg.iterations, initial=start, desc="rcig", unit="it", dynamic_ncols=True, leave=False)
     last = {"loss": float("nan"), "ce": float("nan")}
+    log = MetricsLog(workdir, "distill_rcig")
     try:
         with StopRequest() as stop:
             while int(state.it) < cfg.iterations:
@@ -545,6 +547,8 @@ def distill(config: RCIGConfig, data, key: jax.Array, *, workdir: Optional[str] 
                         f"checkpoint is kept. Lower proto_lr / inner_lr or check the data for NaNs")
                 if bool(metrics["finite"]):
                     last = {"loss": float(metrics["loss"]), "ce": float(metrics["ce"])}
+                log.log(it, loss=float(metrics["loss"]), ce=float(metrics["ce"]), lr=cfg.proto_lr,
+                        inner_lr=float(state.inner_lr))
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{last['loss']:.4f}", inner_lr=f"{float(state.inner_lr):.2e}")
@@ -554,6 +558,7 @@ def distill(config: RCIGConfig, data, key: jax.Array, *, workdir: Optional[str] 
                     save(state)
                     raise Interrupted(f"RCIG stopped at iteration {it}; rerun with the same workdir and key to resume")
     finally:
+        log.close()
         if bar is not None:
             bar.close()
         if ckpt is not None:
