@@ -1,6 +1,6 @@
 """RCIG step time and XLA FLOPs with neural-tangents vs the hand-written jax.jvp path, in one process.
 
-    PYTHONPATH=$PWD python scripts/bench_rcig_nt.py [--shapes small|study] [--reps N]
+    PYTHONPATH=$PWD python benchmarks/bench_rcig_nt.py [--shapes small|study] [--reps N]
 
 Both backends are compiled first, then timed interleaved (A B A B ...) so that load from other processes
 hits both alike; prints the median ms per step of each variant, its ratio to all-jax, and the ratio of XLA's FLOP
