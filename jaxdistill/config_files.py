@@ -58,7 +58,7 @@ def parse_sets(pairs: Optional[Sequence[str]]) -> dict:
     out: dict = {}
     for p in pairs or ():
         if "=" not in p:
-            raise ConfigError(f"--set {p!r} must look like KEY=VALUE (e.g. iterations=100 or train.epochs=3)")
+            raise ConfigError(f"--set {p!r} must look like key=value (e.g. iterations=100 or train.epochs=3)")
         key, raw = p.split("=", 1)
         try:
             value = json.loads(raw)
@@ -82,7 +82,7 @@ def apply_mapping(cfg: Any, mapping: Mapping, what: str = "config") -> Any:
     kw = {}
     for k, v in mapping.items():
         if k not in fields:
-            raise ConfigError(f"{what}: key {k!r} does not exist; allowed keys: {sorted(fields)}")
+            raise ConfigError(f"{what}: key {k!r} does not exist; known keys: {sorted(fields)}")
         cur = getattr(cfg, k)
         if dataclasses.is_dataclass(cur) and isinstance(v, Mapping):
             v = apply_mapping(cur, v, f"{what}.{k}")

@@ -28,11 +28,11 @@ def test_json_py_and_sets_resolve_nested_fields(tmp_path):
 
 def test_errors_name_the_bad_value(tmp_path):
     base = get_baseline_config("digits", "quick")
-    with pytest.raises(ConfigError, match=r"key 'widht' does not exist; allowed keys: \['k', 'train', 'width'\]"):
+    with pytest.raises(ConfigError, match=r"key 'widht' does not exist; known keys: \['k', 'train', 'width'\]"):
         apply_mapping(base, {"widht": 3}, "baseline config")
     with pytest.raises(ConfigError, match="train.*'epoch' does not exist"):
         resolve(base, None, ["train.epoch=3"])
-    with pytest.raises(ConfigError, match="must look like KEY=VALUE"):
+    with pytest.raises(ConfigError, match="must look like key=value"):
         parse_sets(["width"])
     (tmp_path / "c.yaml").write_text("a: 1")
     with pytest.raises(ConfigError, match=r"'\.yaml' is not one of \['\.json', '\.py'\]"):
