@@ -66,7 +66,9 @@ def _fit(net, x, y, tc, key, k, x_test, y_test, x_val, y_val, progress, log=None
             selected[best == e] = np.asarray(accs)[best == e]
         out["selected"] = selected
         if log is not None:
-            log.log(int(round(np.mean([per_epoch[i]["epoch"] for i in best]))), test_acc_selected=float(selected.mean()))
+            # logged at the median selected epoch (each net may select its own)
+            sel_epoch = int(np.median([per_epoch[i]["epoch"] for i in best]))
+            log.log(sel_epoch, test_acc_selected=float(selected.mean()))
         out["selected_epoch"] = [per_epoch[i]["epoch"] for i in best]
         out["val_curve"] = vals.mean(1).tolist()
     return out

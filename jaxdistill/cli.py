@@ -80,7 +80,7 @@ def cmd_baseline(args) -> int:
 
     save_resolved(args.out, cfg)
     t0 = time.perf_counter()
-    res = run_baseline(data, cfg, stage_key(args.seed, "baseline"), progress=True)
+    res = run_baseline(data, cfg, stage_key(args.seed, "baseline"), progress=True, run_dir=args.out)
     for r in res.values():
         r.setdefault("protocol", "full data")
     doc = write_results(os.path.join(args.out, "results.json"),
@@ -137,6 +137,7 @@ def cmd_distill(args) -> int:
     from jaxdistill.methods.base import DistilledSet, distill, get_config
     from jaxdistill.pipeline import own_protocol, stage_key
     from jaxdistill.report import noise_entry, plot_distilled, results_table, write_results
+    from jaxdistill.runlog import MetricsLog
 
     data = _noisy_data(args)
     cfg = get_config(args.method, args.dataset, args.ipc, args.preset)
@@ -160,7 +161,8 @@ def cmd_distill(args) -> int:
         [] if args.eval == "none" else [own_protocol(args.method) if args.eval == "own" else "standard"])
     for proto in protos:
         ev = evaluate(ds, data, proto, stage_key(args.seed, f"eval_{args.method}_{proto}"), k=args.k,
-                      preset=args.preset, progress=f"eval {proto}")
+                      preset=args.preset, progress=f"eval {proto}",
+                      metrics_log=MetricsLog(args.out, f"eval_{proto}"))
         results[f"{args.method}/{proto}"] = {**ev.to_dict(), "method": args.method, "ipc": args.ipc}
     doc = write_results(os.path.join(args.out, "results.json"),
                         {"command": "distill", "method": args.method, "dataset": args.dataset, "ipc": args.ipc,

@@ -117,15 +117,27 @@ def plot_curves(path: str, series: dict[str, list[dict]], title: str = "") -> Op
     plt = _plt()
     fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.2), squeeze=False)
     for ax, (name, rows) in zip(axes[0], series.items()):
-        keys = [k for k in ("loss", "train_loss", "val_acc", "test_acc", "acc") if any(k in r for r in rows)]
-        for k in keys:
+        acc_ax = None
+        for k in ("loss", "train_loss", "val_acc", "test_acc", "test_acc_selected"):
             pts = [(r["step"], r[k]) for r in rows if isinstance(r.get(k), float)]
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, marker="o" if len(pts) < 4 else None, label=k)
+            if not pts:
+                continue
+            xs, ys = zip(*pts)
+            if "acc" in k:  # accuracies on their own [0, 1] axis, beside the loss
+                acc_ax = acc_ax or ax.twinx()
+                acc_ax.plot(xs, ys, "o--" if len(pts) < 4 else "--", color=f"C{2 + len(acc_ax.lines)}", label=k)
+                acc_ax.set_ylim(0, 1)
+                acc_ax.set_ylabel("accuracy")
+            else:
+                ax.plot(xs, ys, marker="o" if len(pts) < 4 else None, color="C0", label=k)
+                ax.set_ylabel("loss")
+        handles = ax.get_legend_handles_labels()
+        if acc_ax is not None:
+            h2 = acc_ax.get_legend_handles_labels()
+            handles = (handles[0] + h2[0], handles[1] + h2[1])
+        ax.legend(*handles, fontsize=7)
         ax.set_title(name)
         ax.set_xlabel("step" if "distill" in name else "epoch")
-        ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
     _savefig(fig, path)

@@ -57,6 +57,10 @@ def test_baseline_round_trip_repeats_the_run(tmp_path, capsys):
     assert json.load(open(os.path.join(b, "config.json"))) == saved
     ra, rb = (json.load(open(os.path.join(d, "results.json")))["results"]["baseline_noisy"]["accs"] for d in (a, b))
     assert ra == rb
+    from jaxdistill.runlog import read_metrics
+
+    rows = read_metrics(b, "baseline_noisy")  # the baseline command keeps its curve in its --out
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2] and any("test_acc" in r for r in rows)
 
 
 @pytest.mark.parametrize("command", ["distill", "experts", "denoise"])
