@@ -276,7 +276,7 @@ def tangent_and_features(apply_with_features: Callable, theta0: Any, delta: Any,
     _check_backend(backend)
     theta0 = jax.lax.stop_gradient(theta0)
     if backend == "jax":
-        (_, feats), (dlogits, _) = jax.jvp(lambda p: apply_with_features(p, x), (theta0,), (delta,))
+        (_, feats), (dlogits, _) = linearize(apply_with_features, theta0, split=True)(delta, x)
         return dlogits, feats
 
     def centred(d, xx):

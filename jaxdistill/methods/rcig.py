@@ -87,16 +87,17 @@ def krr_predict(phi_s: jax.Array, resid_s: jax.Array, phi_t: jax.Array, lam: flo
 
     phi_s (R, F), resid_s (R, C) = Y_s - o(X_s), phi_t (B, F) -> (prediction (B, C) = K_ts alpha,
     alpha (R, C) = (K_ss + lam I)^-1 resid_s, K_ss (R, R)). backend 'nt': kernels and the Cholesky solve
-    by neural-tangents (`kernels.head_ntk`, `kernels.krr`); alpha then follows from the identity
-    (K_ss + lam I) alpha = resid  =>  alpha = (resid - K_ss alpha) / lam with K_ss alpha = `krr` at the
-    coreset itself (one factorisation, not two). 'jax': matmuls and cho_solve by hand.
+    by neural-tangents (`kernels.head_ntk`; `kernels.krr` = ``nt.predict.gp_inference``, whose Cholesky solve
+    gives alpha itself when asked to predict with the identity as test-train kernel, and the prediction on a
+    real batch directly). alpha is never recovered as (resid - K alpha) / lam: that cancels badly for small
+    lam and broke the Hessian-vector products. 'jax': matmuls and cho_solve by hand.
     """
     k_ss = kernels.head_ntk(phi_s, phi_s, backend=backend)
     k_ts = k_ss if phi_t is phi_s else kernels.head_ntk(phi_t, phi_s, backend=backend)
     if backend == "nt":
-        pred = kernels.krr(k_ss, resid_s, k_ts, lam)
-        fit_s = pred if phi_t is phi_s else kernels.krr(k_ss, resid_s, k_ss, lam)
-        return pred, (resid_s - fit_s) / lam, k_ss
+        alpha = kernels.krr(k_ss, resid_s, jnp.eye(k_ss.shape[0], dtype=k_ss.dtype), lam)
+        pred = k_ss @ alpha if phi_t is phi_s else kernels.krr(k_ss, resid_s, k_ts, lam)
+        return pred, alpha, k_ss
     chol = jax.scipy.linalg.cho_factor(k_ss + lam * jnp.eye(k_ss.shape[0], dtype=k_ss.dtype), lower=True)
     alpha = jax.scipy.linalg.cho_solve(chol, resid_s)
     return k_ts @ alpha, alpha, k_ss
