@@ -64,13 +64,13 @@ def test_krr_prediction_matches_numpy_solve(backend):
     chex.assert_trees_all_close(alpha, jnp.asarray(want_alpha, jnp.float32), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("hw,width,depth,ipc,flip", [(8, 4, 1, 2, True), (8, 6, 2, 3, False), (12, 3, 2, 1, True)])
+@pytest.mark.parametrize("hw,width,depth,ipc,flip", [(8, 4, 1, 2, True), (12, 3, 2, 1, False)])
 def test_nt_backend_equals_hand_written_jvp_step(hw, width, depth, ipc, flip):
     """One full RCIG step through neural-tangents (nt.linearize, empirical_ntk_fn, gp_inference) equals the
     hand-written jax.jvp / matmul / cho_solve step: losses, hypergradient-driven coreset update, pool."""
     import dataclasses
 
-    cfg = tiny_cfg(width=width, depth=depth, ipc=ipc, use_flip=flip)
+    cfg = tiny_cfg(width=width, depth=depth, ipc=ipc, use_flip=flip, n_inner=2, n_hinv=2, pool_size=1)
     probs = {b: rcig.make_problem(dataclasses.replace(cfg, kernel_backend=b, linearize_backend=b), C, (hw, hw, 1))
              for b in ("nt", "jax")}
     rs = np.random.RandomState(hw + width)
@@ -81,7 +81,7 @@ def test_nt_backend_equals_hand_written_jvp_step(hw, width, depth, ipc, flip):
     out = {}
     for b, prob in probs.items():
         st = prob.init_state(x, y0, jax.random.PRNGKey(0))
-        out[b] = prob.step(st, xtr, ytr, jax.random.PRNGKey(1))
+        out[b] = jax.jit(prob.step)(st, xtr, ytr, jax.random.PRNGKey(1))  # one compile beats eager dispatch
     (s_nt, m_nt), (s_jax, m_jax) = out["nt"], out["jax"]
     for k in ("loss", "ce", "inner_first", "inner_last", "hinv_last"):
         chex.assert_trees_all_close(m_nt[k], m_jax[k], rtol=1e-4, atol=1e-6)
