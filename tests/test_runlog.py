@@ -35,6 +35,35 @@ def test_tensorboard_writer_when_installed(tmp_path):
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tb" / "stage"))
 
 
+def test_tensorboard_scalars_go_to_the_installed_writer(tmp_path, monkeypatch):
+    """Without tensorboardX here, a stand-in module checks what MetricsLog sends to a writer."""
+    import sys
+    import types
+
+    calls = []
+
+    class Writer:
+        def __init__(self, logdir):
+            calls.append(("dir", logdir))
+
+        def add_scalar(self, name, value, step):
+            calls.append((name, value, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            calls.append("closed")
+
+    monkeypatch.setitem(sys.modules, "tensorboardX", types.SimpleNamespace(SummaryWriter=Writer))
+    log = MetricsLog(str(tmp_path), "distill/rcig")
+    log.log(4, loss=0.5, lr=0.1)
+    log.close()
+    assert calls[0] == ("dir", os.path.join(str(tmp_path), "tb", "distill_rcig"))
+    assert ("distill/rcig/loss", 0.5, 4) in calls and ("distill/rcig/lr", 0.1, 4) in calls
+    assert calls[-1] == "closed"
+
+
 def test_train_models_logs_each_epoch_with_lr_schedule(tmp_path):
     from jaxdistill.nn import NetConfig, make_net
     from jaxdistill.train import TrainConfig, train_models
