@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Optional
 import jax
 import numpy as np
 
@@ -60,7 +61,7 @@ def converged(train_curve, tol: float = 0.01, window: int | None = None) -> dict
                          f"(converged below {100 * tol:.1f})"}
 
 
-def _fit(net, x, y, tc, key, k, x_test, y_test, x_val, y_val, progress, curve: bool = True):
+def _fit(net, x, y, tc, key, k, x_test, y_test, x_val, y_val, progress, log=None, curve: bool = True):
     """Train k nets; per epoch record the curve (noisy-label train / val / test-slice accuracy, mean over
     nets) and keep the params, then test the final epoch and each net's selected epoch on the whole test
     set (test evaluation is the costly part on CPU)."""
@@ -73,16 +74,22 @@ def _fit(net, x, y, tc, key, k, x_test, y_test, x_val, y_val, progress, curve: b
         if x_val is not None:
             row["params"] = jax.device_get(state.params)
             row["val"] = accuracy(net, state.params, x_val, y_val)
+            if log is not None:
+                log.log(epoch, val_acc=float(np.mean(row["val"])))
         if curve:
             row["train"] = accuracy(net, state.params, xc, yc)
             row["test"] = accuracy(net, state.params, xtc, ytc)
+            if log is not None:
+                log.log(epoch, train_acc_noisy=float(np.mean(row["train"])), test_acc_slice=float(np.mean(row["test"])))
         per_epoch.append(row)
 
     res = train_models_auto(net, x, y, tc, key, num_models=k,
                             on_epoch=on_epoch if (x_val is not None or curve) else None,
-                            progress=progress, num_classes=net.cfg.num_classes)
+                            progress=progress, num_classes=net.cfg.num_classes, metrics_log=log)
     final = accuracy(net, res.params, x_test, y_test)
     out = {"final": final}
+    if log is not None:  # the whole test set is scored only here (final and selected epochs)
+        log.log(tc.epochs, test_acc=float(np.mean(final)))
     if curve:
         out["curve"] = {"epoch": [r["epoch"] for r in per_epoch],
                         "train_noisy": [float(np.mean(r["train"])) for r in per_epoch],
@@ -100,6 +107,9 @@ def _fit(net, x, y, tc, key, k, x_test, y_test, x_val, y_val, progress, curve: b
             accs = final if e == len(per_epoch) - 1 else accuracy(net, per_epoch[e]["params"], x_test, y_test)
             selected[best == e] = np.asarray(accs)[best == e]
         out["selected"] = selected
+        if log is not None:
+            # logged at the median selected epoch (each net may select its own)
+            log.log(int(np.median([per_epoch[i]["epoch"] for i in best])), test_acc_selected=float(selected.mean()))
         out["selected_epoch"] = [per_epoch[i]["epoch"] for i in best]
         out["val_curve"] = vals.mean(1).tolist()
     return out
@@ -111,17 +121,22 @@ def _entry(accs, **extra) -> dict:
 
 
 def run_baseline(data, cfg: BaselineConfig, key: jax.Array, *, clean: bool = True,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, run_dir: Optional[str] = None) -> dict:
     """Results dict: baseline_noisy (final epoch, with its per-epoch `curve` and `convergence`),
     baseline_noisy_valselected (if data has a val split), baseline_clean (if true labels are known and
-    clean=True). Accuracies in [0, 1]."""
+    clean=True). Accuracies in [0, 1].
+
+    run_dir: per-epoch curves (train loss, lr, noisy-label train / val accuracy, test slice) go to
+    run_dir/metrics.jsonl, stages 'baseline_noisy' / 'baseline_clean'."""
+    from jaxdistill.runlog import MetricsLog
     size = data.x_train.shape[1]
     net = make_net(NetConfig(data.num_classes, width=cfg.width, depth=default_depth(size)))
     k_noisy, k_clean = jax.random.split(key)
     results = {}
     t0 = time.perf_counter()
     r = _fit(net, data.x_train, data.y_noisy, cfg.train, k_noisy, cfg.k, data.x_test, data.y_test,
-             getattr(data, "x_val", None), getattr(data, "y_val", None), progress and "baseline (noisy)")
+             getattr(data, "x_val", None), getattr(data, "y_val", None), progress and "baseline (noisy)",
+             MetricsLog(run_dir, "baseline_noisy") if run_dir else None)
     secs = time.perf_counter() - t0
     results["baseline_noisy"] = _entry(r["final"], seconds=secs, curve=r["curve"], convergence=r["convergence"],
                                        epochs=int(cfg.train.epochs))
@@ -132,7 +147,7 @@ def run_baseline(data, cfg: BaselineConfig, key: jax.Array, *, clean: bool = Tru
     if clean and y_true is not None and not np.array_equal(y_true, data.y_noisy):
         t0 = time.perf_counter()
         rc = _fit(net, data.x_train, y_true, cfg.train, k_clean, cfg.k, data.x_test, data.y_test, None, None,
-                  progress and "baseline (clean)")
+                  progress and "baseline (clean)", MetricsLog(run_dir, "baseline_clean") if run_dir else None)
         results["baseline_clean"] = _entry(rc["final"], seconds=time.perf_counter() - t0, curve=rc["curve"],
                                            convergence=rc["convergence"], epochs=int(cfg.train.epochs))
     return results

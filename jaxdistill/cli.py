@@ -80,8 +80,12 @@ def cmd_baseline(args) -> int:
     cfg = get_baseline_config(args.dataset, args.preset)
     if args.k:
         cfg = dataclasses.replace(cfg, k=args.k)
+    cfg = _resolved(cfg, args, "baseline config")
+    from jaxdistill.config_files import save_resolved
+
+    save_resolved(args.out, cfg)
     t0 = time.perf_counter()
-    res = run_baseline(data, cfg, stage_key(args.seed, "baseline"), progress=True)
+    res = run_baseline(data, cfg, stage_key(args.seed, "baseline"), progress=True, run_dir=args.out)
     for r in res.values():
         r.setdefault("protocol", "full data")
     doc = write_results(os.path.join(args.out, "results.json"),
@@ -107,7 +111,10 @@ def cmd_experts(args) -> int:
         over["num_experts"] = args.experts
     if args.epochs:
         over["expert_train_epochs"] = args.epochs
-    cfg = dataclasses.replace(cfg, **over)
+    cfg = _resolved(dataclasses.replace(cfg, **over), args, "DATM config")
+    from jaxdistill.config_files import save_resolved
+
+    save_resolved(args.out, cfg)
     t0 = time.perf_counter()
     store = build_experts(cfg, data, stage_key(args.seed, "experts"), args.out, progress=True)
     print(f"expert store {args.out}: {store.num_experts} experts, epochs {store.epochs[0]}..{store.epochs[-1]} "
@@ -117,24 +124,17 @@ def cmd_experts(args) -> int:
 
 # --------------------------------------------------------------------------------------------- distill
 def _overrides(cfg, pairs: Sequence[str]):
-    """--set key=value overrides on a frozen config dataclass (value parsed as JSON, else string)."""
-    import json
+    """--set key=value overrides on a frozen config dataclass (`config_files.resolve`)."""
+    from jaxdistill.config_files import resolve
 
-    fields = {f.name for f in dataclasses.fields(cfg)}
-    kw = {}
-    for p in pairs or ():
-        if "=" not in p:
-            raise ConfigError(f"--set {p!r} must look like key=value")
-        k, v = p.split("=", 1)
-        if k not in fields:
-            raise ConfigError(f"config key {k!r} does not exist; known keys: {sorted(fields)}")
-        try:
-            kw[k] = json.loads(v)
-        except ValueError:
-            kw[k] = v
-        if isinstance(kw[k], list):
-            kw[k] = tuple(kw[k])
-    return dataclasses.replace(cfg, **kw)
+    return resolve(cfg, None, pairs)
+
+
+def _resolved(cfg, args, what: str):
+    """cfg after --config FILE and --set KEY=VALUE (jaxdistill.config_files)."""
+    from jaxdistill.config_files import resolve
+
+    return resolve(cfg, getattr(args, "config", None), getattr(args, "set", None), what)
 
 
 def _protocols(method: str, which: str) -> list[str]:
@@ -150,13 +150,17 @@ def cmd_distill(args) -> int:
     from jaxdistill.methods.base import DISTILLED_FILE, DistilledSet, distill, get_config
     from jaxdistill.pipeline import stage_key
     from jaxdistill.report import noise_entry, plot_distilled, results_table, write_results
+    from jaxdistill.runlog import MetricsLog
 
     data = _noisy_data(args)  # a bad data file is named first (user npz files have no method setting)
     # The config (and every --set) is checked before anything is trained.
     cfg = get_config(args.method, args.dataset, args.ipc, args.preset)
     if args.experts and hasattr(cfg, "expert_dir"):
         cfg = dataclasses.replace(cfg, expert_dir=args.experts)
-    cfg = _overrides(cfg, args.set)
+    cfg = _resolved(cfg, args, f"{args.method} config")
+    from jaxdistill.config_files import save_resolved
+
+    save_resolved(args.out, cfg)
     path = os.path.join(args.out, DISTILLED_FILE)
     res_path = os.path.join(args.out, "results.json")
     old = read_json(res_path) or {}
@@ -182,7 +186,8 @@ def cmd_distill(args) -> int:
             print(f"{name}: evaluation with k={args.k} already in {res_path}; kept")
             continue
         ev = evaluate(ds, data, proto, stage_key(args.seed, f"eval_{args.method}_{proto}"), k=args.k,
-                      preset=args.preset, progress=f"eval {proto}")
+                      preset=args.preset, progress=f"eval {proto}",
+                      metrics_log=MetricsLog(args.out, f"eval_{proto}"))
         results[name] = {**ev.to_dict(), "method": args.method, "ipc": args.ipc}
         # Written after each evaluation, so an interrupted command keeps the ones that finished.
         doc = write_results(res_path, run, noise_entry(data), results, distill_seconds=secs)
@@ -218,6 +223,7 @@ def cmd_denoise(args) -> int:
     cfg = DenoiseConfig(dataset=args.dataset, noise=args.noise, methods=methods, ipc=args.ipc, preset=args.preset,
                         seed=args.seed, k=args.k, subset=args.subset, protocols=protocols, data_dir=args.data_dir,
                         controls=tuple(c.strip() for c in args.controls.split(",") if c.strip()))
+    cfg = _resolved(cfg, args, "denoise config")  # run_denoise saves it as --out/config.json
     t0 = time.perf_counter()
     doc = run_denoise(cfg, args.out, progress=True)
     print()
@@ -227,6 +233,14 @@ def cmd_denoise(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------- main
+def _config_flags(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--config", default=None, metavar="FILE",
+                   help="config fields from a .json file, or a .py file whose get_config() returns them "
+                        "(e.g. the config.json a previous run saved); applied after the other flags")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override one config field after --config (repeatable; JSON value; nested: train.epochs=3)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxdistill", description="Dataset distillation as a label denoiser (JAX).")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -248,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common_data(s)
     s.add_argument("--k", type=int, default=None, help="nets per figure (default: the preset's)")
     s.add_argument("--val-fraction", type=float, default=0.1, help="noisy validation split for model selection")
+    _config_flags(s)
     s.add_argument("--out", required=True)
     s.set_defaults(fn=cmd_baseline)
 
@@ -256,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--experts", type=int, default=None)
     s.add_argument("--epochs", type=int, default=None)
     s.add_argument("--ipc", type=int, default=10, help="which DATM config's expert recipe to use")
+    _config_flags(s)
     s.add_argument("--out", required=True)
     s.set_defaults(fn=cmd_experts)
 
@@ -266,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--experts", default=None, help="an existing expert store (DATM)")
     s.add_argument("--k", type=int, default=5, help="evaluation nets")
     s.add_argument("--eval", default="both", choices=["both", "standard", "own", "none"])
-    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    _config_flags(s)
     s.add_argument("--out", required=True)
     s.set_defaults(fn=cmd_distill)
 
@@ -286,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluation protocols (default: the preset's; quick evaluates the common protocol only)")
     s.add_argument("--controls", default="random_noisy,random_clean,selected",
                    help="controls evaluated beside the distilled sets (comma list; '' for none)")
+    _config_flags(s)
     s.add_argument("--out", default="runs/denoise")
     s.set_defaults(fn=cmd_denoise)
 

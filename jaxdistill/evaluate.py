@@ -153,8 +153,11 @@ def prepare_for_protocol(distilled: DistilledSet, data, protocol: EvalProtocol):
 
 
 def evaluate(distilled: DistilledSet, data, protocol: str | EvalProtocol, key: jax.Array, k: int = 5,
-             preset: str = "paper", width: Optional[int] = None, progress: bool | str = False) -> EvalResult:
+             preset: str = "paper", width: Optional[int] = None, progress: bool | str = False,
+             metrics_log=None) -> EvalResult:
     """Train k fresh nets on the distilled set under `protocol`; test accuracy after the last step.
+
+    metrics_log (`runlog.MetricsLog`): per-epoch loss / lr / test accuracy where measured.
 
     data: anything with x_test (N, H, W, C) raw [0,1] pixels, y_test (N,) and num_classes.
     """
@@ -169,10 +172,13 @@ def evaluate(distilled: DistilledSet, data, protocol: str | EvalProtocol, key: j
     t0 = time.perf_counter()
     every = eval_every_epochs(protocol, x.shape[0])
     res = train_models_auto(net, x, t, protocol.train, key, num_models=k, eval_data=(x_test, data.y_test)
-                       if every else None, eval_every=every, progress=progress, num_classes=data.num_classes)
+                       if every else None, eval_every=every, progress=progress, num_classes=data.num_classes,
+                       metrics_log=metrics_log)
     # With eval_every the training loop already tested the final epoch; the test pass is the costly part on CPU.
     accs = (np.array(res.history["test_acc"][-1][1]) if every and res.history["test_acc"]
             else accuracy(net, res.params, x_test, data.y_test))
+    if metrics_log is not None and not every:  # else the training loop logged it
+        metrics_log.log(len(res.history["loss"]), test_acc=float(np.mean(accs)))
     out = EvalResult(protocol.name, [float(a) for a in accs], float(np.mean(accs)), float(np.std(accs)),
                      seconds=time.perf_counter() - t0,
                      config={"net": dataclasses.asdict(protocol.net), "train": dataclasses.asdict(protocol.train),

@@ -340,8 +340,15 @@ def _train_group(net, x, y, cfg, key, gi, members, directory, snaps, row_of, num
 
     if start < total_epochs:
         label = f"experts {members[0]}-{members[-1]}" if progress else False
-        train_models(net, x, y, cfg, key, num_models=k, state=state, start_epoch=start, on_epoch=on_ep,
-                     progress=label, num_classes=net.cfg.num_classes)
+        from jaxdistill.runlog import MetricsLog
+
+        # Curves of this group (mean over its nets) in the store's metrics.jsonl, e.g. stage 'experts/g000'.
+        log = MetricsLog(directory, f"{os.path.basename(os.path.normpath(directory))}/g{gi:03d}")
+        try:
+            train_models(net, x, y, cfg, key, num_models=k, state=state, start_epoch=start, on_epoch=on_ep,
+                         progress=label, num_classes=net.cfg.num_classes, metrics_log=log)
+        finally:
+            log.close()
     for m in rows:
         m.flush()
     del rows

@@ -245,3 +245,86 @@ def kernel_regression(k_train_train: jax.Array, y_train: jax.Array, k_test_train
     n = k_train_train.shape[0]
     chol = jax.scipy.linalg.cho_factor(k_train_train + reg * jnp.eye(n, dtype=k_train_train.dtype), lower=True)
     return k_test_train @ jax.scipy.linalg.cho_solve(chol, y_train)
+
+
+# --------------------------------------------------------------------------------------------
+# RCIG's pieces: tangent logits, the head's empirical NTK, kernel ridge regression
+# --------------------------------------------------------------------------------------------
+
+BACKENDS = ("nt", "jax")
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ConfigError(f"kernel backend={backend!r} is not one of {list(BACKENDS)}")
+
+
+def tangent_and_features(apply_with_features: Callable, theta0: Any, delta: Any, x: jax.Array, *,
+                         backend: str = "nt") -> tuple:
+    """RCIG's convexified model parts at `theta0`: (o(x) = J_logits(x) delta (B, K), phi0(x) (B, F)).
+
+    apply_with_features(params, x) -> (logits (B, K), features (B, F)). Gradients flow to delta and x,
+    not to theta0 (the expansion point is a constant).
+
+    backend='nt': ``neural_tangents.linearize`` of the *centred* logits
+    ``g(d, x) = f(theta0 + d, x) - f(theta0, x)`` around d = 0. nt.linearize returns primal +
+    tangent; the centred primal is exactly 0 (two identical computations), so the result is the tangent
+    J delta alone with no cancellation error, and the linearisation point is d = 0 so delta is never
+    reconstructed as a difference of parameters. phi0 comes from the same forward pass (XLA merges it).
+    backend='jax': the same single ``jax.jvp`` written by hand (primal and tangent apart).
+    """
+    _check_backend(backend)
+    theta0 = jax.lax.stop_gradient(theta0)
+    if backend == "jax":
+        (_, feats), (dlogits, _) = linearize(apply_with_features, theta0, split=True)(delta, x)
+        return dlogits, feats
+
+    def centred(d, xx):
+        moved = jax.tree_util.tree_map(jnp.add, theta0, d)
+        # theta0 + 0 is theta0 bit for bit, so at d = 0 this is exactly 0; the subtracted forward pass does not
+        # depend on d (no tangent) and is the one phi0 comes from below (XLA computes it once).
+        return apply_with_features(moved, xx)[0] - apply_with_features(theta0, xx)[0]
+
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, delta)
+    o = nt().linearize(centred, zeros)(delta, x)
+    _, feats = apply_with_features(theta0, x)
+    return o, feats
+
+
+def _head(w: jax.Array, phi: jax.Array) -> jax.Array:
+    return phi @ w
+
+
+def head_ntk(phi1: jax.Array, phi2: jax.Array, *, backend: str = "nt",
+             implementation: str = "jacobian_contraction") -> jax.Array:
+    """(N1, N2) empirical NTK of a linear head ``phi @ W`` w.r.t. W: ``phi1 phi2^T``.
+
+    This is RCIG's kernel: the last layer of the linearised net solved in closed form on frozen
+    features phi0. backend='nt' computes it with ``neural_tangents.empirical_ntk_fn`` (one output
+    column, so neural-tangents' normalised output trace is the plain product); 'jax' is the matmul.
+    """
+    _check_backend(backend)
+    if backend == "jax":
+        return phi1 @ phi2.T
+    if implementation not in IMPLEMENTATIONS:
+        raise ConfigError(f"NTK implementation={implementation!r} is not one of {list(IMPLEMENTATIONS)}")
+    m = nt()
+    impl = {"jacobian_contraction": m.NtkImplementation.JACOBIAN_CONTRACTION,
+            "ntk_vector_products": m.NtkImplementation.NTK_VECTOR_PRODUCTS}[implementation]
+    fn = m.empirical_ntk_fn(_head, trace_axes=(-1,), vmap_axes=0, implementation=impl)
+    w = jnp.zeros((phi1.shape[-1], 1), phi1.dtype)  # the head is linear: its NTK does not depend on W
+    return fn(phi1, phi2, w)
+
+
+def krr(k_ss: jax.Array, y_s: jax.Array, k_ts: jax.Array, reg: float | jax.Array, *,
+        backend: str = "nt") -> jax.Array:
+    """Kernel ridge regression ``K_ts (K_ss + reg I)^-1 Y_s`` (reg absolute): (M, N), (N, N), (N, K) -> (M, K).
+
+    backend='nt': ``neural_tangents.predict.gp_inference`` (Cholesky, diag_reg_absolute_scale=True);
+    'jax': `kernel_regression`.
+    """
+    _check_backend(backend)
+    if backend == "jax":
+        return kernel_regression(k_ss, y_s, k_ts, reg)
+    predict_fn = nt().predict.gp_inference(k_ss, y_s, diag_reg=reg, diag_reg_absolute_scale=True)
+    return predict_fn("ntk", k_ts)

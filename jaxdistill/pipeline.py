@@ -208,6 +208,7 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
     from jaxdistill.evaluate import evaluate
     from jaxdistill.methods.base import DistilledSet, distill
     from jaxdistill import report
+    from jaxdistill.runlog import MetricsLog
 
     _check_methods(cfg.methods)
     ensure_out_dir(out_dir, "out_dir")
@@ -239,7 +240,7 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
     if b is None:
         t = time.perf_counter()
         b = run_baseline(data, baseline_config(cfg), stage_key(cfg.seed, "baseline"),
-                         clean=cfg.clean_baseline, progress=progress)
+                         clean=cfg.clean_baseline, progress=progress, run_dir=os.path.join(out_dir, "baseline"))
         b = stages.put("baseline", {"results": b, "seconds": time.perf_counter() - t})
     timings["baseline"] = b["seconds"]
     for name, r in b["results"].items():
@@ -254,7 +255,9 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
         if r is None:
             ev = evaluate(ds, data, eval_protocol(cfg, pname, ds, data.num_classes),
                           stage_key(cfg.seed, f"eval/{pname}"), k=cfg.k, preset=cfg.preset,
-                          progress=progress and f"eval {name}/{pname}")
+                          progress=progress and f"eval {name}/{pname}",
+                          metrics_log=MetricsLog(os.path.join(out_dir, name), f"eval_{pname}") if name in cfg.methods
+                          else MetricsLog(os.path.join(out_dir, "controls"), f"eval_{name}_{pname}"))
             r = stages.put(key, ev.to_dict())
         timings[f"eval {name}/{pname}"] = r["seconds"]
         return r
@@ -320,6 +323,7 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
             results[f"control/{name}/{pname}"] = {**r, "method": name, "control": True, "ipc": cfg.ipc}
             echo(f"control {name} ({pname} protocol): {100 * r['acc_mean']:.2f} +- {100 * r['acc_std']:.2f}%")
 
+    report.plot_run_curves(out_dir, [m for m in cfg.methods if m not in EXTRA_METHODS])
     doc = report.write_results(os.path.join(out_dir, "results.json"), dataclasses.asdict(cfg), noise, results,
                                timings=timings, seed=cfg.seed)
     report.write_report(out_dir, doc)

@@ -291,3 +291,17 @@ def plot_accuracy_vs_noise(path: str, series: dict, title: str = "") -> None:
     ax.set_title(title, fontsize=10)
     _savefig(fig, path)
     plt.close(fig)
+
+
+def plot_run_curves(out_dir: str, methods: list[str]) -> Optional[str]:
+    """curves.png in `out_dir`: each distiller's loss per iteration (its workdir's metrics.jsonl) and the
+    baseline's train loss / noisy-validation / test accuracy per epoch (out_dir/baseline). None if no curves."""
+    from jaxdistill.runlog import plot_curves, read_metrics
+
+    series = {f"distill {m}": read_metrics(os.path.join(out_dir, m), f"distill_{m}") for m in methods}
+    base = read_metrics(os.path.join(out_dir, "baseline"), "baseline_noisy")
+    series["baseline (noisy labels)"] = [{**r, "train_loss": r["loss"]} if "loss" in r else r for r in base
+                                         if not isinstance(r.get("loss"), str)]
+    for r in series["baseline (noisy labels)"]:
+        r.pop("loss", None)
+    return plot_curves(os.path.join(out_dir, "curves.png"), series)

@@ -101,16 +101,20 @@ def epoch_batches(n: int, batch_size: int, drop_last: bool = False) -> tuple[int
     return full, batch, (n - full * batch if steps > full else 0)
 
 
-def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+def lr_schedule(cfg: TrainConfig, total_steps: int):
+    """The learning rate: a float (constant) or an optax schedule step -> lr."""
     total_steps = max(int(total_steps), 1)
     if cfg.schedule == "constant":
-        sched = cfg.lr
-    elif cfg.schedule == "multistep":
+        return cfg.lr
+    if cfg.schedule == "multistep":
         bounds = {int(round(f * total_steps)): cfg.gamma for f in cfg.milestones}
-        sched = optax.piecewise_constant_schedule(cfg.lr, bounds)
-    else:
-        sched = optax.warmup_cosine_decay_schedule(
-            0.0, cfg.lr, cfg.warmup_steps, max(total_steps, cfg.warmup_steps + 1), cfg.lr * cfg.cosine_alpha)
+        return optax.piecewise_constant_schedule(cfg.lr, bounds)
+    return optax.warmup_cosine_decay_schedule(
+        0.0, cfg.lr, cfg.warmup_steps, max(total_steps, cfg.warmup_steps + 1), cfg.lr * cfg.cosine_alpha)
+
+
+def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    sched = lr_schedule(cfg, total_steps)
     parts = []
     if cfg.weight_decay > 0:  # torch-style coupled L2: added to the gradient before momentum
         parts.append(optax.add_decayed_weights(cfg.weight_decay))
@@ -270,14 +274,16 @@ def train_models(net: Net, x, y, cfg: TrainConfig, key: jax.Array, num_models: i
                  snapshots: bool = False, init_params: Any = None, state: Optional[TrainState] = None,
                  start_epoch: int = 0, eval_data: Optional[tuple] = None, eval_every: int = 0,
                  on_epoch: Optional[Callable[[int, TrainState], None]] = None,
-                 progress: bool | str = False, num_classes: Optional[int] = None) -> TrainResult:
+                 progress: bool | str = False, num_classes: Optional[int] = None,
+                 metrics_log: Any = None) -> TrainResult:
     """Train `num_models` nets on (x, y) from independent inits.
 
     x: (N, H, W, C); y: (N,) int labels or (N, C) targets (probabilities for 'ce', values for 'mse').
     snapshots: keep stacked params after every epoch (index 0 = initialisation) in memory.
     on_epoch(epoch, state): called after each epoch (epoch counts from 1), e.g. to store snapshots or
     checkpoint; passing state + start_epoch resumes. eval_data=(x_test, y_test) with eval_every=k records
-    test accuracy every k epochs and after the last one.
+    test accuracy every k epochs and after the last one. metrics_log (a `runlog.MetricsLog`): per epoch the
+    mean loss over the nets, the lr at the epoch's end and, where measured, the mean test accuracy.
     """
     x = jnp.asarray(x, jnp.float32)
     if x.ndim != 4:
@@ -310,12 +316,24 @@ def train_models(net: Net, x, y, cfg: TrainConfig, key: jax.Array, num_models: i
             on_epoch(epoch, state)
         if eval_data is not None and eval_every and (epoch % eval_every == 0 or epoch == epochs):
             history["test_acc"].append((epoch, accuracy(net, state.params, *eval_data).tolist()))
+        if metrics_log is not None:
+            _log_epochs(metrics_log, np.asarray(losses), epoch, n_steps, lr_schedule(cfg, epochs * n_steps),
+                        history["test_acc"])
         if bar is not None:
             bar.update(k)
             bar.set_postfix(loss=f"{float(np.mean(losses[-1])):.3f}")
     if bar is not None:
         bar.close()
     return TrainResult(state.params, state, snaps, history)
+
+
+def _log_epochs(log, losses: np.ndarray, epoch: int, n_steps: int, sched, test_acc: list) -> None:
+    """Log the epochs (epoch - len(losses), epoch] of one chunk: losses (k, K)."""
+    for i, row in enumerate(losses):
+        e = epoch - len(losses) + 1 + i
+        lr = sched(e * n_steps) if callable(sched) else sched
+        acc = test_acc[-1][1] if test_acc and test_acc[-1][0] == e else None
+        log.log(e, loss=float(np.mean(row)), lr=float(lr), test_acc=None if acc is None else float(np.mean(acc)))
 
 
 def _progress(progress, total):

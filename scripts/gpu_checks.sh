@@ -34,6 +34,8 @@ step datm 150 python benchmarks/bench_datm.py --iters 5 --variants nodsa,dsa --j
 step run_datm_dance 150 python benchmarks/run.py --only datm,dance --settings c10_ipc10 --repeats 3 --out "$OUT/run_dd"
 # #5: RCIG iteration time and memory at IPC 10.
 step rcig 120 python benchmarks/bench_rcig.py --iters 3 --ipc 10
+# #19: RCIG through neural-tangents vs the hand-written jvp at the study's shapes (time and XLA FLOP ratios).
+step rcig_nt 150 python benchmarks/bench_rcig_nt.py --shapes study --reps 5
 # #7: expert training, 1 model vs 8 vmapped models (throughput ratio >= 0.8 x 8).
 step train1 60 python benchmarks/run.py --only train --settings c10_ipc10 --train-models 1 --repeats 3 --out "$OUT/train1"
 step train8 60 python benchmarks/run.py --only train --settings c10_ipc10 --train-models 8 --repeats 3 --out "$OUT/train8"

@@ -340,7 +340,7 @@ def test_failing_denoise_keeps_finished_stages(capsys, tmp_path, monkeypatch):
 
     calls = []
 
-    def fake_run_baseline(data, cfg, key, clean=True, progress=True):
+    def fake_run_baseline(data, cfg, key, clean=True, progress=True, **kw):
         calls.append(len(data.y_noisy))  # 200 minus the 10% noisy validation split
         return {"baseline_noisy": {"acc_mean": 0.5, "acc_std": 0.01, "accs": [0.5]}}
 

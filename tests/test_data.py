@@ -127,6 +127,34 @@ def test_unknown_name_lists_allowed():
 
 
 # ---------------------------------------------------------------------------------------- digits
+def test_shipped_digits_equal_sklearn_load_digits():
+    sk = pytest.importorskip("sklearn.datasets")
+    from jaxdistill.data.digits import digits_arrays
+
+    images, target = digits_arrays()
+    raw = sk.load_digits()
+    np.testing.assert_array_equal(images.astype(np.float64), raw.images)
+    np.testing.assert_array_equal(target, raw.target)
+
+
+def test_digits_load_without_sklearn_or_pickle():
+    """The core install has no scikit-learn: with it made unimportable, digits still loads."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['sklearn'] = None; "
+            "import numpy as np; real_load = np.load\n"
+            "def guarded(*a, **k):\n"
+            "    assert k.get('allow_pickle') is False, k\n"
+            "    return real_load(*a, **k)\n"
+            "np.load = guarded\n"
+            "from jaxdistill.data import load_dataset; d = load_dataset('digits'); "
+            "print(d.x_train.shape, d.x_test.shape, int(d.y_train.sum() + d.y_test.sum()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["(1347,", "8,", "8,", "1)", "(450,", "8,", "8,", "1)", "8070"]
+
+
 def test_digits_split_deterministic_stratified():
     from sklearn.datasets import load_digits as sk
     a, b = load_dataset("digits"), load_dataset("digits")

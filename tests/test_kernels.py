@@ -147,3 +147,98 @@ def test_errors_name_values(monkeypatch):
     monkeypatch.setattr(kernels, "_apply_compat_patch", broken)
     with pytest.raises(kernels.NeuralTangentsUnavailable, match=r"supports jax >=0\.4\.14,<0\.12"):
         kernels.nt()
+
+
+# ------------------------------------------------------------------------------- RCIG's pieces
+def test_compat_patch_on_installed_jax():
+    """The patch puts back every name neural-tangents 0.6.5 imports, on the JAX installed here, and is idempotent."""
+    import jax.core as jcore
+    from jax.interpreters import ad
+
+    m = kernels.nt()
+    kernels._apply_compat_patch()  # a second application changes nothing and does not fail
+    assert m.__version__ == "0.6.5"
+    for name in ("Jaxpr", "JaxprEqn", "Literal", "Var", "ShapedArray", "DShapedArray"):
+        assert hasattr(jcore, name), name
+    assert "jax.util" in sys.modules and hasattr(sys.modules["jax.util"], "safe_map")
+    assert jax.random.KeyArray is not None and hasattr(ad, "zeros_like_p")
+    # nothing is an instance of the DShapedArray placeholder: neural-tangents' dynamic-shape branch stays off
+    assert not isinstance(jax.core.ShapedArray((2,), jnp.float32), jcore.DShapedArray)
+
+
+def test_only_kernels_imports_neural_tangents():
+    import pathlib
+    import re
+
+    import jaxdistill
+
+    root = pathlib.Path(jaxdistill.__file__).parent
+    found = [str(p.relative_to(root)) for p in root.rglob("*.py")
+             if re.search(r"^\s*(import|from)\s+neural_tangents", p.read_text(), re.M)]
+    assert found == ["kernels.py"], found
+
+
+@pytest.mark.parametrize("hw,width,depth,n", [(4, 3, 2, 5), (8, 6, 1, 3), (12, 4, 3, 2)])
+def test_tangent_and_features_nt_equals_jvp(hw, width, depth, n):
+    """nt.linearize of the centred logits == the hand-written jax.jvp (float32 reassociation only), with gradients."""
+    net = make_net(NetConfig(num_classes=3, width=width, depth=depth, norm="none", act="softplus", width_growth=2))
+    params = net.init(jax.random.PRNGKey(hw), (hw, hw, 1))
+    x = jax.random.normal(jax.random.PRNGKey(1), (n, hw, hw, 1))
+    delta = jax.tree_util.tree_map(lambda p: 1e-3 * jax.random.normal(jax.random.PRNGKey(2), p.shape), params)
+
+    def run(backend):
+        o, phi = kernels.tangent_and_features(net.apply_with_features, params, delta, x, backend=backend)
+        loss = lambda d, xx: jnp.sum(jnp.sin(kernels.tangent_and_features(  # noqa: E731
+            net.apply_with_features, params, d, xx, backend=backend)[0]))
+        return o, phi, jax.grad(loss, argnums=(0, 1))(delta, x)
+
+    o_nt, phi_nt, g_nt = run("nt")
+    o_j, phi_j, g_j = run("jax")
+    scale = float(jnp.abs(o_j).max())
+    assert scale > 1e-5
+    chex.assert_trees_all_close(o_nt, o_j, rtol=1e-5, atol=1e-5 * scale)
+    chex.assert_trees_all_close(phi_nt, phi_j, rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_close(g_nt, g_j, rtol=1e-5, atol=1e-7)
+    # and the jvp itself against a central finite difference in float64-free form: f(p + e d) - f(p - e d)
+    eps = 1.0
+    fd = (net.apply(jax.tree_util.tree_map(lambda p, d: p + eps * d, params, delta), x)
+          - net.apply(jax.tree_util.tree_map(lambda p, d: p - eps * d, params, delta), x)) / (2 * eps)
+    chex.assert_trees_all_close(o_nt, fd, rtol=1e-2, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", kernels.IMPLEMENTATIONS)
+def test_head_ntk_and_krr_equal_by_hand(impl):
+    rs = np.random.RandomState(0)
+    phi1, phi2, y = (jnp.asarray(rs.randn(*s), jnp.float32) for s in ((6, 5), (4, 5), (6, 3)))
+    chex.assert_trees_all_close(kernels.head_ntk(phi1, phi2, implementation=impl), phi1 @ phi2.T, rtol=1e-5,
+                                atol=1e-5)
+    kss, kts = phi1 @ phi1.T, phi2 @ phi1.T
+    chex.assert_trees_all_close(kernels.krr(kss, y, kts, 0.3), kernels.krr(kss, y, kts, 0.3, backend="jax"),
+                                rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="backend='torch' is not one of"):
+        kernels.head_ntk(phi1, phi2, backend="torch")
+
+
+def test_rcig_step_calls_neural_tangents(monkeypatch):
+    """A (traced) RCIG step goes through neural-tangents' linearize, empirical NTK and gp_inference."""
+    from jaxdistill.configs.rcig import RCIGConfig
+    from jaxdistill.methods import rcig
+
+    m = kernels.nt()
+    calls = {"linearize": 0, "empirical_ntk_fn": 0, "gp_inference": 0}
+
+    def spy(obj, name):
+        real = getattr(obj, name)
+
+        def wrapped(*a, **k):
+            calls[name] += 1
+            return real(*a, **k)
+        monkeypatch.setattr(obj, name, wrapped)
+
+    spy(m, "linearize"), spy(m, "empirical_ntk_fn"), spy(m.predict, "gp_inference")
+    cfg = RCIGConfig(dataset="digits", ipc=1, width=3, depth=1, iterations=1, pool_size=1, real_batch=4, n_inner=2,
+                     n_hinv=2, tune_lr=False, preprocess="none", preset="quick", linearize_backend="nt")
+    prob = rcig.make_problem(cfg, 2, (4, 4, 1))
+    st = prob.init_state(jnp.ones((2, 4, 4, 1)), jnp.eye(2) - 0.5, jax.random.PRNGKey(0))
+    jax.eval_shape(prob.step, st, jnp.ones((4, 4, 4, 1)), jnp.eye(2)[jnp.array([0, 1, 0, 1])], jax.random.PRNGKey(1))
+    assert all(v > 0 for v in calls.values()), calls

@@ -53,6 +53,24 @@ def test_tiny_denoise_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
     init = DistilledSet.load(os.path.join(out, "dance", "initial.npz"))
     assert init.num_images == 10 and sorted(init.labels.tolist()) == list(range(10))
 
+    # Training curves: every long stage appended its metrics as it went; the report shows them.
+    from jaxdistill.runlog import read_metrics
+
+    base = read_metrics(os.path.join(out, "baseline"))
+    assert {"baseline_noisy", "baseline_clean"} <= {r["stage"] for r in base}
+    noisy = [r for r in base if r["stage"] == "baseline_noisy"]
+    assert any("val_acc" in r for r in noisy) and any("test_acc" in r for r in noisy)
+    assert all(r["lr"] > 0 for r in noisy if "loss" in r)
+    for m in ("datm", "dance", "rcig"):
+        rows = read_metrics(os.path.join(out, m))
+        assert {f"distill_{m}", "eval_standard", f"eval_{m}"} <= {r["stage"] for r in rows}, m
+        d = [r for r in rows if r["stage"] == f"distill_{m}"]
+        assert [r["step"] for r in d] == list(range(1, len(d) + 1)) and len(d) >= 2, m
+        assert all(isinstance(r["loss"], float) and r["lr"] > 0 and r["wall_s"] >= 0 for r in d), m
+        assert any("test_acc" in r for r in rows if r["stage"] == "eval_standard"), m
+    assert read_metrics(os.path.join(out, "datm", "experts")) and read_metrics(os.path.join(out, "dance", "pool"))
+    assert "curves.png" in report and os.path.getsize(os.path.join(out, "curves.png")) > 0
+
     # Resume: nothing finished is recomputed (every expensive entry point would raise).
     import jaxdistill.baseline as b
     import jaxdistill.evaluate as e

@@ -75,10 +75,21 @@ class RCIGConfig:
     # min(real_batch, N), a multiple of the device count). 0 = all visible devices when there are several,
     # 1 = one device, n = the first n.
     devices: int = 0
+    # Who computes RCIG's pieces (kernels.py): "nt" = neural-tangents, "jax" = the same maths by hand.
+    # kernel_backend: the head's empirical NTK (nt.empirical_ntk_fn) and the kernel ridge regression
+    # (nt.predict.gp_inference); same XLA FLOPs as by hand. linearize_backend: the tangent logits
+    # J(x) delta; "nt" (nt.linearize) costs ~12% more FLOPs per step, because nt.linearize returns
+    # primal + tangent and the gradient into the coreset images then also runs back through the
+    # (cancelling) primal, so the hand-written jax.jvp stays the default (BUILD_NOTES.md, "RCIG through
+    # neural-tangents").
+    kernel_backend: str = "nt"
+    linearize_backend: str = "jax"
 
     def __post_init__(self):
         check_choice("RCIG", "preprocess", self.preprocess, PREPROCESS)
         check_choice("RCIG", "preset", self.preset, PRESETS)
+        check_choice("RCIG", "kernel_backend", self.kernel_backend, ("nt", "jax"))
+        check_choice("RCIG", "linearize_backend", self.linearize_backend, ("nt", "jax"))
         check_ints("RCIG", self, ("ipc", "iterations", "width", "depth", "real_batch", "n_inner", "n_hinv",
                                   "tune_max_tries", "adapt_every", "pool_size", "max_online_steps",
                                   "checkpoint_every", "max_nonfinite"))

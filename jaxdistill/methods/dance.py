@@ -41,6 +41,7 @@ import optax
 
 from jaxdistill.augment import dance_condense
 from jaxdistill.configs.dance import DanceConfig, get_config
+from jaxdistill.runlog import MetricsLog
 from jaxdistill.errors import ConfigError, DataError, NumericalError
 from jaxdistill.methods.base import DistilledSet, register
 from jaxdistill.nn import Net, NetConfig, make_net
@@ -486,6 +487,7 @@ def distill(config: DanceConfig, data, key: Array, *, workdir: Optional[str] = N
                    dynamic_ncols=True)
     history = {"loss_inner": [], "loss_calib": []}
     consecutive, last = 0, {}
+    log = MetricsLog(workdir, "distill_dance")
     try:
         with StopRequest() as stop:
             for it in range(start, config.iterations):
@@ -500,6 +502,8 @@ def distill(config: DanceConfig, data, key: Array, *, workdir: Optional[str] = N
                         f"(max_nonfinite={config.max_nonfinite}) at iteration {it}; last good checkpoint kept")
                 history["loss_inner"].append(float(m["loss_inner"]))
                 history["loss_calib"].append(float(m["loss_calib"]))
+                # DANCE's loss is the inner (matching) loss; the calibration loss is a separate term.
+                log.log(it + 1, loss=float(m["loss_inner"]), loss_calib=float(m["loss_calib"]), lr=config.image_lr)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(inner=f"{float(m['loss_inner']):.4g}", calib=f"{float(m['loss_calib']):.3f}")
@@ -510,6 +514,7 @@ def distill(config: DanceConfig, data, key: Array, *, workdir: Optional[str] = N
                     save(done)
                     raise Interrupted(f"DANCE stopped at iteration {done}; checkpoint saved in {workdir}")
     finally:
+        log.close()
         if bar is not None:
             bar.close()
 

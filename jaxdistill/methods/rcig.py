@@ -3,8 +3,8 @@
 One outer iteration (distillers.md section 3, with the corrections of section 6):
   1. pick a pool model theta0 and a real batch (X_t, Y_t) (labels one-hot - 1/C);
   2. convexified model on the coreset (X_s, Y_s) (flipped copies appended with ``use_flip``):
-       o(x) = J(x) delta  (tangent logits of the linearisation at theta0, via `kernels.linearize`),
-       phi0(x) = features of the base net, K_ss = phi0(X_s) phi0(X_s)^T, lam = l2_rate * N (N = ipc*C),
+       o(x) = J(x) delta  (tangent logits of the linearisation at theta0, `kernels.tangent_and_features`),
+       phi0(x) = features of the base net, K_ss = phi0(X_s) phi0(X_s)^T (the head's empirical NTK, by NT), lam = l2_rate * N (N = ipc*C),
        alpha = (K_ss + lam I)^-1 (Y_s - o(X_s))  (Cholesky),  y_hat(x) = o(x) + phi0(x) phi0(X_s)^T alpha;
   3. inner problem: ``n_inner`` Adam steps on delta from zero, minimising
        L_in = [0.5 ||Y_s - y_hat(X_s)||^2 + 0.5 lam (tr(alpha^T K_ss alpha) + ||delta||^2)] / (rows * C);
@@ -49,6 +49,7 @@ from jaxdistill import kernels
 from jaxdistill.configs.rcig import RCIGConfig, get_config
 from jaxdistill.errors import ConfigError, DataError, NumericalError
 from jaxdistill.methods.base import DistilledSet, register
+from jaxdistill.runlog import MetricsLog
 from jaxdistill.nn import Net, make_net
 
 tmap = jax.tree_util.tree_map
@@ -80,16 +81,26 @@ def tree_vdot(a, b) -> jax.Array:
     return sum(jnp.vdot(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
 
-def krr_predict(phi_s: jax.Array, resid_s: jax.Array, phi_t: jax.Array, lam: float | jax.Array):
-    """Kernel ridge regression with a linear kernel on frozen features.
+def krr_predict(phi_s: jax.Array, resid_s: jax.Array, phi_t: jax.Array, lam: float | jax.Array, *,
+                backend: str = "nt"):
+    """Kernel ridge regression on frozen features with the head's empirical NTK ``K(a, b) = phi(a) phi(b)^T``.
 
-    phi_s (R, F), resid_s (R, C) = Y_s - o(X_s), phi_t (B, F) -> (prediction (B, C) = phi_t phi_s^T alpha,
-    alpha (R, C) = (K_ss + lam I)^-1 resid_s, K_ss (R, R)). Cholesky solve (K_ss + lam I is SPD).
+    phi_s (R, F), resid_s (R, C) = Y_s - o(X_s), phi_t (B, F) -> (prediction (B, C) = K_ts alpha,
+    alpha (R, C) = (K_ss + lam I)^-1 resid_s, K_ss (R, R)). backend 'nt': kernels and the Cholesky solve
+    by neural-tangents (`kernels.head_ntk`; `kernels.krr` = ``nt.predict.gp_inference``, whose Cholesky solve
+    gives alpha itself when asked to predict with the identity as test-train kernel, and the prediction on a
+    real batch directly). alpha is never recovered as (resid - K alpha) / lam: that cancels badly for small
+    lam and broke the Hessian-vector products. 'jax': matmuls and cho_solve by hand.
     """
-    k_ss = phi_s @ phi_s.T
+    k_ss = kernels.head_ntk(phi_s, phi_s, backend=backend)
+    k_ts = k_ss if phi_t is phi_s else kernels.head_ntk(phi_t, phi_s, backend=backend)
+    if backend == "nt":
+        alpha = kernels.krr(k_ss, resid_s, jnp.eye(k_ss.shape[0], dtype=k_ss.dtype), lam)
+        pred = k_ss @ alpha if phi_t is phi_s else kernels.krr(k_ss, resid_s, k_ts, lam)
+        return pred, alpha, k_ss
     chol = jax.scipy.linalg.cho_factor(k_ss + lam * jnp.eye(k_ss.shape[0], dtype=k_ss.dtype), lower=True)
     alpha = jax.scipy.linalg.cho_solve(chol, resid_s)
-    return (phi_t @ phi_s.T) @ alpha, alpha, k_ss
+    return k_ts @ alpha, alpha, k_ss
 
 
 def head_kernel_mask(params) -> Any:
@@ -223,13 +234,13 @@ class Problem:
 
     def linear(self, theta0, delta, x):
         """(o(x) = J(x) delta (B, C), phi0(x) (B, F)) from the linearisation at theta0."""
-        (_, feats), (dlogits, _) = kernels.linearize(self.net.apply_with_features, theta0, split=True)(delta, x)
-        return dlogits, feats
+        return kernels.tangent_and_features(self.net.apply_with_features, theta0, delta, x,
+                                            backend=self.cfg.linearize_backend)
 
     def inner_loss(self, delta, psi, theta0):
         xs, ys = self.holder(psi)
         o, phi = self.linear(theta0, delta, xs)
-        pred_k, alpha, k_ss = krr_predict(phi, ys - o, phi, self.lam)
+        pred_k, alpha, k_ss = krr_predict(phi, ys - o, phi, self.lam, backend=self.cfg.kernel_backend)
         pred = o + pred_k
         rows, c = ys.shape
         reg = jnp.sum(alpha * (k_ss @ alpha)) + tree_vdot(delta, delta)
@@ -240,7 +251,7 @@ class Problem:
         xs, ys = self.holder(psi)
         o_s, phi_s = self.linear(theta0, delta, xs)
         o_t, phi_t = self.linear(theta0, delta, xt)
-        pred_k, _, _ = krr_predict(phi_s, ys - o_s, phi_t, self.lam)
+        pred_k, _, _ = krr_predict(phi_s, ys - o_s, phi_t, self.lam, backend=self.cfg.kernel_backend)
         logits = (o_t + pred_k) * jnp.exp(psi["log_temp"])
         ce = -jnp.mean(jnp.sum(yt_onehot * jax.nn.log_softmax(logits), -1))
         top2 = jax.lax.top_k(psi["y"], 2)[0]
@@ -524,6 +535,7 @@ def distill(config: RCIGConfig, data, key: jax.Array, *, workdir: Optional[str] 
 
         bar = tqdm(total=cfg.iterations, initial=start, desc="rcig", unit="it", dynamic_ncols=True, leave=False)
     last = {"loss": float("nan"), "ce": float("nan")}
+    log = MetricsLog(workdir, "distill_rcig")
     try:
         with StopRequest() as stop:
             while int(state.it) < cfg.iterations:
@@ -536,6 +548,8 @@ def distill(config: RCIGConfig, data, key: jax.Array, *, workdir: Optional[str] 
                         f"checkpoint is kept. Lower proto_lr / inner_lr or check the data for NaNs")
                 if bool(metrics["finite"]):
                     last = {"loss": float(metrics["loss"]), "ce": float(metrics["ce"])}
+                log.log(it, loss=float(metrics["loss"]), ce=float(metrics["ce"]), lr=cfg.proto_lr,
+                        inner_lr=float(state.inner_lr))
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{last['loss']:.4f}", inner_lr=f"{float(state.inner_lr):.2e}")
@@ -545,6 +559,7 @@ def distill(config: RCIGConfig, data, key: jax.Array, *, workdir: Optional[str] 
                     save(state)
                     raise Interrupted(f"RCIG stopped at iteration {it}; rerun with the same workdir and key to resume")
     finally:
+        log.close()
         if bar is not None:
             bar.close()
         if ckpt is not None:
