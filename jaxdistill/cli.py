@@ -123,13 +123,6 @@ def cmd_experts(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------- distill
-def _overrides(cfg, pairs: Sequence[str]):
-    """--set key=value overrides on a frozen config dataclass (`config_files.resolve`)."""
-    from jaxdistill.config_files import resolve
-
-    return resolve(cfg, None, pairs)
-
-
 def _resolved(cfg, args, what: str):
     """cfg after --config FILE and --set KEY=VALUE (jaxdistill.config_files)."""
     from jaxdistill.config_files import resolve
