@@ -503,7 +503,7 @@ def _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, pr
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.iterations, initial=counters["it"], desc="datm", unit="it", dynamic_ncols=True)
-    log = MetricsLog(workdir, "distill_datm")
+    mlog = MetricsLog(workdir, "distill_datm")
     try:
         with StopRequest() as stop:
             while counters["it"] < config.iterations:
@@ -531,7 +531,7 @@ def _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, pr
                     counters["consecutive_nonfinite"] = 0
                     if not applied:
                         counters["threshold_skips"] += 1
-                log.log(counters["it"], loss=loss, lr=float(state.lr), start_epoch=t)
+                mlog.log(counters["it"], loss=loss, lr=float(state.lr), start_epoch=t)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{float(state.lr):.4g}", t=t)
@@ -542,7 +542,7 @@ def _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, pr
                     raise Interrupted(f"DATM stopped at iteration {counters['it']}; rerun with the same "
                                       f"workdir to resume")
     finally:
-        log.close()
+        mlog.close()
         if bar is not None:
             bar.close()
     save()
