@@ -123,6 +123,13 @@ def cmd_experts(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------- distill
+def _overrides(cfg, pairs: Sequence[str]):
+    """--set key=value overrides on a frozen config dataclass (`config_files.resolve`)."""
+    from jaxdistill.config_files import resolve
+
+    return resolve(cfg, None, pairs)
+
+
 def _resolved(cfg, args, what: str):
     """cfg after --config FILE and --set KEY=VALUE (jaxdistill.config_files)."""
     from jaxdistill.config_files import resolve
@@ -152,8 +159,13 @@ def cmd_distill(args) -> int:
         cfg = dataclasses.replace(cfg, expert_dir=args.experts)
     cfg = _resolved(cfg, args, f"{args.method} config")
     from jaxdistill.config_files import save_resolved
+    from jaxdistill.methods.base import check_workdir, run_record
 
-    save_resolved(args.out, cfg)
+    # Claim --out for this run first (or refuse another run's state) so that nothing of another run is
+    # overwritten, config.json included; the driver repeats the same check.
+    claimed = check_workdir(args.out, run_record(args.method, cfg, data, stage_key(args.seed, f"distill/{args.method}")))
+    if claimed:  # else (state from before run records) the method's own guards decide first
+        save_resolved(args.out, cfg)
     path = os.path.join(args.out, DISTILLED_FILE)
     res_path = os.path.join(args.out, "results.json")
     old = read_json(res_path) or {}
@@ -161,6 +173,8 @@ def cmd_distill(args) -> int:
     # The run driver refuses another run's state in --out, loads a finished set, or resumes an unfinished run.
     finished = os.path.exists(path)
     distill(args.method, cfg, data, stage_key(args.seed, f"distill/{args.method}"), workdir=args.out)
+    if not claimed:
+        save_resolved(args.out, cfg)
     ds = DistilledSet.load(path)
     secs = old.get("distill_seconds") if finished and old.get("distill_seconds") is not None else \
         time.perf_counter() - t0

@@ -435,7 +435,7 @@ class _StubEval:
     def __init__(self):
         self.calls = []
 
-    def __call__(self, ds, data, proto, key, k, preset, progress):
+    def __call__(self, ds, data, proto, key, k, preset, progress, **kw):
         from jaxdistill.evaluate import EvalResult
 
         self.calls.append(proto)
