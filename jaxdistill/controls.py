@@ -12,7 +12,6 @@ Random controls are raw [0,1] pixels with hard labels (no preprocessor), reprodu
 from __future__ import annotations
 
 import zlib
-from typing import Optional
 
 import numpy as np
 
@@ -53,11 +52,6 @@ def random_controls(data, ipc: int, seed: int = 0) -> dict[str, DistilledSet]:
     """Both random controls, or only `random_noisy` where the true labels are unknown."""
     names = RANDOM_CONTROLS if getattr(data, "y_true", None) is not None else ("random_noisy",)
     return {n: random_control(data, ipc, n, seed) for n in names}
-
-
-def selected_control(distilled: DistilledSet) -> Optional[DistilledSet]:
-    """The set `distilled` started from (None where the distiller did not record it)."""
-    return distilled.initial
 
 
 def margins(results: dict, method_key: str, protocol: str) -> dict[str, float]:

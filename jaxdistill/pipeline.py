@@ -206,7 +206,7 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
     """Run (or resume) the whole job; returns the results.json document."""
     from jaxdistill.baseline import run_baseline
     from jaxdistill.evaluate import evaluate
-    from jaxdistill.methods.base import DistilledSet, distill
+    from jaxdistill.methods.base import INITIAL_FILE, DistilledSet, distill
     from jaxdistill import report
     from jaxdistill.runlog import MetricsLog
 
@@ -262,12 +262,11 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
         timings[f"eval {name}/{pname}"] = r["seconds"]
         return r
 
-    from jaxdistill.controls import RANDOM_CONTROLS, random_control
+    from jaxdistill.controls import random_controls
 
-    controls: dict = {}
-    for name in cfg.controls:
-        if name in RANDOM_CONTROLS and (name == "random_noisy" or data.y_true is not None):
-            controls[name] = (random_control(data, cfg.ipc, name, cfg.seed), "standard")
+    # control name -> (set, protocols beyond the common one it is also evaluated under with control_protocols='all')
+    own = sorted({own_protocol(m) for m in cfg.methods if m not in EXTRA_METHODS} - {"standard"})
+    controls: dict = {n: (ds, own) for n, ds in random_controls(data, cfg.ipc, cfg.seed).items() if n in cfg.controls}
 
     # 2. each method: distill (resumable inside its workdir), then evaluate
     for method in cfg.methods:
@@ -303,22 +302,18 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
             results[f"{method}/{pname}"] = {**r, "method": method, "ipc": cfg.ipc,
                                             "seconds": r["seconds"] + st["seconds"]}
             echo(f"{method} ({pname} protocol): {100 * r['acc_mean']:.2f} +- {100 * r['acc_std']:.2f}%")
-        initial = os.path.join(workdir, "initial.npz")
+        initial = os.path.join(workdir, INITIAL_FILE)
         if "selected" in cfg.controls:
             if os.path.exists(initial):
-                controls[f"selected_{method}"] = (DistilledSet.load(initial), own_protocol(method))
+                controls[f"selected_{method}"] = (DistilledSet.load(initial),
+                                                  [p for p in (own_protocol(method),) if p != "standard"])
             else:
                 log.warning("%s: no initial.npz in %s (a run from before controls existed); the selected control "
                             "is skipped", method, workdir)
 
     # 3. controls: real images of the same size, same protocols, nets and keys (jaxdistill.controls)
-    own = sorted({own_protocol(m) for m in cfg.methods if m not in EXTRA_METHODS} - {"standard"})
-    for name, (ds, own_p) in controls.items():
-        pnames = ["standard"]
-        if cfg.control_protocols == "all":
-            pnames += [own_p] if name.startswith("selected") and own_p != "standard" else (
-                [] if name.startswith("selected") else own)
-        for pname in pnames:
+    for name, (ds, extra) in controls.items():
+        for pname in ["standard"] + (extra if cfg.control_protocols == "all" else []):
             r = eval_stage(f"control_{name}", ds, pname)
             results[f"control/{name}/{pname}"] = {**r, "method": name, "control": True, "ipc": cfg.ipc}
             echo(f"control {name} ({pname} protocol): {100 * r['acc_mean']:.2f} +- {100 * r['acc_std']:.2f}%")
