@@ -12,6 +12,7 @@ config); `train` depends on the data set only. `--small`: CPU-sized shapes (16x1
   python benchmarks/run.py                        # GPU: all components, study shapes
   python benchmarks/run.py --small                # CPU check
   python benchmarks/run.py --only datm,dance --settings c10_ipc10
+  python benchmarks/run.py --small --whole-run    # distill() end to end vs the compiled step, per distiller
 Writes <out>/run.json and <out>/run.md (default out: benchmarks/results/<device>).
 
 Measured per case: compile time (lower + compile, timed apart from running), the first call, the median of
@@ -527,7 +528,15 @@ def main(argv=None) -> int:
     iso.add_argument("--no-isolate", dest="isolate", action="store_false")
     ap.add_argument("--case-timeout", type=int, default=900)
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: a case spec (JSON) -> one ROW
+    ap.add_argument("--whole-run", action="store_true",
+                    help="distill() end to end per distiller against its compiled step (benchmarks/whole_run.py)")
     args = ap.parse_args(argv)
+    if args.whole_run:
+        import whole_run
+
+        only = [m for m in args.only.split(",") if m in whole_run.METHODS] if args.only != ",".join(COMPONENTS) \
+            else list(whole_run.METHODS)
+        return whole_run.main((["--small"] if args.small else []) + ["--only", ",".join(only)])
     if args.repeats is None:
         args.repeats = 2 if args.small else 5
     from jaxdistill.errors import ConfigError

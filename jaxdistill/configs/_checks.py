@@ -44,3 +44,12 @@ def check_devices(owner: str, value: Any) -> None:
     if not _is_int(value) or value < 0:
         raise ConfigError(f"{owner} devices={value!r} must be an int >= 0 (0 = all visible devices when there are "
                           f"several, 1 = one device, n = the first n devices)".lstrip())
+
+
+def check_chunk(owner: str, value: Any, checkpoint_every: int) -> None:
+    """chunk_iters: 0 (automatic) or a divisor of checkpoint_every, so checkpoints fall on chunk ends."""
+    if not _is_int(value) or value < 0 or (value and _is_int(checkpoint_every) and checkpoint_every % value):
+        divs = [d for d in range(1, checkpoint_every + 1) if checkpoint_every % d == 0] if _is_int(checkpoint_every) \
+            and 0 < checkpoint_every <= 10_000 else "its divisors"
+        raise ConfigError(f"{owner} chunk_iters={value!r} must be 0 (automatic) or divide checkpoint_every="
+                          f"{checkpoint_every}; allowed: 0 or {divs}")

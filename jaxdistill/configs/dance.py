@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from jaxdistill.configs._checks import check_choice, check_devices, check_fraction, check_ints
+from jaxdistill.configs._checks import check_choice, check_chunk, check_devices, check_fraction, check_ints
 from jaxdistill.errors import ConfigError
 
 from jaxdistill.configs.presets import PRESETS
@@ -77,6 +77,9 @@ class DanceConfig:
     # robustness
     checkpoint_every: int = 500
     max_nonfinite: int = 10
+    # Iterations per compiled chunk of the outer loop (methods/loop.py): 0 = automatic (a divisor of
+    # checkpoint_every <= 25); it changes speed, not the set (equal to float tolerance).
+    chunk_iters: int = 0
     preset: str = "paper"
     # several devices: the per-class gradients split across devices (classes padded to a multiple of the
     # device count). 0 = all visible devices when there are several, 1 = one device, n = the first n.
@@ -87,6 +90,7 @@ class DanceConfig:
                                    "num_premodel", "pretrain_batch", "checkpoint_every", "max_nonfinite"))
         check_ints("DANCE", self, ("iterations", "iter_calib", "pretrain_epochs"), lo=0)
         check_devices("DANCE", self.devices)
+        check_chunk("DANCE", self.chunk_iters, self.checkpoint_every)
         if self.num_premodel > self.pool_size:
             raise ConfigError(f"DANCE num_premodel={self.num_premodel} must be <= pool_size={self.pool_size} "
                               f"(allowed 1..{self.pool_size})")

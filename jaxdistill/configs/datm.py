@@ -7,7 +7,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from jaxdistill.configs._checks import check_choice, check_devices, check_fraction, check_ints, check_positive
+from jaxdistill.configs._checks import (check_choice, check_chunk, check_devices, check_fraction, check_ints,
+                                        check_positive)
 from jaxdistill.errors import ConfigError
 
 INITS = ("samples_predicted_correctly", "real")
@@ -66,6 +67,9 @@ class DATMConfig:
     # run control
     checkpoint_every: int = 500
     max_nonfinite: int = 10
+    # Iterations per compiled chunk of the outer loop (methods/loop.py): 0 = automatic (a divisor of
+    # checkpoint_every <= 25); it changes speed, not the set (equal to float tolerance).
+    chunk_iters: int = 0
     preset: str = "paper"
     # several devices: T (expert, start epoch) trajectories per iteration, their matching-loss gradients
     # averaged (the threshold rule applies to the mean loss); with n > 1 devices the T are split across them
@@ -81,6 +85,7 @@ class DATMConfig:
                                   "num_experts", "expert_train_epochs", "expert_batch", "checkpoint_every",
                                   "max_nonfinite", "expansion_end_epoch", "trajectories_per_iter"))
         check_devices("DATM", self.devices)
+        check_chunk("DATM", self.chunk_iters, self.checkpoint_every)
         if not 0 <= self.min_start_epoch < self.max_start_epoch:
             raise ConfigError(f"start-epoch range [{self.min_start_epoch}, {self.max_start_epoch}) is empty; "
                               f"allowed 0 <= min_start_epoch < max_start_epoch")

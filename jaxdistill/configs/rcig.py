@@ -8,7 +8,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from jaxdistill.configs._checks import check_choice, check_devices, check_fraction, check_ints, check_positive
+from jaxdistill.configs._checks import (check_choice, check_chunk, check_devices, check_fraction, check_ints,
+                                        check_positive)
 from jaxdistill.errors import ConfigError
 
 from jaxdistill.configs.presets import PRESETS
@@ -70,6 +71,9 @@ class RCIGConfig:
     # run control
     checkpoint_every: int = 500
     max_nonfinite: int = 10
+    # Iterations per compiled chunk of the outer loop (methods/loop.py): 0 = automatic (a divisor of
+    # checkpoint_every <= 25); it changes speed, not the set (equal to float tolerance).
+    chunk_iters: int = 0
     preset: str = "paper"
     # several devices: the outer loss/gradient on the real batch split across devices (the batch,
     # min(real_batch, N), a multiple of the device count). 0 = all visible devices when there are several,
@@ -102,6 +106,7 @@ class RCIGConfig:
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f"RCIG {name}={getattr(self, name)!r} must be in (0, 1]")
         check_devices("RCIG", self.devices)
+        check_chunk("RCIG", self.chunk_iters, self.checkpoint_every)
         if (self.mean is None) != (self.std is None):
             raise ConfigError(f"RCIG mean={self.mean!r} and std={self.std!r} must be given together or both None")
 

@@ -42,8 +42,9 @@ import optax
 from jaxdistill.augment import dance_condense
 from jaxdistill.configs.dance import DanceConfig, get_config
 from jaxdistill.runlog import MetricsLog
-from jaxdistill.errors import ConfigError, DataError, NumericalError
+from jaxdistill.errors import ConfigError, DataError
 from jaxdistill.methods.base import DistilledSet, register
+from jaxdistill.methods.loop import auto_chunk, compile_chunk, run_loop
 from jaxdistill.nn import Net, NetConfig, make_net
 from jaxdistill.sharding import resolve_devices
 from jaxdistill.train import TrainConfig, train_models
@@ -374,6 +375,23 @@ def _cached_iteration(ncfg: NetConfig, st: Statics, lr: float, mom: float) -> Ca
     return make_iteration(make_net(ncfg), st, optax.sgd(lr, momentum=mom))
 
 
+def iteration_body(step: Callable) -> Callable:
+    """The loop body for `methods.loop`: carry (syn, opt_state), consts (k_loop, args of `step`)."""
+
+    def body(carry, it, _, consts):
+        k_loop, args = consts
+        syn, opt_state, m = step(carry[0], carry[1], jax.random.fold_in(k_loop, it), *args)
+        return (syn, opt_state), {**m, "finite": m["skipped"] == 0}
+
+    return body
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_chunk(ncfg: NetConfig, st: Statics, lr: float, mom: float) -> Callable:
+    # One compiled chunk program per setting, so a second run with the same shapes compiles nothing.
+    return compile_chunk(iteration_body(_cached_iteration(ncfg, st, lr, mom)))
+
+
 # ----------------------------------------------------------------------------------------------
 # distill()
 # ----------------------------------------------------------------------------------------------
@@ -457,7 +475,6 @@ def distill(config: DanceConfig, data, key: Array, *, workdir: Optional[str] = N
     syn = jnp.asarray(initial_synset(x, y, C, ipc, f))
     opt_state = tx.init(syn)
     opt_def = jax.tree_util.tree_structure(opt_state)
-    step_fn = _cached_iteration(ncfg, st, config.image_lr, config.mom_img)
     args = (pool0, poolT, jnp.asarray(x_norm), jnp.asarray(table), jnp.asarray(counts),
             jnp.asarray(mean), jnp.asarray(std))
 
@@ -473,11 +490,10 @@ def distill(config: DanceConfig, data, key: Array, *, workdir: Optional[str] = N
             syn = jnp.asarray(tree["syn"])
             opt_state = jax.tree_util.tree_unflatten(opt_def, [jnp.asarray(a) for a in tree["opt"]])
 
-    def save(it):
+    def save(carry, it):
         if ckpt is not None:
-            ckpt.save(it, {"syn": syn, "opt": jax.tree_util.tree_leaves(opt_state), "skipped": np.int64(skipped)})
-
-    from jaxdistill.checkpoint import Interrupted, StopRequest
+            ckpt.save(it, {"syn": carry[0], "opt": jax.tree_util.tree_leaves(carry[1]),
+                           "skipped": np.int64(skipped)})
 
     bar = None
     if progress:
@@ -486,37 +502,34 @@ def distill(config: DanceConfig, data, key: Array, *, workdir: Optional[str] = N
         bar = tqdm(total=config.iterations, initial=start, desc=f"dance {data.name} ipc{ipc}", unit="it",
                    dynamic_ncols=True)
     history = {"loss_inner": [], "loss_calib": []}
-    consecutive, last = 0, {}
+    last = {}
+
+    def on_chunk(its, m, carry):
+        nonlocal skipped, last
+        skipped += int(np.sum(m["skipped"]))
+        history["loss_inner"].extend(np.asarray(m["loss_inner"], float).tolist())
+        history["loss_calib"].extend(np.asarray(m["loss_calib"], float).tolist())
+        last = {k: np.asarray(v)[-1] for k, v in m.items()}
+
     log = MetricsLog(workdir, "distill_dance")
     try:
-        with StopRequest() as stop:
-            for it in range(start, config.iterations):
-                syn, opt_state, m = step_fn(syn, opt_state, jax.random.fold_in(k_loop, it), *args)
-                m = jax.device_get(m)
-                last = m
-                skipped += int(m["skipped"])
-                consecutive = consecutive + 1 if m["skipped"] > 0 else 0
-                if consecutive >= config.max_nonfinite:
-                    raise NumericalError(
-                        f"DANCE: {consecutive} consecutive iterations with non-finite losses/gradients "
-                        f"(max_nonfinite={config.max_nonfinite}) at iteration {it}; last good checkpoint kept")
-                history["loss_inner"].append(float(m["loss_inner"]))
-                history["loss_calib"].append(float(m["loss_calib"]))
-                # DANCE's loss is the inner (matching) loss; the calibration loss is a separate term.
-                log.log(it + 1, loss=float(m["loss_inner"]), loss_calib=float(m["loss_calib"]), lr=config.image_lr)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(inner=f"{float(m['loss_inner']):.4g}", calib=f"{float(m['loss_calib']):.3f}")
-                done = it + 1
-                if done % config.checkpoint_every == 0 and done < config.iterations:
-                    save(done)
-                if stop.requested:
-                    save(done)
-                    raise Interrupted(f"DANCE stopped at iteration {done}; checkpoint saved in {workdir}")
+        # DANCE's loss is the inner (matching) loss; the calibration loss is a separate term.
+        res = run_loop("DANCE", _cached_chunk(ncfg, st, config.image_lr, config.mom_img), (syn, opt_state),
+                       start=start, iterations=config.iterations, checkpoint_every=config.checkpoint_every,
+                       max_nonfinite=config.max_nonfinite,
+                       chunk=auto_chunk(config.checkpoint_every, config.iterations, config.chunk_iters),
+                       consts=(k_loop, args), on_chunk=on_chunk, save=save if ckpt is not None else None,
+                       log_row=lambda it, r: {"loss": float(r["loss_inner"]), "loss_calib": float(r["loss_calib"]),
+                                              "lr": config.image_lr},
+                       metrics_log=log, bar=bar,
+                       postfix=lambda r: {"inner": f"{float(r['loss_inner']):.4g}",
+                                          "calib": f"{float(r['loss_calib']):.3f}"},
+                       nonfinite_hint="Lower image_lr or check the data and the pool for NaNs")
     finally:
         log.close()
         if bar is not None:
             bar.close()
+    syn, opt_state = res.carry
 
     syn_np = np.asarray(syn)
     images, labels_out = decoded_set(syn_np, C, ipc, f, mean, std)
@@ -536,7 +549,7 @@ def distill(config: DanceConfig, data, key: Array, *, workdir: Optional[str] = N
     if workdir:
         from jaxdistill.checkpoint import atomic_save_npz
 
-        save(config.iterations)
+        save((syn, opt_state), config.iterations)
         atomic_save_npz(os.path.join(workdir, "synset_encoded.npz"), syn=syn_np,
                         labels=np.repeat(np.arange(C), ipc))
         out.save(os.path.join(workdir, "distilled.npz"))

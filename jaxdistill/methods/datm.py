@@ -29,8 +29,9 @@ import optax
 
 from jaxdistill.configs.datm import DATMConfig, get_config
 from jaxdistill.runlog import MetricsLog
-from jaxdistill.errors import ConfigError, NumericalError, StoreError
+from jaxdistill.errors import ConfigError, StoreError
 from jaxdistill.methods.base import DistilledSet, register
+from jaxdistill.methods.loop import auto_chunk, compile_chunk, run_loop
 from jaxdistill.sharding import resolve_devices
 
 log = logging.getLogger("jaxdistill")
@@ -196,8 +197,8 @@ def trajectory_mesh(cfg: DATMConfig):
     return data_mesh(n_dev)
 
 
-def make_outer_step(apply_flat: ApplyFlat, cfg: DATMConfig, mesh=None) -> Callable:
-    """Jitted `step(state, theta0, theta_star, key) -> (state, loss, finite, applied)`.
+def make_outer_step(apply_flat: ApplyFlat, cfg: DATMConfig, mesh=None, *, jit: bool = True) -> Callable:
+    """Jitted (pure with jit=False) `step(state, theta0, theta_star, key) -> (state, loss, finite, applied)`.
 
     T = cfg.trajectories_per_iter. T = 1: theta0, theta_star (P,), one trajectory. T > 1: theta0,
     theta_star (T, P); the key is split into T trajectory keys and loss / gradients are the means over the
@@ -239,7 +240,31 @@ def make_outer_step(apply_flat: ApplyFlat, cfg: DATMConfig, mesh=None) -> Callab
         out = jax.tree_util.tree_map(lambda a, b: jnp.where(applied, a, b), new, state)
         return out, loss, finite, applied
 
-    return jax.jit(step, donate_argnums=0)
+    return jax.jit(step, donate_argnums=0) if jit else step
+
+
+def iteration_body(step: Callable) -> Callable:
+    """The loop body for `methods.loop`: carry SynState, xs (theta0, theta_star) of this iteration,
+    consts k_loop; the iteration's key is fold_in(k_loop, it) as in the per-iteration loop."""
+
+    def body(state, it, snaps, k_loop):
+        state, loss, finite, applied = step(state, snaps[0], snaps[1], jax.random.fold_in(k_loop, it))
+        return state, {"loss": loss, "finite": finite, "applied": applied, "lr": state.lr}
+
+    return body
+
+
+_CHUNKS: dict = {}
+
+
+def _cached_chunk(apply_flat: ApplyFlat, cfg: DATMConfig, mesh, key: str) -> Callable:
+    # A second run with the same net, store layout, config and devices reuses the compiled chunk program
+    # (apply_flat is a fresh closure per run, so it cannot be the cache key itself).
+    if key not in _CHUNKS:
+        if len(_CHUNKS) >= 8:
+            _CHUNKS.pop(next(iter(_CHUNKS)))
+        _CHUNKS[key] = compile_chunk(iteration_body(make_outer_step(apply_flat, cfg, mesh, jit=False)))
+    return _CHUNKS[key]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -396,7 +421,7 @@ def distill(config: DATMConfig, data, key: jax.Array, *, workdir: Optional[str] 
 
     Returns a DistilledSet with images in ZCA space, soft-label logits as targets and the learned lr.
     """
-    from jaxdistill.checkpoint import Checkpointer, Interrupted, StopRequest
+    from jaxdistill.checkpoint import Checkpointer
 
     if not isinstance(config, DATMConfig):
         raise ConfigError(f"config must be a DATMConfig; got {type(config).__name__}")
@@ -422,14 +447,14 @@ def distill(config: DATMConfig, data, key: jax.Array, *, workdir: Optional[str] 
         store = build_experts(config, data, k_exp, exp_dir, progress, prepared=prepared)
     try:
         return _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, progress, t_start,
-                        Checkpointer, Interrupted, StopRequest, mesh)
+                        Checkpointer, mesh)
     finally:
         if tmp is not None:
             tmp.cleanup()
 
 
 def _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, progress, t_start,
-             Checkpointer, Interrupted, StopRequest, mesh):
+             Checkpointer, mesh):
     c, ipc = data.num_classes, config.ipc
     _check_store(store, config, net, data)
     apply_flat = lambda theta, xb: net.apply(store.unravel(theta), xb)
@@ -486,18 +511,50 @@ def _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, pr
             losses = np.asarray(tree["losses"])[: counters["it"]].tolist()
             log.info("DATM: resumed at iteration %d from %s", counters["it"], ckpt.directory)
 
-    def save():
+    def save(st=None, done=None):
         if ckpt is None:
             return
-        lv = jax.tree_util.tree_leaves(state)
+        lv = jax.tree_util.tree_leaves(state if st is None else st)
         buf = np.zeros((config.iterations,), np.float32)
         buf[: len(losses)] = losses
         ckpt.save(counters["it"], {"leaves": {f"{i:03d}": np.asarray(l) for i, l in enumerate(lv)},
                                    "counters": {k: np.asarray(v) for k, v in counters.items()}, "losses": buf})
 
     T = config.trajectories_per_iter
-    step = make_outer_step(apply_flat, config, mesh)
+    maths = {k: v for k, v in dataclasses.asdict(config).items()
+             if k not in ("checkpoint_every", "max_nonfinite", "chunk_iters", "expert_dir", "iterations")}
+    cache_key = json.dumps([maths, str(net.cfg) if hasattr(net, "cfg") else repr(net),
+                            [list(np.shape(l)) for l in jax.tree_util.tree_leaves(store.template)],
+                            None if mesh is None else [str(d) for d in mesh.devices.flat]], default=str)
+    run = _cached_chunk(apply_flat, config, mesh, cache_key)
     seed = _seed_of(k_loop)
+    start_of: dict[int, int] = {}
+
+    def chunk_inputs(its):
+        """The chunk's snapshots, (c, P) or (c, T, P) each: only the needed rows leave the memory-mapped store."""
+        th0, ths = [], []
+        for it in its:
+            draws = host_draws_multi(seed, int(it), config, store.num_experts, T)
+            start_of[int(it)] = draws[0][1]
+            snaps = [(m[store.row(t_)], m[store.row(t_ + config.expert_epochs)])
+                     for e_, t_ in draws for m in (store.flat(e_),)]
+            a, b = (z[0] if T == 1 else np.stack(z) for z in zip(*snaps))
+            th0.append(a)
+            ths.append(b)
+        return np.stack(th0), np.stack(ths)
+
+    def on_chunk(its, m, st):
+        for loss, finite, applied in zip(np.asarray(m["loss"], float), m["finite"], m["applied"]):
+            losses.append(float(loss))
+            if not finite:
+                counters["nonfinite"] += 1
+                counters["consecutive_nonfinite"] += 1
+            else:
+                counters["consecutive_nonfinite"] = 0
+                if not applied:
+                    counters["threshold_skips"] += 1
+        counters["it"] = int(its[-1]) + 1
+
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -505,46 +562,22 @@ def _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, pr
         bar = tqdm(total=config.iterations, initial=counters["it"], desc="datm", unit="it", dynamic_ncols=True)
     mlog = MetricsLog(workdir, "distill_datm")
     try:
-        with StopRequest() as stop:
-            while counters["it"] < config.iterations:
-                it = counters["it"]
-                draws = host_draws_multi(seed, it, config, store.num_experts, T)
-                t = draws[0][1]
-                # Only the two needed snapshots per trajectory leave the (memory-mapped) store.
-                snaps = [(m[store.row(t_)], m[store.row(t_ + config.expert_epochs)])
-                         for e_, t_ in draws for m in (store.flat(e_),)]
-                # T = 1 keeps the single-trajectory shapes (P,); T > 1 stacks them to (T, P).
-                theta0, theta_star = (jnp.asarray(z[0] if T == 1 else np.stack(z)) for z in zip(*snaps))
-                state, loss, finite, applied = step(state, theta0, theta_star, jax.random.fold_in(k_loop, it))
-                loss, finite, applied = float(loss), bool(finite), bool(applied)
-                losses.append(loss)
-                counters["it"] = it + 1
-                if not finite:
-                    counters["nonfinite"] += 1
-                    counters["consecutive_nonfinite"] += 1
-                    if counters["consecutive_nonfinite"] >= config.max_nonfinite:
-                        raise NumericalError(
-                            f"DATM: {counters['consecutive_nonfinite']} consecutive non-finite losses/gradients "
-                            f"(last loss {loss}) at iteration {it}; max_nonfinite={config.max_nonfinite}. "
-                            f"Lower lr_img/lr_lr/lr_y; the last good checkpoint is kept")
-                else:
-                    counters["consecutive_nonfinite"] = 0
-                    if not applied:
-                        counters["threshold_skips"] += 1
-                mlog.log(counters["it"], loss=loss, lr=float(state.lr), start_epoch=t)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{float(state.lr):.4g}", t=t)
-                if counters["it"] % config.checkpoint_every == 0 and counters["it"] < config.iterations:
-                    save()
-                if stop.requested:
-                    save()
-                    raise Interrupted(f"DATM stopped at iteration {counters['it']}; rerun with the same "
-                                      f"workdir to resume")
+        res = run_loop("DATM", run, state, start=counters["it"], iterations=config.iterations,
+                       checkpoint_every=config.checkpoint_every, max_nonfinite=config.max_nonfinite,
+                       chunk=auto_chunk(config.checkpoint_every, config.iterations, config.chunk_iters),
+                       consts=k_loop, chunk_inputs=chunk_inputs, on_chunk=on_chunk,
+                       save=save if ckpt is not None else None,
+                       log_row=lambda it, r: {"loss": float(r["loss"]), "lr": float(r["lr"]),
+                                              "start_epoch": start_of.pop(it, None)},
+                       metrics_log=mlog, bar=bar,
+                       postfix=lambda r: {"loss": f"{float(r['loss']):.4f}", "lr": f"{float(r['lr']):.4g}"},
+                       consecutive0=counters["consecutive_nonfinite"],
+                       nonfinite_hint="Lower lr_img/lr_lr/lr_y")
     finally:
         mlog.close()
         if bar is not None:
             bar.close()
+    state = res.carry
     save()
     if ckpt is not None:
         ckpt.close()

@@ -48,8 +48,9 @@ import optax
 
 from jaxdistill import kernels
 from jaxdistill.configs.rcig import RCIGConfig, get_config
-from jaxdistill.errors import ConfigError, DataError, NumericalError
+from jaxdistill.errors import ConfigError, DataError
 from jaxdistill.methods.base import DistilledSet, register
+from jaxdistill.methods.loop import auto_chunk, compile_chunk, run_loop
 from jaxdistill.runlog import MetricsLog
 from jaxdistill.nn import Net, make_net
 
@@ -214,7 +215,7 @@ class Problem:
     def _key(self):
         # Run-control fields do not change the step program.
         cfg = dataclasses.replace(self.cfg, iterations=1, checkpoint_every=1, max_nonfinite=1, tune_max_tries=1,
-                                  tune_lr=True, inner_lr=1.0, hvp_lr=1.0)
+                                  chunk_iters=0, tune_lr=True, inner_lr=1.0, hvp_lr=1.0)
         return (cfg, self.num_classes, self.image_shape, self.n_devices)
 
     def __hash__(self):
@@ -396,7 +397,7 @@ class Problem:
                            skipped=state.skipped + (~finite).astype(jnp.int32))
         metrics = {"loss": loss, "ce": ce, "finite": finite, "inner_first": in_losses[0],
                    "inner_last": in_losses[-1], "inner_monotone": mono, "inner_fail": fail, "hinv_last": qs[-1],
-                   "pool_steps": n_pool, "model": m}
+                   "pool_steps": n_pool, "model": m, "inner_lr": out.inner_lr}
         return out, metrics
 
     # -- learning-rate probes (one test iteration, nothing committed) ------------------------------
@@ -419,6 +420,25 @@ class Problem:
 
 # Module-level jits with the problem static: a second distill call with the same setting reuses the compile.
 _jit_step = jax.jit(lambda prob, *a: prob.step(*a), static_argnums=0, donate_argnums=1)
+
+
+def iteration_body(prob: "Problem") -> Callable:
+    """The loop body for `methods.loop`: carry RCIGState (its `it` is the loop's iteration), consts
+    (xtr, ytr, k_loop)."""
+
+    def body(state, it, _, consts):
+        xtr, ytr, k_loop = consts
+        return prob.step(state, xtr, ytr, k_loop)
+
+    return body
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_chunk(prob: "Problem") -> Callable:
+    # Problem is hashable by its setting: a second run with the same setting reuses the compiled chunk.
+    return compile_chunk(iteration_body(prob))
+
+
 _jit_probe_inner = jax.jit(lambda prob, *a: prob.probe_inner(*a), static_argnums=0)
 _jit_probe_hvp = jax.jit(lambda prob, *a: prob.probe_hvp(*a), static_argnums=0)
 
@@ -485,7 +505,7 @@ def distill(config: RCIGConfig, data, key: jax.Array, *, workdir: Optional[str] 
     Returns a DistilledSet: images = EMA coreset in the preprocessor's space (no flip copies; meta
     ``use_flip`` tells the evaluator to append them), targets = EMA labels (target_kind 'regression').
     """
-    from jaxdistill.checkpoint import Checkpointer, Interrupted, StopRequest
+    from jaxdistill.checkpoint import Checkpointer
 
     if not isinstance(config, RCIGConfig):
         raise ConfigError(f"config must be an RCIGConfig; got {type(config).__name__}")
@@ -513,7 +533,6 @@ def distill(config: RCIGConfig, data, key: jax.Array, *, workdir: Optional[str] 
     xtr = jnp.asarray(x_train)
     ytr = jnp.asarray(np.eye(c, dtype=np.float32)[y_noisy])
 
-    step = functools.partial(_jit_step, prob)
     leaves, treedef = jax.tree_util.tree_flatten(state)
     ckpt = Checkpointer(os.path.join(workdir, "ckpt")) if workdir else None
     tuned = {"inner_tries": 0, "hvp_tries": 0}
@@ -534,7 +553,7 @@ def distill(config: RCIGConfig, data, key: jax.Array, *, workdir: Optional[str] 
                                              cfg.tune_max_tries)
         state = state._replace(inner_lr=jnp.asarray(inner_lr, jnp.float32), hvp_lr=jnp.asarray(hvp_lr, jnp.float32))
 
-    def save(s):
+    def save(s, done=None):
         if ckpt is not None:
             lv = jax.tree_util.tree_leaves(s)
             ckpt.save(int(s.it), {"leaves": {f"{i:03d}": np.asarray(l) for i, l in enumerate(lv)}})
@@ -545,29 +564,26 @@ def distill(config: RCIGConfig, data, key: jax.Array, *, workdir: Optional[str] 
 
         bar = tqdm(total=cfg.iterations, initial=start, desc="rcig", unit="it", dynamic_ncols=True, leave=False)
     last = {"loss": float("nan"), "ce": float("nan")}
+
+    def on_chunk(its, m, st):
+        ok = np.flatnonzero(np.asarray(m["finite"], bool))
+        if ok.size:
+            last.update(loss=float(m["loss"][ok[-1]]), ce=float(m["ce"][ok[-1]]))
+
     log = MetricsLog(workdir, "distill_rcig")
     try:
-        with StopRequest() as stop:
-            while int(state.it) < cfg.iterations:
-                state, metrics = step(state, xtr, ytr, k_loop)
-                it = int(state.it)
-                if int(state.nonfinite) >= cfg.max_nonfinite:
-                    raise NumericalError(
-                        f"RCIG: {int(state.nonfinite)} consecutive non-finite losses/gradients at iteration {it} "
-                        f"(max_nonfinite={cfg.max_nonfinite}); last loss {float(metrics['loss'])}; the last good "
-                        f"checkpoint is kept. Lower proto_lr / inner_lr or check the data for NaNs")
-                if bool(metrics["finite"]):
-                    last = {"loss": float(metrics["loss"]), "ce": float(metrics["ce"])}
-                log.log(it, loss=float(metrics["loss"]), ce=float(metrics["ce"]), lr=cfg.proto_lr,
-                        inner_lr=float(state.inner_lr))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{last['loss']:.4f}", inner_lr=f"{float(state.inner_lr):.2e}")
-                if ckpt is not None and (it % cfg.checkpoint_every == 0 or it == cfg.iterations):
-                    save(state)
-                if stop.requested:
-                    save(state)
-                    raise Interrupted(f"RCIG stopped at iteration {it}; rerun with the same workdir and key to resume")
+        res = run_loop("RCIG", _cached_chunk(prob), state, start=start, iterations=cfg.iterations,
+                       checkpoint_every=cfg.checkpoint_every, max_nonfinite=cfg.max_nonfinite,
+                       chunk=auto_chunk(cfg.checkpoint_every, cfg.iterations, cfg.chunk_iters),
+                       consts=(xtr, ytr, k_loop), on_chunk=on_chunk, save=save if ckpt is not None else None,
+                       log_row=lambda it, r: {"loss": float(r["loss"]), "ce": float(r["ce"]), "lr": cfg.proto_lr,
+                                              "inner_lr": float(r["inner_lr"])},
+                       metrics_log=log, bar=bar,
+                       postfix=lambda r: {"loss": f"{last['loss']:.4f}", "inner_lr": f"{float(r['inner_lr']):.2e}"},
+                       consecutive0=int(state.nonfinite),
+                       nonfinite_hint="Lower proto_lr / inner_lr or check the data for NaNs")
+        state = res.carry
+        save(state)
     finally:
         log.close()
         if bar is not None:

@@ -9,10 +9,11 @@ usage: python distill_run.py METHOD WORKDIR [--pause-before-save N SECONDS] [--p
   ends the pause early (the run's stop request is then set), so the signal lands on a checkpoint
   iteration: save N goes ahead, and the stop request saves that same step again. Timing only: the
   numerics are untouched.
---poison ITERS: feed a poisoned input to the jitted outer step on the listed 0-based iterations ("2,5",
-  or "5-" for every iteration from 5 on): DATM gets a NaN expert snapshot theta_t, DANCE a trained pool
-  whose classifier bias is NaN (the calibration view's loss), RCIG real training images full of NaN pixels. The wrapper sits outside the jitted function, so the compiled program
-  (and the persistent XLA cache entry) is the real one.
+--poison ITERS: feed a poisoned input to the outer step on the listed 0-based iterations ("2,5", or "5-" for
+  every iteration from 5 on): DATM gets a NaN expert snapshot theta_t, DANCE a trained pool whose classifier
+  bias is NaN (the calibration view's loss), RCIG real training images full of NaN pixels. The wrapper wraps
+  the method's loop body (`iteration_body`), selecting the iteration from the traced index inside the
+  compiled chunk.
 --max-nonfinite K: override the config's max_nonfinite.
 The run goes through the run driver (`jaxdistill.methods.base.distill`) inside the command line's
 `run_command`, as `jaxdistill distill` does: a SIGINT/SIGTERM checkpoints, prints "interrupted; re-run the
@@ -79,73 +80,75 @@ def tiny_data():
 
 
 def _parse_iters(spec: str):
-    """'2,5' -> {2, 5}; '5-' -> every iteration >= 5."""
+    """'2,5' -> traced predicate it in {2, 5}; '5-' -> it >= 5. The distillers run their iterations inside
+    compiled chunks (methods/loop.py), so the poison is a function of the traced iteration index."""
+    import jax.numpy as jnp
+
     if spec.endswith("-"):
         lo = int(spec[:-1])
         return lambda it: it >= lo
-    its = {int(v) for v in spec.split(",")}
-    return lambda it: it in its
+    its = sorted({int(v) for v in spec.split(",")})
+    return lambda it: jnp.any(it == jnp.asarray(its))
 
 
 def _install_poison(method: str, poisoned) -> None:
+    """Wrap the method's loop body so that the iterations `poisoned(it)` see damaged inputs."""
     import jax
     import jax.numpy as jnp
 
-    calls = {"n": 0}
-
-    def hit() -> bool:
-        it = calls["n"]
-        calls["n"] += 1
-        return poisoned(it)
+    def nan_where(bad, a):
+        return jnp.where(bad, jnp.full_like(a, jnp.nan), a)
 
     if method == "datm":
         from jaxdistill.methods import datm
 
-        real_make = datm.make_outer_step
+        real = datm.iteration_body
 
-        def make(apply_flat, cfg, *rest):  # rest: the optional device mesh
-            step = real_make(apply_flat, cfg, *rest)
+        def body_factory(step):
+            body = real(step)
 
-            def wrapped(state, theta0, theta_star, key):
-                if hit():
-                    theta0 = jnp.full_like(theta0, jnp.nan)  # a damaged expert snapshot
-                return step(state, theta0, theta_star, key)
+            def wrapped(state, it, snaps, consts):
+                return body(state, it, (nan_where(poisoned(it), snaps[0]), snaps[1]), consts)  # a damaged snapshot
 
             return wrapped
 
-        datm.make_outer_step = make
+        datm.iteration_body = body_factory
     elif method == "dance":
         from jaxdistill.methods import dance
 
-        real_cached = dance._cached_iteration
+        real = dance.iteration_body
 
-        def cached(*a):
-            step = real_cached(*a)
+        def body_factory(step):
+            body = real(step)
 
-            def wrapped(syn, opt_state, key, pool0, poolT, x_real, *rest):
-                if hit():
-                    # A damaged pretrained model: NaN classifier bias in the trained pool. (NaN *pixels* are
-                    # no use here: on CPU the compiled ConvNet can turn all-NaN inputs into finite feature
-                    # sums, so the loss stays finite and nothing is skipped.)
-                    poolT = jax.tree_util.tree_map_with_path(
-                        lambda path, a: jnp.full_like(a, jnp.nan) if "head" in str(path) and "bias" in str(path)
-                        else a, poolT)
-                return step(syn, opt_state, key, pool0, poolT, x_real, *rest)
+            def wrapped(carry, it, xs, consts):
+                # A damaged pretrained model: NaN classifier bias in the trained pool. (NaN *pixels* are no use
+                # here: on CPU the compiled ConvNet can turn all-NaN inputs into finite feature sums, so the
+                # loss stays finite and nothing is skipped.)
+                k_loop, (pool0, poolT, *rest) = consts
+                bad = poisoned(it)
+                poolT = jax.tree_util.tree_map_with_path(
+                    lambda path, a: nan_where(bad, a) if "head" in str(path) and "bias" in str(path) else a, poolT)
+                return body(carry, it, xs, (k_loop, (pool0, poolT, *rest)))
 
             return wrapped
 
-        dance._cached_iteration = cached
+        dance.iteration_body = body_factory
     elif method == "rcig":
         from jaxdistill.methods import rcig
 
-        real_step = rcig._jit_step
+        real = rcig.iteration_body
 
-        def wrapped(prob, state, xtr, ytr, key):
-            if hit():
-                xtr = jnp.full_like(xtr, jnp.nan)  # real training images with NaN pixels
-            return real_step(prob, state, xtr, ytr, key)
+        def body_factory(prob):
+            body = real(prob)
 
-        rcig._jit_step = wrapped
+            def wrapped(state, it, xs, consts):
+                xtr, ytr, k_loop = consts
+                return body(state, it, xs, (nan_where(poisoned(it), xtr), ytr, k_loop))  # NaN real pixels
+
+            return wrapped
+
+        rcig.iteration_body = body_factory
 
 
 def main(argv: list[str]) -> int:
