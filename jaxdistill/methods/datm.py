@@ -354,7 +354,7 @@ def build_experts(cfg: DATMConfig, data, key: jax.Array, directory: str, progres
         if "no expert store" not in str(e) and "incomplete" not in str(e):
             raise
         store = train_experts(net, x, data.y_noisy, cfg.expert_train_config(), cfg.num_experts, key, directory,
-                              meta, progress=progress, group_size=cfg.expert_group_size)
+                              meta, progress=progress, group_size=cfg.expert_group_size, devices=cfg.devices)
     return store
 
 

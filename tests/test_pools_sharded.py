@@ -1,0 +1,83 @@
+"""Expert stores and DANCE's pool with their nets split over 4 (forced host) devices equal one device's.
+
+One subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=4 runs each setting with `devices`
+0 (all four) and 1 (the single-device path, the oracle) and reports the largest differences as JSON.
+K is picked not to be a multiple of 4 (6 experts, groups of 3; a pool of 3), so the padding path (copies of
+the last net, sliced off, as the evaluator does) is what runs. Tiny shapes: 8x8 digits, width 8, depth 1.
+"""
+import textwrap
+
+import pytest
+from helpers.multidevice import run_on_host_devices
+
+SCRIPT = textwrap.dedent(r'''
+import dataclasses, json, os, tempfile
+import numpy as np, jax
+from jaxdistill.data import load_dataset, make_noisy_data
+from jaxdistill.experts import ExpertStore, train_experts
+from jaxdistill.nn import NetConfig, make_net
+from jaxdistill.runlog import read_metrics
+from jaxdistill.train import TrainConfig
+
+def maxdiff(a, b):
+    return max(float(np.max(np.abs(np.asarray(u, np.float64) - np.asarray(v, np.float64))))
+               for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+out = {"devices": jax.device_count()}
+data = make_noisy_data(load_dataset("digits"), "symmetric:0.2", seed=0, subset=120)
+x = np.asarray(data.x_train, np.float32)
+net = make_net(NetConfig(10, width=8, depth=1))
+# DSA: per-model augmentation keys must follow each net to its device.
+cfg = TrainConfig(epochs=2, batch_size=40, lr=0.05, momentum=0.9, augment="dsa")
+stores, curves = {}, {}
+for dev in (0, 1):
+    d = tempfile.mkdtemp()
+    stores[dev] = train_experts(net, x, data.y_noisy, cfg, 6, jax.random.PRNGKey(1), d, {"t": 1}, progress=False,
+                                group_size=3, devices=dev)
+    curves[dev] = [(r["stage"].split("/")[-1], r["step"], r["loss"]) for r in read_metrics(d)]
+    out[f"store_json_{dev}"] = json.load(open(os.path.join(d, "store.json")))
+a, b = stores[0], stores[1]
+out["experts"] = {"n": [a.num_experts, b.num_experts], "epochs": [a.epochs, b.epochs],
+                  "max_diff": max(maxdiff(a.flat(e), b.flat(e)) for e in range(6)),
+                  "moved": maxdiff(b.flat(5)[0], b.flat(5)[-1]),
+                  "curve_steps": [[c[:2] for c in curves[0]], [c[:2] for c in curves[1]]],
+                  "curve_loss_diff": max(abs(u[2] - v[2]) for u, v in zip(curves[0], curves[1]))}
+out["same_store_json"] = out.pop("store_json_0") == out.pop("store_json_1")
+
+from jaxdistill.methods import dance as D
+from jaxdistill.configs.dance import DanceConfig
+dcfg = DanceConfig(dataset="digits", ipc=1, iterations=1, factor=2, width=8, depth=1, pool_size=3, num_premodel=2,
+                   pretrain_epochs=2, pretrain_batch=40, mean=(0.4,), std=(0.3,), preset="quick")
+xn = (x - 0.4) / 0.3
+pools = {dev: D.pretrain_pool(dataclasses.replace(dcfg, devices=dev), data, xn, jax.random.PRNGKey(2), net,
+                              progress=False) for dev in (0, 1)}
+out["dance_pool"] = {"theta0": maxdiff(pools[0][0], pools[1][0]), "thetaT": maxdiff(pools[0][1], pools[1][1]),
+                     "shape": [int(jax.tree_util.tree_leaves(pools[0][1])[0].shape[0]),
+                               int(jax.tree_util.tree_leaves(pools[1][1])[0].shape[0])],
+                     "moved": maxdiff(pools[1][0], pools[1][1])}
+print("JSON" + json.dumps(out))
+''')
+
+
+@pytest.fixture(scope="module")
+def report():
+    return run_on_host_devices(SCRIPT, 4)
+
+
+def test_experts_split_over_devices_equal_one_device(report):
+    assert report["devices"] == 4
+    e = report["experts"]
+    assert e["n"] == [6, 6] and e["epochs"] == [[0, 1, 2], [0, 1, 2]]
+    assert e["moved"] > 1e-3          # training happened, so equality is not trivial
+    assert e["max_diff"] < 1e-5       # float reassociation only (vmap over a sharded axis vs lax.map)
+    # the metrics log of each group covers its 3 nets, not the padding copy
+    assert e["curve_steps"][0] == e["curve_steps"][1] and len(e["curve_steps"][0]) == 4
+    assert e["curve_loss_diff"] < 1e-5
+    assert report["same_store_json"]  # the device count is not part of the store
+
+
+def test_dance_pool_split_over_devices_equals_one_device(report):
+    p = report["dance_pool"]
+    assert p["shape"] == [3, 3]
+    assert p["moved"] > 1e-3
+    assert p["theta0"] == 0.0 and p["thetaT"] < 1e-5
