@@ -1,4 +1,4 @@
-"""Expert stores and DANCE's pool with their nets split over 4 (forced host) devices equal one device's.
+"""Expert stores, DANCE's pool and RCIG's pool with their nets split over 4 (forced host) devices equal one device's.
 
 One subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=4 runs each setting with `devices`
 0 (all four) and 1 (the single-device path, the oracle) and reports the largest differences as JSON.
@@ -55,6 +55,35 @@ out["dance_pool"] = {"theta0": maxdiff(pools[0][0], pools[1][0]), "thetaT": maxd
                      "shape": [int(jax.tree_util.tree_leaves(pools[0][1])[0].shape[0]),
                                int(jax.tree_util.tree_leaves(pools[1][1])[0].shape[0])],
                      "moved": maxdiff(pools[1][0], pools[1][1])}
+
+from jaxdistill.methods import rcig
+from jaxdistill.configs.rcig import RCIGConfig
+from jaxdistill.checkpoint import Checkpointer
+from jaxdistill.sharding import data_mesh, is_sharded_along
+rcfg = RCIGConfig(dataset="digits", ipc=1, width=4, depth=1, iterations=3, pool_size=3, real_batch=16, n_inner=3,
+                  n_hinv=3, inner_lr=1e-2, hvp_lr=1e-2, tune_lr=False, preprocess="none", use_flip=False,
+                  checkpoint_every=10, max_online_steps=5, preset="quick")
+prob = rcig.make_problem(rcfg.replace(devices=1), 10, (8, 8, 1))
+fresh = prob.init_state(np.zeros((10, 8, 8, 1)), np.zeros((10, 10)), jax.random.PRNGKey(0))
+placed = rcig.place_pool(fresh, 4)
+sets, ckpts = {}, {}
+for dev in (0, 1):
+    d = tempfile.mkdtemp()
+    sets[dev] = rcig.distill(rcfg.replace(devices=dev), data, jax.random.PRNGKey(5), workdir=d, progress=False)
+    tmpl = {"leaves": {f"{i:03d}": np.asarray(l) for i, l in enumerate(jax.tree_util.tree_leaves(fresh))}}
+    ckpts[dev] = Checkpointer(os.path.join(d, "ckpt")).restore_latest(tmpl)[1]["leaves"]
+n_before = len(jax.tree_util.tree_leaves(tuple(fresh[:4])))   # psi, opt, ema, ema_count come first
+n_pool = len(jax.tree_util.tree_leaves((fresh.pool, fresh.pool_opt, fresh.pool_steps)))
+pool = lambda lv: [lv[k] for k in sorted(lv)][n_before:n_before + n_pool]  # noqa: E731
+out["rcig"] = {"used": [sets[0].meta["devices_used"], sets[1].meta["devices_used"]],
+               "images": maxdiff(sets[0].images, sets[1].images),
+               "ckpt_shapes_equal": [np.shape(v) for v in ckpts[0].values()] == [np.shape(v) for v in ckpts[1].values()],
+               "pool_diff": maxdiff(pool(ckpts[0]), pool(ckpts[1])),
+               "pool_moved": maxdiff(pool(ckpts[1])[:len(jax.tree_util.tree_leaves(fresh.pool))],
+                                     jax.tree_util.tree_leaves(fresh.pool)),
+               "split": all(is_sharded_along(l, data_mesh(4)) for l in jax.tree_util.tree_leaves(placed.pool)),
+               "padded": int(placed.pool_steps.shape[0]),
+               "unplaced": int(rcig.unplace_pool(placed, 3).pool_steps.shape[0])}
 print("JSON" + json.dumps(out))
 ''')
 
@@ -81,3 +110,12 @@ def test_dance_pool_split_over_devices_equals_one_device(report):
     assert p["shape"] == [3, 3]
     assert p["moved"] > 1e-3
     assert p["theta0"] == 0.0 and p["thetaT"] < 1e-5
+
+
+def test_rcig_pool_split_over_devices_equals_one_device(report):
+    r = report["rcig"]
+    assert r["used"] == [4, 1]
+    assert r["split"] and r["padded"] == 4 and r["unplaced"] == 3  # 3 models padded to 4, one per device
+    assert r["ckpt_shapes_equal"]    # checkpoints keep the one-device layout (pool of 3)
+    assert r["pool_moved"] > 1e-4    # the online pool training happened
+    assert r["pool_diff"] < 1e-4 and r["images"] < 1e-4

@@ -45,7 +45,7 @@ from jaxdistill.runlog import MetricsLog
 from jaxdistill.errors import ConfigError, DataError, NumericalError
 from jaxdistill.methods.base import DistilledSet, register
 from jaxdistill.nn import Net, NetConfig, make_net
-from jaxdistill.sharding import resolve_devices
+from jaxdistill.sharding import resolve_devices, to_host
 from jaxdistill.train import TrainConfig, train_models
 
 Array = jax.Array
@@ -498,7 +498,7 @@ def distill(config: DanceConfig, data, key: Array, *, workdir: Optional[str] = N
         with StopRequest() as stop:
             for it in range(start, config.iterations):
                 syn, opt_state, m = step_fn(syn, opt_state, jax.random.fold_in(k_loop, it), *args)
-                m = jax.device_get(m)
+                m = to_host(m)
                 last = m
                 skipped += int(m["skipped"])
                 consecutive = consecutive + 1 if m["skipped"] > 0 else 0
@@ -524,7 +524,7 @@ def distill(config: DanceConfig, data, key: Array, *, workdir: Optional[str] = N
         if bar is not None:
             bar.close()
 
-    syn_np = np.asarray(syn)
+    syn_np = to_host(syn)  # gathered: the class-split step may leave syn spread over processes
     images, labels_out = decoded_set(syn_np, C, ipc, f, mean, std)
     meta_out = {
         "config": config.to_dict(), "iterations": config.iterations, "resumed_from": start,
