@@ -1,8 +1,8 @@
 """Several processes (jax.distributed): one writer, the one-process result.
 
 The end-to-end test starts two local CPU processes (one device each) joined by `jax.distributed.initialize`
-(coordinator on a free localhost port; JAX 0.10.2's CPU client does the cross-process collectives itself,
-no `jax_cpu_collectives_implementation` setting needed). They run a DANCE distillation into one shared
+(coordinator on a free localhost port; JAX 0.10.2's default `jax_cpu_collectives_implementation` is already
+'gloo', so nothing needs setting). They run a DANCE distillation into one shared
 workdir (pool store, orbax checkpoints, run.json, distilled.npz) with its nets and classes split over the
 two processes' devices, then an evaluation whose nets are split the same way; the oracle is the same script
 in one process. The unit tests check the process-0-only writes with `jax.process_index` patched.

@@ -11,7 +11,7 @@ import pytest
 from helpers.multidevice import run_on_host_devices
 
 SCRIPT = textwrap.dedent(r'''
-import dataclasses, json, os, tempfile
+import dataclasses, json, os, tempfile, time
 import numpy as np, jax
 from jaxdistill.data import load_dataset, make_noisy_data
 from jaxdistill.experts import ExpertStore, train_experts
@@ -24,6 +24,7 @@ def maxdiff(a, b):
                for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
 out = {"devices": jax.device_count()}
+tic = time.perf_counter()
 data = make_noisy_data(load_dataset("digits"), "symmetric:0.2", seed=0, subset=120)
 x = np.asarray(data.x_train, np.float32)
 net = make_net(NetConfig(10, width=8, depth=1))
@@ -43,6 +44,7 @@ out["experts"] = {"n": [a.num_experts, b.num_experts], "epochs": [a.epochs, b.ep
                   "curve_steps": [[c[:2] for c in curves[0]], [c[:2] for c in curves[1]]],
                   "curve_loss_diff": max(abs(u[2] - v[2]) for u, v in zip(curves[0], curves[1]))}
 out["same_store_json"] = out.pop("store_json_0") == out.pop("store_json_1")
+out["t_experts"] = time.perf_counter() - tic; tic = time.perf_counter()
 
 from jaxdistill.methods import dance as D
 from jaxdistill.configs.dance import DanceConfig
@@ -56,6 +58,7 @@ out["dance_pool"] = {"theta0": maxdiff(pools[0][0], pools[1][0]), "thetaT": maxd
                                int(jax.tree_util.tree_leaves(pools[1][1])[0].shape[0])],
                      "moved": maxdiff(pools[1][0], pools[1][1])}
 
+out["t_dance"] = time.perf_counter() - tic; tic = time.perf_counter()
 from jaxdistill.methods import rcig
 from jaxdistill.configs.rcig import RCIGConfig
 from jaxdistill.checkpoint import Checkpointer
@@ -84,6 +87,7 @@ out["rcig"] = {"used": [sets[0].meta["devices_used"], sets[1].meta["devices_used
                "split": all(is_sharded_along(l, data_mesh(4)) for l in jax.tree_util.tree_leaves(placed.pool)),
                "padded": int(placed.pool_steps.shape[0]),
                "unplaced": int(rcig.unplace_pool(placed, 3).pool_steps.shape[0])}
+out["t_rcig"] = time.perf_counter() - tic
 print("JSON" + json.dumps(out))
 ''')
 
@@ -94,6 +98,7 @@ def report():
 
 
 def test_experts_split_over_devices_equal_one_device(report):
+    print({k: round(v, 1) for k, v in report.items() if k.startswith("t_")})
     assert report["devices"] == 4
     e = report["experts"]
     assert e["n"] == [6, 6] and e["epochs"] == [[0, 1, 2], [0, 1, 2]]

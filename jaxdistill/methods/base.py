@@ -327,4 +327,6 @@ def distill(method: str, config, data, key, *, workdir: Optional[str] = None, pr
         from jaxdistill.checkpoint import atomic_write_json
 
         atomic_write_json(os.path.join(workdir, RUN_FILE), record)
+    # Callers read distilled.npz / initial.npz next (pipeline, CLI): in a multi-process run they exist by now.
+    sync("distill/saved")
     return ds
