@@ -12,6 +12,10 @@ Four patterns cover jaxdistill's parallel work, each on a 1-D mesh (axis name = 
   classes      per-class losses and gradients of class-sliced state (DANCE's batched view), the class axis
                across devices, padded when C is not a multiple of the device count (`sharded_class_grads`).
 
+Several processes (jax.distributed.initialize): the meshes span every process's devices; `is_primary` (process
+0 writes files), `to_host` (the one way results reach NumPy, all-gathering arrays spread over processes) and
+`sync` (a barrier before reading what process 0 wrote) keep the processes' files and results one.
+
 Every function gives the single-device result up to float reassociation (tests/test_sharding.py checks
 this on 4 forced host devices). On one device they run unchanged, so callers need no special case.
 

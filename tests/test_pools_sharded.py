@@ -44,6 +44,22 @@ out["experts"] = {"n": [a.num_experts, b.num_experts], "epochs": [a.epochs, b.ep
                   "curve_steps": [[c[:2] for c in curves[0]], [c[:2] for c in curves[1]]],
                   "curve_loss_diff": max(abs(u[2] - v[2]) for u, v in zip(curves[0], curves[1]))}
 out["same_store_json"] = out.pop("store_json_0") == out.pop("store_json_1")
+# interrupted on 4 devices after group 0's first epoch, resumed on one: the same store
+class Stop(Exception):
+    pass
+def stop_at(g, e):
+    if (g, e) == (0, 1):
+        raise Stop()
+d = tempfile.mkdtemp()
+try:
+    train_experts(net, x, data.y_noisy, cfg, 6, jax.random.PRNGKey(1), d, {"t": 1}, progress=False, group_size=3,
+                  devices=0, on_epoch=stop_at)
+except Stop:
+    pass
+half = ExpertStore.open(d, allow_incomplete=True).groups_done
+c = train_experts(net, x, data.y_noisy, cfg, 6, jax.random.PRNGKey(1), d, {"t": 1}, progress=False, group_size=3,
+                  devices=1)
+out["resumed"] = {"groups_done_before": half, "max_diff": max(maxdiff(c.flat(e), b.flat(e)) for e in range(6))}
 out["t_experts"] = time.perf_counter() - tic; tic = time.perf_counter()
 
 from jaxdistill.methods import dance as D
@@ -108,6 +124,8 @@ def test_experts_split_over_devices_equal_one_device(report):
     assert e["curve_steps"][0] == e["curve_steps"][1] and len(e["curve_steps"][0]) == 4
     assert e["curve_loss_diff"] < 1e-5
     assert report["same_store_json"]  # the device count is not part of the store
+    # a store interrupted on 4 devices resumes on one and ends as the one-device store
+    assert report["resumed"]["groups_done_before"] == 0 and report["resumed"]["max_diff"] < 1e-5
 
 
 def test_dance_pool_split_over_devices_equals_one_device(report):
