@@ -5,7 +5,8 @@ The end-to-end test starts two local CPU processes (one device each) joined by `
 'gloo', so nothing needs setting). They run a DANCE distillation into one shared
 workdir (pool store, orbax checkpoints, run.json, distilled.npz) with its nets and classes split over the
 two processes' devices, then an evaluation whose nets are split the same way; the oracle is the same script
-in one process. The unit tests check the process-0-only writes with `jax.process_index` patched.
+in one process. DATM (T=2 trajectories, expert store) and RCIG (split real batch and pool) are checked the
+same way on their own writes. The unit tests check the process-0-only writes with `jax.process_index` patched.
 """
 import json
 import os
@@ -66,6 +67,50 @@ def test_two_processes_distill_and_evaluate_like_one(tmp_path):
 
     np.testing.assert_allclose(DistilledSet.load(str(b / "distilled.npz")).images, np.reshape(one["images"],
                                DistilledSet.load(str(a / "distilled.npz")).images.shape), atol=1e-5)
+
+
+OTHERS = {
+    # T=2 trajectories: split over the two processes' devices; 3 experts over 2 devices: padded
+    "datm": r"""
+from jaxdistill.configs.datm import get_config
+cfg = get_config("digits", 1, "quick").replace(
+    width=8, depth=1, iterations=2, syn_steps=3, batch_syn=10, max_start_epoch=2, current_max_start_epoch=1,
+    expansion_end_epoch=20, expert_epochs=1, num_experts=3, expert_train_epochs=2, expert_batch=100,
+    expert_augment="none", expert_sam_rho=0.0, checkpoint_every=1, trajectories_per_iter=2)
+""",
+    # real batch of 16 split over 2 processes, pool of 3 padded to 4 and split
+    "rcig": r"""
+from jaxdistill.configs.rcig import RCIGConfig
+cfg = RCIGConfig(dataset="digits", ipc=1, width=4, depth=1, iterations=3, pool_size=3, real_batch=16, n_inner=3,
+                 n_hinv=3, inner_lr=1e-2, hvp_lr=1e-2, tune_lr=False, preprocess="none", use_flip=False,
+                 checkpoint_every=2, max_online_steps=5, kernel_backend="jax", preset="quick")
+"""}
+OTHER_RUN = textwrap.dedent(r'''
+ds = distill(METHOD, cfg, data, jax.random.PRNGKey(5), workdir=os.environ["WORKDIR"], progress=False)
+print("JSON" + json.dumps({"process": jax.process_index(), "used": ds.meta["devices_used"],
+      "images": np.asarray(ds.images).ravel().tolist(), "targets": np.asarray(ds.targets).ravel().tolist(),
+      "lr": ds.lr}))
+''')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["datm", "rcig"])
+def test_two_processes_datm_rcig_like_one(tmp_path, method):
+    head = ("import json, os\nimport numpy as np, jax\nfrom jaxdistill.data import load_dataset, make_noisy_data\n"
+            "from jaxdistill.methods.base import distill\n"
+            "data = make_noisy_data(load_dataset('digits'), 'symmetric:0.2', seed=0, subset=200)\n"
+            f"METHOD = {method!r}\n")
+    script = head + textwrap.dedent(OTHERS[method]) + OTHER_RUN
+    one = run_processes(script, 1, env={"WORKDIR": str(tmp_path / "one")})[0]
+    two = run_processes(script, 2, env={"WORKDIR": str(tmp_path / "two")})
+    assert one["used"] == 1 and [o["used"] for o in two] == [2, 2]
+    for k in ("images", "targets"):
+        np.testing.assert_array_equal(two[0][k], two[1][k])
+        np.testing.assert_allclose(two[0][k], one[k], atol=1e-5)
+    assert two[0]["lr"] == two[1]["lr"] and (one["lr"] is None) == (two[0]["lr"] is None)
+    if one["lr"] is not None:
+        assert abs(two[0]["lr"] - one["lr"]) < 1e-7
+    assert sorted(os.listdir(tmp_path / "one")) == sorted(os.listdir(tmp_path / "two"))
 
 
 @pytest.mark.parametrize("rank", [0, 1])
