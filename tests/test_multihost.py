@@ -6,7 +6,8 @@ The end-to-end test starts two local CPU processes (one device each) joined by `
 workdir (pool store, orbax checkpoints, run.json, distilled.npz) with its nets and classes split over the
 two processes' devices, then an evaluation whose nets are split the same way; the oracle is the same script
 in one process. DATM (T=2 trajectories, expert store) and RCIG (split real batch and pool) are checked the
-same way on their own writes. The unit tests check the process-0-only writes with `jax.process_index` patched.
+same way (their sets and workdir files). The unit tests check the process-0-only writes with
+`jax.process_index` patched.
 """
 import json
 import os

@@ -96,7 +96,8 @@ n_pool = len(jax.tree_util.tree_leaves((fresh.pool, fresh.pool_opt, fresh.pool_s
 pool = lambda lv: [lv[k] for k in sorted(lv)][n_before:n_before + n_pool]  # noqa: E731
 out["rcig"] = {"used": [sets[0].meta["devices_used"], sets[1].meta["devices_used"]],
                "images": maxdiff(sets[0].images, sets[1].images),
-               "ckpt_shapes_equal": [np.shape(v) for v in ckpts[0].values()] == [np.shape(v) for v in ckpts[1].values()],
+               "ckpt_shapes_equal": ([np.shape(v) for v in ckpts[0].values()]
+                                     == [np.shape(v) for v in ckpts[1].values()]),
                "pool_diff": maxdiff(pool(ckpts[0]), pool(ckpts[1])),
                "pool_moved": maxdiff(pool(ckpts[1])[:len(jax.tree_util.tree_leaves(fresh.pool))],
                                      jax.tree_util.tree_leaves(fresh.pool)),
