@@ -22,6 +22,7 @@ from jaxdistill.configs.presets import baseline_budget
 from jaxdistill.evaluate import default_depth
 from jaxdistill.nn import NetConfig, make_net
 from jaxdistill.train import TrainConfig, accuracy, train_models_auto
+from jaxdistill.sharding import to_host
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +73,7 @@ def _fit(net, x, y, tc, key, k, x_test, y_test, x_val, y_val, progress, log=None
     def on_epoch(epoch, state):
         row = {"epoch": epoch}
         if x_val is not None:
-            row["params"] = jax.device_get(state.params)
+            row["params"] = to_host(state.params)
             row["val"] = accuracy(net, state.params, x_val, y_val)
             if log is not None:
                 log.log(epoch, val_acc=float(np.mean(row["val"])))

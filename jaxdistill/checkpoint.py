@@ -64,30 +64,50 @@ def _atomic(path: str, mode: str):
         raise
 
 
+# In a multi-process run (jax.distributed.initialize) every process computes the same results; only process 0
+# writes result files (`sharding.is_primary`), the others return without touching the path. Values are
+# brought to the host first on every process, as gathering an array spread over processes is a collective.
+
 def atomic_write_text(path: str, text: str) -> None:
+    from jaxdistill.sharding import is_primary
+
+    if not is_primary():
+        return
     with _atomic(path, "w") as f:
         f.write(text)
 
 
 def atomic_write_json(path: str, obj: Any) -> None:
+    # dumps runs on every process: _json_default may gather a jax.Array (a collective)
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
+    from jaxdistill.sharding import is_primary
+
+    if not is_primary():
+        return
     with _atomic(path, "wb") as f:
         f.write(data)
 
 
 def atomic_save_npz(path: str, **arrays) -> None:
+    from jaxdistill.sharding import is_primary, to_host
+
+    arrays = {k: to_host(v) for k, v in arrays.items()}
+    if not is_primary():
+        return
     with _atomic(path, "wb") as f:
-        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+        np.savez(f, **arrays)
 
 
 def _json_default(o):
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, (np.ndarray, jax.Array)):
-        return np.asarray(o).tolist()
+        from jaxdistill.sharding import to_host
+
+        return to_host(o).tolist()
     import dataclasses
 
     if dataclasses.is_dataclass(o):
@@ -132,7 +152,10 @@ class Checkpointer:
         finished run) would write the same arrays, and orbax refuses to overwrite a step."""
         if step in self.all_steps():
             return
-        tree = jax.tree_util.tree_map(np.asarray, tree)
+        from jaxdistill.sharding import to_host
+
+        # Every process calls save (orbax synchronises them and process 0 writes the host arrays).
+        tree = to_host(tree)
         self._mgr.save(step, args=self._ocp.args.StandardSave(tree), force=True)
         self._mgr.wait_until_finished()
 
@@ -144,7 +167,11 @@ class Checkpointer:
             except Exception as e:  # noqa: BLE001 - any failure to read means this step is unusable
                 log.warning("checkpoint step %d in %s is damaged (%s); trying the previous one",
                             step, self.directory, str(e).splitlines()[0][:200])
-                shutil.rmtree(os.path.join(self.directory, str(step)), ignore_errors=True)
+                from jaxdistill.sharding import is_primary, sync
+
+                if is_primary():
+                    shutil.rmtree(os.path.join(self.directory, str(step)), ignore_errors=True)
+                sync(f"checkpoint-drop-{step}")
                 self._mgr.reload()
                 continue
             got = [np.shape(a) for a in jax.tree_util.tree_leaves(tree)]

@@ -33,6 +33,8 @@ from jax.flatten_util import ravel_pytree
 from jaxdistill.checkpoint import Interrupted, StopRequest, atomic_save_npz, atomic_write_json, read_json
 from jaxdistill.errors import ConfigError, StoreError
 from jaxdistill.nn import Net
+from jaxdistill.sharding import is_primary, sync, to_host, train_models_sharded
+from jaxdistill.train import train_models
 
 STORE_VERSION = 1
 STORE_FILE = "store.json"
@@ -206,7 +208,7 @@ def _plan_groups(num_experts: int, group_size: Optional[int]) -> list[list[int]]
 
 def train_experts(net: Net, x, y, train_cfg, num_experts: int, key: jax.Array, directory: str,
                   meta: dict, snapshot_epochs: Optional[Sequence[int]] = None, progress: bool = True,
-                  *, group_size: Optional[int] = None,
+                  *, group_size: Optional[int] = None, devices: int = 1,
                   on_epoch: Optional[Callable[[int, int], None]] = None) -> ExpertStore:
     """Train `num_experts` nets with the one training loop (vmapped) and store their snapshots.
 
@@ -215,10 +217,15 @@ def train_experts(net: Net, x, y, train_cfg, num_experts: int, key: jax.Array, d
     meta: what the store is for ({'dataset', 'noise', 'net', ...}); recorded, and checked on reuse.
     snapshot_epochs: epochs to keep (0 = init), default all 0..E; e.g. [0, E] for DANCE's pool.
     group_size: experts trained together in one vmapped program (memory bound); default all.
+    devices: as the distillers' `devices` (0 = all visible, 1 = one device, n = the first n): each group's
+    nets are split over a `models` mesh (`sharding.train_models_sharded`; a group size that is not a multiple
+    of n is padded with copies of its last net, as the evaluator does). Not part of the store's identity:
+    the snapshots equal one device's to float tolerance, and a store may resume with another count.
     on_epoch(group, epoch): called after each epoch is committed (for tests / logging).
     Reruns with the same arguments resume an interrupted run; a different setting raises StoreError.
     """
-    from jaxdistill.train import init_state, make_optimizer, steps_per_epoch, train_models
+    from jaxdistill.sharding import model_mesh, resolve_devices
+    from jaxdistill.train import init_state, make_optimizer, steps_per_epoch
 
     if num_experts < 1:
         raise ConfigError(f"num_experts={num_experts} must be >= 1")
@@ -263,23 +270,30 @@ def train_experts(net: Net, x, y, train_cfg, num_experts: int, key: jax.Array, d
                 raise StoreError(f"expert store {directory!r} was built with {k}={existing.get(k)!r}; this run "
                                  f"asks for {info[k]!r}. Use another directory or delete this one.")
     store = ExpertStore(directory, _jsonable(info))
+    # Every process has read the store's files before process 0 writes any (a multi-process run).
+    sync("experts/opened")
     if store.complete:
         return store
+    n_dev = resolve_devices(devices, "experts")
+    mesh = model_mesh(n_dev) if n_dev > 1 else None
 
     tx = make_optimizer(train_cfg, total_epochs * n_steps)
     prog_path = os.path.join(directory, PROGRESS_FILE)
     row_of = {ep: i for i, ep in enumerate(snaps)}
+    # Read once: in a multi-process run only process 0 writes progress.json, so the others track it here.
+    done = set((read_json(prog_path) or {}).get("done", []))
     with StopRequest() as stop:
         for gi, members in enumerate(groups):
-            done = (read_json(prog_path) or {}).get("done", [])
             if gi in done:
                 continue
             _train_group(net, x, y, train_cfg, jax.random.fold_in(key, gi), gi, members, directory, snaps,
-                         row_of, num_params, total_epochs, tx, init_state, train_models, progress, stop, on_epoch)
-            atomic_write_json(prog_path, {"done": sorted(set(done) | {gi})})
+                         row_of, num_params, total_epochs, tx, init_state, mesh, progress, stop, on_epoch)
+            done.add(gi)
+            atomic_write_json(prog_path, {"done": sorted(done)})
             state_path = os.path.join(directory, f"state_g{gi:03d}.npz")
-            if os.path.exists(state_path):
+            if is_primary() and os.path.exists(state_path):
                 os.remove(state_path)
+    sync("experts/finished")
     return ExpertStore.open(directory)
 
 
@@ -299,7 +313,7 @@ def _open_rows(directory: str, e: int, shape: tuple) -> np.ndarray:
 
 
 def _train_group(net, x, y, cfg, key, gi, members, directory, snaps, row_of, num_params, total_epochs, tx,
-                 init_state, train_models, progress, stop, on_epoch):
+                 init_state, mesh, progress, stop, on_epoch):
     k = len(members)
     state_path = os.path.join(directory, f"state_g{gi:03d}.npz")
     # Fresh state from the group key: the template for restoring and the start if nothing is committed.
@@ -317,15 +331,16 @@ def _train_group(net, x, y, cfg, key, gi, members, directory, snaps, row_of, num
         if [s.shape for s in saved] != [np.shape(l) for l in leaves]:
             raise StoreError(f"training state {state_path!r} does not fit this run's network/optimiser")
         state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(s) for s in saved])
-    rows = [_open_rows(directory, e, (len(snaps), num_params)) for e in members]
+    sync(f"experts/g{gi:03d}/read")  # no process reads the state file after process 0 rewrites it
+    rows = [_open_rows(directory, e, (len(snaps), num_params)) for e in members] if is_primary() else []
 
     def commit(epoch: int, st) -> None:
         if epoch in row_of:
-            flat = np.asarray(jax.vmap(lambda p: ravel_pytree(p)[0])(st.params))  # (k, P)
+            flat = to_host(jax.vmap(lambda p: ravel_pytree(p)[0])(st.params))  # (k, P), gathered on every process
             for j, m in enumerate(rows):
                 m[row_of[epoch]] = flat[j]
                 m.flush()  # rows reach the file before the commit record names this epoch
-        host = jax.device_get(jax.tree_util.tree_leaves(st))
+        host = to_host(jax.tree_util.tree_leaves(st))
         atomic_save_npz(state_path, epoch=np.asarray(epoch), **{f"leaf_{i}": a for i, a in enumerate(host)})
         if on_epoch is not None:
             on_epoch(gi, epoch)
@@ -344,9 +359,13 @@ def _train_group(net, x, y, cfg, key, gi, members, directory, snaps, row_of, num
 
         # Curves of this group (mean over its nets) in the store's metrics.jsonl, e.g. stage 'experts/g000'.
         log = MetricsLog(directory, f"{os.path.basename(os.path.normpath(directory))}/g{gi:03d}")
+        kw = dict(state=state, start_epoch=start, on_epoch=on_ep, progress=label,
+                  num_classes=net.cfg.num_classes, metrics_log=log)
         try:
-            train_models(net, x, y, cfg, key, num_models=k, state=state, start_epoch=start, on_epoch=on_ep,
-                         progress=label, num_classes=net.cfg.num_classes, metrics_log=log)
+            if mesh is None:
+                train_models(net, x, y, cfg, key, num_models=k, **kw)
+            else:  # the group's nets split over the devices; on_ep sees the unpadded k nets
+                train_models_sharded(net, x, y, cfg, key, k, mesh=mesh, **kw)
         finally:
             log.close()
     for m in rows:

@@ -134,6 +134,9 @@ def plot_hard_samples(study: dict, path: str, title: str = "") -> str:
     fig.suptitle(f"{title}  clean-but-hard samples compressed away: {verdict} "
                  f"(overall lost rate {study['overall']['lost_rate']:.3f})", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    from jaxdistill.sharding import is_primary
+
+    if is_primary():  # one writer in a multi-process run
+        fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

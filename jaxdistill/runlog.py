@@ -49,12 +49,16 @@ def _tb_writer(logdir: str):
 class MetricsLog:
     """Appends ``{"stage", "step", "wall_s", **metrics}`` lines to ``run_dir/metrics.jsonl``.
 
-    run_dir=None gives a log that records nothing (stages without a run directory).
+    run_dir=None gives a log that records nothing (stages without a run directory), as does every process but
+    process 0 of a multi-process run.
     """
 
     def __init__(self, run_dir: Optional[str], stage: str, *, tensorboard: bool = True):
         self.stage = stage
-        self.path = os.path.join(run_dir, FILENAME) if run_dir else None
+        import jax
+
+        # Only process 0 of a multi-process run writes (the others would append the same lines again).
+        self.path = os.path.join(run_dir, FILENAME) if run_dir and jax.process_index() == 0 else None
         self._t0 = time.perf_counter()
         self._tb = None
         if self.path:

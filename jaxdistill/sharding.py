@@ -12,6 +12,10 @@ Four patterns cover jaxdistill's parallel work, each on a 1-D mesh (axis name = 
   classes      per-class losses and gradients of class-sliced state (DANCE's batched view), the class axis
                across devices, padded when C is not a multiple of the device count (`sharded_class_grads`).
 
+Several processes (jax.distributed.initialize): the meshes span every process's devices; `is_primary` (process
+0 writes files), `to_host` (the one way results reach NumPy, all-gathering arrays spread over processes) and
+`sync` (a barrier before reading what process 0 wrote) keep the processes' files and results one.
+
 Every function gives the single-device result up to float reassociation (tests/test_sharding.py checks
 this on 4 forced host devices). On one device they run unchanged, so callers need no special case.
 
@@ -287,6 +291,40 @@ def sharded_class_grads(loss_c: Callable[..., jax.Array], per_class_args: tuple,
     if cp != c:
         losses, grads = losses[:c], tmap(lambda g: g[:c], grads)
     return losses, grads
+
+
+# ------------------------------------------------------------------------------------------------
+# Several processes (jax.distributed.initialize): one writer, gathered host copies
+# ------------------------------------------------------------------------------------------------
+
+def is_primary() -> bool:
+    """True in the process that writes files (process 0; the only process of a one-process run). Every process
+    computes the same results, so the others skip their writes rather than race on the same paths."""
+    return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+    """Barrier across processes (no-op in a one-process run): placed where a process reads what process 0 has
+    just written (a store's files, run.json) so no process reads before the write is in place."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def to_host(tree: Any) -> Any:
+    """NumPy copy of every leaf. An array spread over devices of several processes cannot be read by one of
+    them (np.asarray raises); it is all-gathered (`process_allgather`, a collective: every process must
+    call this at the same point), so each process gets the whole global array. Replicated and
+    single-process arrays are copied directly."""
+    def one(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable and not a.is_fully_replicated:
+            from jax.experimental import multihost_utils
+
+            return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+        return np.asarray(a)
+
+    return tmap(one, tree)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -298,7 +298,11 @@ def train_models(net: Net, x, y, cfg: TrainConfig, key: jax.Array, num_models: i
     run, tx = _epoch_fn(net, cfg, n, epochs * n_steps)
     if state is None:
         state = init_state(net, cfg, key, num_models, tuple(x.shape[1:]), tx, init_params)
-    snaps = [jax.device_get(state.params)] if snapshots and start_epoch == 0 else ([] if snapshots else None)
+    from jaxdistill.sharding import to_host
+
+    # A state passed in may carry padding models (train_models_sharded pads K to a multiple of the devices):
+    # losses, accuracies and the metrics log cover the first num_models only.
+    snaps = [to_host(state.params)] if snapshots and start_epoch == 0 else ([] if snapshots else None)
     history: dict = {"loss": [], "test_acc": []}
 
     # Chunk epochs into one jitted call where nothing needs to happen between them.
@@ -309,15 +313,16 @@ def train_models(net: Net, x, y, cfg: TrainConfig, key: jax.Array, num_models: i
         k = min(per_call, epochs - epoch)
         state, losses = run(state, x, t, k)
         epoch += k
-        history["loss"].extend(np.asarray(losses).tolist())
+        losses = to_host(losses)[:, :num_models]
+        history["loss"].extend(losses.tolist())
         if snapshots:
-            snaps.append(jax.device_get(state.params))
+            snaps.append(to_host(state.params))
         if on_epoch is not None:
             on_epoch(epoch, state)
         if eval_data is not None and eval_every and (epoch % eval_every == 0 or epoch == epochs):
-            history["test_acc"].append((epoch, accuracy(net, state.params, *eval_data).tolist()))
+            history["test_acc"].append((epoch, accuracy(net, state.params, *eval_data)[:num_models].tolist()))
         if metrics_log is not None:
-            _log_epochs(metrics_log, np.asarray(losses), epoch, n_steps, lr_schedule(cfg, epochs * n_steps),
+            _log_epochs(metrics_log, losses, epoch, n_steps, lr_schedule(cfg, epochs * n_steps),
                         history["test_acc"])
         if bar is not None:
             bar.update(k)
@@ -389,7 +394,9 @@ def _predict_fn(cfg: NetConfig) -> Callable:
 def accuracy(net: Net, params_stacked: Any, x, y, batch: Optional[int] = None) -> np.ndarray:
     """Test accuracy of each model, (K,), in [0, 1]."""
     logits = predict(net, params_stacked, x, batch)
-    return np.asarray((jnp.argmax(logits, -1) == jnp.asarray(y)[None]).mean(-1))
+    from jaxdistill.sharding import to_host
+
+    return to_host((jnp.argmax(logits, -1) == jnp.asarray(y)[None]).mean(-1))
 
 
 def timed(fn: Callable, *args, **kw):

@@ -309,6 +309,10 @@ def distill(method: str, config, data, key, *, workdir: Optional[str] = None, pr
         return fn(config, data, key, workdir=None, progress=progress)
     record = run_record(method, config, data, key)
     claimed = check_workdir(workdir, record)
+    from jaxdistill.sharding import sync
+
+    # A multi-process run: every process has looked at the workdir before process 0 writes into it.
+    sync("distill/claimed")
     path = os.path.join(workdir, DISTILLED_FILE)
     if os.path.exists(path) and claimed:
         log.info("%s: the run in %s has finished; loading its set", method, workdir)
@@ -325,4 +329,6 @@ def distill(method: str, config, data, key, *, workdir: Optional[str] = None, pr
         from jaxdistill.checkpoint import atomic_write_json
 
         atomic_write_json(os.path.join(workdir, RUN_FILE), record)
+    # Callers read distilled.npz / initial.npz next (pipeline, CLI): in a multi-process run they exist by now.
+    sync("distill/saved")
     return ds

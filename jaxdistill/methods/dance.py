@@ -46,7 +46,7 @@ from jaxdistill.errors import ConfigError, DataError
 from jaxdistill.methods.base import DistilledSet, register
 from jaxdistill.methods.loop import auto_chunk, compile_chunk, run_loop
 from jaxdistill.nn import Net, NetConfig, make_net
-from jaxdistill.sharding import resolve_devices
+from jaxdistill.sharding import resolve_devices, to_host
 from jaxdistill.train import TrainConfig, train_models
 
 Array = jax.Array
@@ -164,7 +164,7 @@ def pretrain_pool(cfg: DanceConfig, data, x_norm: np.ndarray, key: Array, net: N
     # The shared expert store keeps only epoch 0 (theta_0) and the last epoch (theta_T) of each model,
     # resumes an interrupted pretraining, and raises StoreError if reused for other data/labels/net.
     store = train_experts(net, x_norm, y, tc, cfg.pool_size, key, directory, meta=meta or {},
-                          snapshot_epochs=[0, cfg.pretrain_epochs], progress=progress)
+                          snapshot_epochs=[0, cfg.pretrain_epochs], progress=progress, devices=cfg.devices)
     members = list(range(cfg.pool_size))
     return store.stacked_params(members, 0), store.stacked_params(members, cfg.pretrain_epochs)
 
@@ -174,8 +174,14 @@ def _train_pool(cfg, x_norm, y, key, net, tc, progress):
     k_init, k_train = jax.random.split(key)
     th0 = jax.vmap(lambda k: net.init(k, tuple(x_norm.shape[1:])))(jax.random.split(k_init, cfg.pool_size))
     # train_models donates its state buffers: hand it a copy so theta_0 survives.
-    res = train_models(net, x_norm, y, tc, k_train, cfg.pool_size, init_params=tmap(jnp.copy, th0),
-                       progress="dance pool" if progress else False)
+    kw = dict(init_params=tmap(jnp.copy, th0), progress="dance pool" if progress else False)
+    n_dev = resolve_devices(cfg.devices, "DANCE")
+    if n_dev > 1:  # the pool's nets split over the devices (padded to a multiple of them, as the evaluator)
+        from jaxdistill.sharding import model_mesh, train_models_sharded
+
+        res = train_models_sharded(net, x_norm, y, tc, k_train, cfg.pool_size, mesh=model_mesh(n_dev), **kw)
+    else:
+        res = train_models(net, x_norm, y, tc, k_train, cfg.pool_size, **kw)
     return th0, res.params
 
 
@@ -531,7 +537,7 @@ def distill(config: DanceConfig, data, key: Array, *, workdir: Optional[str] = N
             bar.close()
     syn, opt_state = res.carry
 
-    syn_np = np.asarray(syn)
+    syn_np = to_host(syn)  # gathered: the class-split step may leave syn spread over processes
     images, labels_out = decoded_set(syn_np, C, ipc, f, mean, std)
     meta_out = {
         "config": config.to_dict(), "iterations": config.iterations, "resumed_from": start,

@@ -32,7 +32,7 @@ from jaxdistill.runlog import MetricsLog
 from jaxdistill.errors import ConfigError, StoreError
 from jaxdistill.methods.base import DistilledSet, register
 from jaxdistill.methods.loop import auto_chunk, compile_chunk, run_loop
-from jaxdistill.sharding import resolve_devices
+from jaxdistill.sharding import resolve_devices, to_host
 
 log = logging.getLogger("jaxdistill")
 
@@ -281,7 +281,7 @@ def _logits_fn(apply_flat: ApplyFlat, chunk: int):
         pad = (-n) % b
         xp = np.concatenate([x, np.zeros((pad, *x.shape[1:]), np.float32)]) if pad else x
         out = f(jnp.asarray(theta), jnp.asarray(xp.reshape(-1, b, *x.shape[1:])))
-        return np.asarray(out).reshape(-1, out.shape[-1])[:n]
+        return to_host(out).reshape(-1, out.shape[-1])[:n]
 
     return run
 
@@ -379,7 +379,7 @@ def build_experts(cfg: DATMConfig, data, key: jax.Array, directory: str, progres
         if "no expert store" not in str(e) and "incomplete" not in str(e):
             raise
         store = train_experts(net, x, data.y_noisy, cfg.expert_train_config(), cfg.num_experts, key, directory,
-                              meta, progress=progress, group_size=cfg.expert_group_size)
+                              meta, progress=progress, group_size=cfg.expert_group_size, devices=cfg.devices)
     return store
 
 
@@ -517,7 +517,7 @@ def _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, pr
         lv = jax.tree_util.tree_leaves(state if st is None else st)
         buf = np.zeros((config.iterations,), np.float32)
         buf[: len(losses)] = losses
-        ckpt.save(counters["it"], {"leaves": {f"{i:03d}": np.asarray(l) for i, l in enumerate(lv)},
+        ckpt.save(counters["it"], {"leaves": {f"{i:03d}": to_host(l) for i, l in enumerate(lv)},
                                    "counters": {k: np.asarray(v) for k, v in counters.items()}, "losses": buf})
 
     T = config.trajectories_per_iter
@@ -593,8 +593,8 @@ def _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, pr
         "num_experts": store.num_experts, "dataset": data.name,
         "trajectories_per_iter": T, "devices_used": mesh.size if mesh is not None else 1,
     }
-    out = DistilledSet(images=np.asarray(state.x), labels=labels, method="datm", target_kind="soft_logits",
-                       targets=np.asarray(state.y), lr=float(state.lr), preprocessor=pre.to_dict(), meta=meta)
+    out = DistilledSet(images=to_host(state.x), labels=labels, method="datm", target_kind="soft_logits",
+                       targets=to_host(state.y), lr=float(state.lr), preprocessor=pre.to_dict(), meta=meta)
     out.initial = DistilledSet(images=np.asarray(x0), labels=labels, method="datm", target_kind="soft_logits",
                                targets=np.asarray(y0), lr=float(config.lr_teacher), preprocessor=pre.to_dict(),
                                meta={"initial_of": "datm", "indices": np.asarray(idx).tolist()})

@@ -91,6 +91,7 @@ def run_loop(name: str, run: Callable, carry: Any, *, start: int, iterations: in
     reached (no checkpoint is written past the last good one) and checkpoint.Interrupted on SIGINT/SIGTERM.
     """
     from jaxdistill.checkpoint import Interrupted, StopRequest
+    from jaxdistill.sharding import to_host
 
     if chunk < 1 or checkpoint_every % chunk:
         raise ConfigError(f"{name}: chunk={chunk} must be >= 1 and divide checkpoint_every={checkpoint_every}")
@@ -108,7 +109,7 @@ def run_loop(name: str, run: Callable, carry: Any, *, start: int, iterations: in
             nxt = int(its[-1]) + 1
             next_its = bounds(nxt) if nxt < iterations else None
             next_xs = chunk_inputs(next_its) if (chunk_inputs is not None and next_its is not None) else None
-            m = jax.device_get(m)                                   # the one host read of this chunk
+            m = to_host(m)                                          # the one host read of this chunk
             finite = np.asarray(m["finite"], bool)
             for j, ok in enumerate(finite):
                 consecutive = 0 if ok else consecutive + 1

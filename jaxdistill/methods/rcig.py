@@ -52,6 +52,7 @@ from jaxdistill.errors import ConfigError, DataError
 from jaxdistill.methods.base import DistilledSet, register
 from jaxdistill.methods.loop import auto_chunk, compile_chunk, run_loop
 from jaxdistill.runlog import MetricsLog
+from jaxdistill.sharding import to_host
 from jaxdistill.nn import Net, make_net
 
 tmap = jax.tree_util.tree_map
@@ -467,6 +468,26 @@ def make_problem(cfg: RCIGConfig, num_classes: int, image_shape: tuple, n_real: 
     return Problem(cfg, net, num_classes, cfg.ipc * num_classes, tuple(int(s) for s in image_shape), n_dev)
 
 
+def place_pool(state: RCIGState, n_devices: int) -> RCIGState:
+    """The pool (params, Adam states, step counters; leading axis P) split over the run's devices: the 1-D
+    `data` mesh its real batch is split over, so one step uses one mesh. P not a multiple of the devices: padded
+    with copies of the last model (as the evaluator pads its nets); the step draws models from the first P only,
+    so the copies are never used, and `unplace_pool` cuts them off before a checkpoint or the end. Each step
+    trains one drawn model, so the split spreads the pool's memory; the drawn model is gathered for the step."""
+    if n_devices == 1:
+        return state
+    from jaxdistill.sharding import data_mesh, shard_models
+
+    pool, opt, steps = shard_models((state.pool, state.pool_opt, state.pool_steps), data_mesh(n_devices), pad=True)
+    return state._replace(pool=pool, pool_opt=opt, pool_steps=steps)
+
+
+def unplace_pool(state: RCIGState, pool_size: int) -> RCIGState:
+    """The first pool_size models (the checkpointed layout, independent of the device count)."""
+    cut = lambda t: tmap(lambda a: a[:pool_size], t)  # noqa: E731
+    return state._replace(pool=cut(state.pool), pool_opt=cut(state.pool_opt), pool_steps=state.pool_steps[:pool_size])
+
+
 def init_coreset(y_noisy: np.ndarray, num_classes: int, ipc: int, key) -> np.ndarray:
     """Indices of `ipc` random training images per (noisy) class, class-major order: (C * ipc,)."""
     y_noisy = np.asarray(y_noisy)
@@ -544,6 +565,7 @@ def distill(config: RCIGConfig, data, key: jax.Array, *, workdir: Optional[str] 
             state = jax.tree_util.tree_unflatten(
                 treedef, [jnp.asarray(tree["leaves"][f"{i:03d}"]) for i in range(len(leaves))])
             start = int(state.it)
+    state = place_pool(state, prob.n_devices)
     if start == 0 and cfg.tune_lr:
         probe_i = functools.partial(_jit_probe_inner, prob)
         probe_h = functools.partial(_jit_probe_hvp, prob)
@@ -555,8 +577,8 @@ def distill(config: RCIGConfig, data, key: jax.Array, *, workdir: Optional[str] 
 
     def save(s, done=None):
         if ckpt is not None:
-            lv = jax.tree_util.tree_leaves(s)
-            ckpt.save(int(s.it), {"leaves": {f"{i:03d}": np.asarray(l) for i, l in enumerate(lv)}})
+            lv = jax.tree_util.tree_leaves(unplace_pool(s, cfg.pool_size))
+            ckpt.save(int(s.it), {"leaves": {f"{i:03d}": to_host(l) for i, l in enumerate(lv)}})
 
     bar = None
     if progress:
@@ -597,8 +619,8 @@ def distill(config: RCIGConfig, data, key: jax.Array, *, workdir: Optional[str] 
             "inner_lr": float(state.inner_lr), "hvp_lr": float(state.hvp_lr), "lr_tune_tries": tuned,
             "log_temp": float(ema["log_temp"]), "use_flip": bool(cfg.use_flip), "resumed_from": start,
             "init_indices": idx.tolist(), "devices_used": prob.n_devices}
-    out = DistilledSet(images=np.asarray(ema["x"]), labels=np.repeat(np.arange(c), cfg.ipc),
-                       method="rcig", target_kind="regression", targets=np.asarray(ema["y"]), lr=None,
+    out = DistilledSet(images=to_host(ema["x"]), labels=np.repeat(np.arange(c), cfg.ipc),
+                       method="rcig", target_kind="regression", targets=to_host(ema["y"]), lr=None,
                        preprocessor=pre.to_dict(), meta=meta)
     out.initial = DistilledSet(images=x_train[idx], labels=out.labels, method="rcig", target_kind="regression",
                                targets=y0, preprocessor=out.preprocessor,
