@@ -14,6 +14,7 @@ syn_steps parameter vectors and recomputes one step's activations at a time.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -196,6 +197,9 @@ def trajectory_mesh(cfg: DATMConfig):
     return data_mesh(n_dev)
 
 
+# Kept per (apply_flat, cfg, mesh): a second distill with the same config and expert layout (`flat_apply`
+# hands it the same apply_flat) reuses the compiled step instead of tracing and compiling it again.
+@functools.lru_cache(maxsize=8)
 def make_outer_step(apply_flat: ApplyFlat, cfg: DATMConfig, mesh=None) -> Callable:
     """Jitted `step(state, theta0, theta_star, key) -> (state, loss, finite, applied)`.
 
@@ -246,6 +250,23 @@ def make_outer_step(apply_flat: ApplyFlat, cfg: DATMConfig, mesh=None) -> Callab
 # Initialisation
 # ------------------------------------------------------------------------------------------------
 
+def flat_apply(net, store) -> ApplyFlat:
+    """`(theta (P,), x) -> net.apply(store.unravel(theta), x)`, one function object per (net, parameter layout),
+    so the programs built on it (`make_outer_step`, `_logits_fn`) are reused by every run on that layout."""
+    return _flat_apply(net, json.dumps(store.info["layout"], sort_keys=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _flat_apply(net, layout_json: str) -> ApplyFlat:
+    from jax.flatten_util import ravel_pytree
+
+    from jaxdistill.experts import _template_from_layout
+
+    _, unravel = ravel_pytree(_template_from_layout(json.loads(layout_json)))
+    return lambda theta, xb: net.apply(unravel(theta), xb)
+
+
+@functools.lru_cache(maxsize=8)
 def _logits_fn(apply_flat: ApplyFlat, chunk: int):
     f = jax.jit(jax.vmap(apply_flat, in_axes=(None, 0)))  # (P,), (chunks, chunk, ...) -> (chunks, chunk, C)
 
@@ -432,7 +453,7 @@ def _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, pr
              Checkpointer, Interrupted, StopRequest, mesh):
     c, ipc = data.num_classes, config.ipc
     _check_store(store, config, net, data)
-    apply_flat = lambda theta, xb: net.apply(store.unravel(theta), xb)
+    apply_flat = flat_apply(net, store)
     logits_of = _logits_fn(apply_flat, 500)
     labels = np.repeat(np.arange(c), ipc).astype(np.int32)
 
