@@ -39,7 +39,8 @@ def peak_memory() -> dict:
 
 
 def bench_jax(ipc: int, factor: int, width: int, batch_real: int, batched: bool, iters: int, size: int = 32,
-              channels: int = 3, num_classes: int = 10, pool: int = 5, n_real_per_class: int = 500) -> dict:
+              channels: int = 3, num_classes: int = 10, pool: int = 5, n_real_per_class: int = 500,
+              class_chunk: int = 0) -> dict:
     ncfg = NetConfig(num_classes, width=width, depth=3)
     net = make_net(ncfg)
     rng = np.random.default_rng(0)
@@ -51,7 +52,8 @@ def bench_jax(ipc: int, factor: int, width: int, batch_real: int, batched: bool,
         jax.random.split(jax.random.PRNGKey(s), pool))
     pool0, poolT = inits(1), inits(2)
     st = D.Statics(num_classes=num_classes, ipc=ipc, factor=factor, n_real=batch_real,
-                   n_syn=min(200, ipc * factor * factor), num_premodel=pool, iter_calib=1, batched=batched)
+                   n_syn=min(200, ipc * factor * factor), num_premodel=pool, iter_calib=1, batched=batched,
+                   class_chunk=class_chunk)
     tx = optax.sgd(0.01 * ipc, momentum=0.5)
     step = D.make_iteration(net, st, tx)
     syn = jnp.asarray(rng.uniform(size=(num_classes * ipc, size, size, channels)).astype(np.float32))
@@ -75,7 +77,8 @@ def bench_jax(ipc: int, factor: int, width: int, batch_real: int, batched: bool,
         jax.block_until_ready(syn)
         times.append(time.perf_counter() - t)
     return {"variant": "batched" if batched else "scan", "ipc": ipc, "factor": factor, "width": width,
-            "batch_real": batch_real, "median_s": float(np.median(times)), "compile_s": compile_s,
+            "batch_real": batch_real, "class_chunk": class_chunk, "median_s": float(np.median(times)),
+            "compile_s": compile_s,
             "iters": iters, "xla_temp_bytes": xla_temp, **peak_memory()}
 
 
@@ -85,6 +88,8 @@ def main(argv=None) -> None:
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--iters", type=int, default=None)
     p.add_argument("--ipcs", type=int, nargs="+", default=None)
+    p.add_argument("--class-chunk", type=int, default=0,
+                   help="DANCE Statics.class_chunk (0: all classes at once; 1: one class at a time, less memory)")
     a = p.parse_args(argv)
     if a.small:
         width, batch_real, ipcs, iters, nreal = 32, 16, a.ipcs or [10], a.iters or 3, 32
@@ -99,7 +104,8 @@ def main(argv=None) -> None:
         except ImportError as e:
             print(f"# torch reference skipped: {e}")
     for ipc in ipcs:
-        rows = [bench_jax(ipc, factor, width, batch_real, b, iters, n_real_per_class=nreal) for b in (False, True)]
+        rows = [bench_jax(ipc, factor, width, batch_real, b, iters, n_real_per_class=nreal,
+                          class_chunk=a.class_chunk) for b in (False, True)]
         for r in rows:
             print(json.dumps(r), flush=True)
         if torch_ref is not None:

@@ -101,20 +101,29 @@ def epoch_batches(n: int, batch_size: int, drop_last: bool = False) -> tuple[int
     return full, batch, (n - full * batch if steps > full else 0)
 
 
-def lr_schedule(cfg: TrainConfig, total_steps: int):
-    """The learning rate: a float (constant) or an optax schedule step -> lr."""
+def lr_schedule(cfg: TrainConfig, total_steps: int, lr: Any = None):
+    """The learning rate: a float (constant) or an optax schedule step -> lr.
+
+    lr, if given, replaces cfg.lr and may be a traced scalar: the training program then takes the lr as an
+    argument, so sets that differ only in their lr (DATM's learned lr) share one compiled program."""
     total_steps = max(int(total_steps), 1)
+    lr = cfg.lr if lr is None else lr
     if cfg.schedule == "constant":
-        return cfg.lr
+        return lr
     if cfg.schedule == "multistep":
         bounds = {int(round(f * total_steps)): cfg.gamma for f in cfg.milestones}
-        return optax.piecewise_constant_schedule(cfg.lr, bounds)
-    return optax.warmup_cosine_decay_schedule(
-        0.0, cfg.lr, cfg.warmup_steps, max(total_steps, cfg.warmup_steps + 1), cfg.lr * cfg.cosine_alpha)
+        return optax.piecewise_constant_schedule(lr, bounds)
+    if isinstance(lr, (int, float)):
+        return optax.warmup_cosine_decay_schedule(
+            0.0, lr, cfg.warmup_steps, max(total_steps, cfg.warmup_steps + 1), lr * cfg.cosine_alpha)
+    # optax compares the peak with 0 in Python, which a traced lr cannot do: scale the unit-peak schedule
+    unit = lr_schedule(cfg, total_steps, 1.0)
+    return lambda count: lr * unit(count)
 
 
-def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
-    sched = lr_schedule(cfg, total_steps)
+def make_optimizer(cfg: TrainConfig, total_steps: int, lr: Any = None) -> optax.GradientTransformation:
+    """cfg's optimiser; lr (possibly traced) replaces cfg.lr. The state's structure does not depend on lr."""
+    sched = lr_schedule(cfg, total_steps, lr)
     parts = []
     if cfg.weight_decay > 0:  # torch-style coupled L2: added to the gradient before momentum
         parts.append(optax.add_decayed_weights(cfg.weight_decay))
@@ -189,11 +198,16 @@ def over_models(fn: Callable, model_loop: str = "auto") -> Callable:
     return lambda stacked: jax.lax.map(fn, stacked)
 
 
-def make_epoch_fn(net: Net, cfg: TrainConfig, n: int, tx: optax.GradientTransformation,
-                  model_loop: str = "auto") -> Callable:
-    """Returns jitted `run(state, x, t, num_epochs) -> (state, losses (num_epochs, K))` (num_epochs static).
+def make_epoch_fn(net: Net, cfg: TrainConfig, n: int, tx: Optional[optax.GradientTransformation],
+                  model_loop: str = "auto", total_steps: Optional[int] = None) -> Callable:
+    """Returns jitted `run(state, x, t, num_epochs, lr=None) -> (state, losses (num_epochs, K))` (num_epochs
+    static).
 
+    tx: the optimiser, lr baked in; or None: the program builds `make_optimizer(cfg, total_steps, lr)` from its
+    traced `lr` argument (a float32 scalar), so one compiled program serves every lr.
     model_loop: how the K models run inside the program (see `resolve_model_loop`)."""
+    if tx is None and total_steps is None:
+        raise ConfigError("make_epoch_fn: with tx=None the schedule length total_steps is needed")
     full, batch, tail = epoch_batches(n, cfg.batch_size, cfg.drop_last)
     augment = None
     if cfg.augment != "none":
@@ -201,7 +215,7 @@ def make_epoch_fn(net: Net, cfg: TrainConfig, n: int, tx: optax.GradientTransfor
 
         augment = get_augment(cfg.augment)
 
-    def one_model_epoch(params, opt_state, key, step, x, t):
+    def one_model_epoch(tx, params, opt_state, key, step, x, t):
         key, perm_key = jax.random.split(key)
         perm = jax.random.permutation(perm_key, n)
 
@@ -233,8 +247,11 @@ def make_epoch_fn(net: Net, cfg: TrainConfig, n: int, tx: optax.GradientTransfor
 
     resolve_model_loop(model_loop)  # a bad name fails here, not at the first call
 
-    def run(state: TrainState, x, t, num_epochs: int):
-        per_model = over_models(lambda a: one_model_epoch(*a, x, t), model_loop)
+    def run(state: TrainState, x, t, num_epochs: int, lr=None):
+        if (tx is None) != (lr is not None):
+            raise ConfigError("make_epoch_fn: pass lr to run exactly when tx=None was given")
+        tx_ = tx if tx is not None else make_optimizer(cfg, total_steps, lr)
+        per_model = over_models(lambda a: one_model_epoch(tx_, *a, x, t), model_loop)
 
         def ep(state, _):
             params, opt_state, key, step, loss = per_model((state.params, state.opt_state, state.key, state.step))
@@ -247,10 +264,22 @@ def make_epoch_fn(net: Net, cfg: TrainConfig, n: int, tx: optax.GradientTransfor
 
 @functools.lru_cache(maxsize=32)
 def _epoch_fn(net: Net, cfg: TrainConfig, n: int, total_steps: int) -> tuple[Callable, optax.GradientTransformation]:
-    """(make_epoch_fn's program, its optimiser), kept per (net, config, set size, schedule length): the default
-    job evaluates three distilled sets under the same protocol, and each compile costs seconds on CPU."""
-    tx = make_optimizer(cfg, total_steps)
-    return make_epoch_fn(net, cfg, n, tx), tx
+    """(make_epoch_fn's program taking the lr as an argument, an optimiser for its state), kept per (net,
+    config, set size, schedule length); call with cfg.lr normalised away (`_unit_lr`), so that sets which
+    differ only in their lr (DATM's learned lr) reuse the program: the default job evaluates several sets
+    under the same protocol, and each compile costs seconds on CPU. The optimiser's state does not depend
+    on its lr, so the returned tx (lr 1) initialises the state of every lr."""
+    return make_epoch_fn(net, cfg, n, None, total_steps=total_steps), make_optimizer(cfg, total_steps)
+
+
+def _unit_lr(cfg: TrainConfig) -> TrainConfig:
+    return cfg.replace(lr=1.0)
+
+
+def _lr_arg(lr) -> jax.Array:
+    # one strongly typed float32 whatever the caller passes: a Python float (weakly typed), a NumPy float32 and
+    # a float64 would each be a compile of their own
+    return jnp.asarray(np.float32(lr))
 
 
 @functools.lru_cache(maxsize=32)
@@ -295,7 +324,8 @@ def train_models(net: Net, x, y, cfg: TrainConfig, key: jax.Array, num_models: i
     n = x.shape[0]
     n_steps, _ = steps_per_epoch(n, cfg.batch_size, cfg.drop_last)
     epochs = cfg.epochs if cfg.steps is None else math.ceil(cfg.steps / n_steps)
-    run, tx = _epoch_fn(net, cfg, n, epochs * n_steps)
+    run, tx = _epoch_fn(net, _unit_lr(cfg), n, epochs * n_steps)
+    lr = _lr_arg(cfg.lr)
     if state is None:
         state = init_state(net, cfg, key, num_models, tuple(x.shape[1:]), tx, init_params)
     from jaxdistill.sharding import to_host
@@ -311,7 +341,7 @@ def train_models(net: Net, x, y, cfg: TrainConfig, key: jax.Array, num_models: i
     epoch = start_epoch
     while epoch < epochs:
         k = min(per_call, epochs - epoch)
-        state, losses = run(state, x, t, k)
+        state, losses = run(state, x, t, k, lr)
         epoch += k
         losses = to_host(losses)[:, :num_models]
         history["loss"].extend(losses.tolist())

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The GPU must-shows of issues #3, #5, #7 and #8 in one short script, for a 15-minute device slot.
+# The GPU must-shows of issues #3, #5, #7, #8 and #18 in one short script, for a 15-minute device slot.
 #
 # Prepare on the CPU machine (both paths are git-ignored and travel with `carry`):
 #   mkdir -p .whl .fmnist
 #   pip download --no-deps --python-version 3.12 --only-binary=:all: -d .whl neural-tangents==0.6.5 frozendict
 #   cp /usr/share/datasets/fashion-mnist/*-ubyte.gz .fmnist/
-# Run on the device (carry .whl and .fmnist), about 8 minutes:
+# Run on the device (carry .whl and .fmnist), about 10 minutes:
 #   bash scripts/gpu_checks.sh
 # Every step has its own timeout, so one slow step cannot eat the others; logs and JSON go to $OUT.
 set -u
@@ -32,6 +32,15 @@ python -c "import jax; print(jax.__version__, jax.devices())" | tee -a "$OUT/gpu
 step datm 150 python benchmarks/bench_datm.py --iters 5 --variants nodsa,dsa --json "$OUT/datm.json"
 # #7: DANCE against its reference (>= 5x; measured 12.3x in session 1, repeated for the FLOP/s fraction).
 step run_datm_dance 150 python benchmarks/run.py --only datm,dance --settings c10_ipc10 --repeats 3 --out "$OUT/run_dd"
+# #18: DANCE memory at CIFAR-10 IPC 10: XLA's own accounting of the iteration (temp = its working set) and the
+# allocator's figures before compile / after compile (autotuning) / after one run, one process per variant so the
+# process-wide peak is that variant's; then the time cost of class_chunk=1 (one class's activations at a time).
+for v in scan batched; do
+    for cc in 0 1; do
+        step "dance_mem_${v}_cc$cc" 60 python benchmarks/dance_memory.py --variants "$v" --class-chunks "$cc" --run
+    done
+done
+step dance_chunk1 90 python benchmarks/bench_dance.py --ipcs 10 --no-torch --class-chunk 1
 # #5: RCIG iteration time and memory at IPC 10.
 step rcig 120 python benchmarks/bench_rcig.py --iters 3 --ipc 10
 # #19: RCIG through neural-tangents vs the hand-written jvp at the study's shapes (time and XLA FLOP ratios).

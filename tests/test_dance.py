@@ -274,6 +274,29 @@ def test_batched_variant_is_one_step_on_summed_class_losses():
     assert all(np.abs(np.asarray(s_b)[c] - np.clip(np.asarray(syn)[c], 0, 1)).max() > 0 for c in range(C))
 
 
+@pytest.mark.parametrize("batched", [False, True])
+def test_class_chunks_change_memory_not_results(batched):
+    """class_chunk=2 of C=3 classes (a padded last chunk): the real branch's features and, batched, the class
+    losses are computed two classes at a time; the iteration's result equals the all-classes-at-once one."""
+    net, st, syn, args, it, tx, cfg = _setup_iteration(batched=batched)
+    chunked = D.make_iteration(net, st._replace(class_chunk=2), tx)
+    key = jax.random.PRNGKey(5)
+    s0, o0, m0 = it(syn, tx.init(syn), key, *args)
+    s1, o1, m1 = chunked(syn, tx.init(syn), key, *args)
+    assert np.abs(np.asarray(s0) - np.clip(np.asarray(syn), 0, 1)).max() > 1e-4   # the step moved the images
+    chex.assert_trees_all_close((s1, o1), (s0, o0), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose([float(m1["loss_inner"]), float(m1["loss_calib"])],
+                               [float(m0["loss_inner"]), float(m0["loss_calib"])], rtol=1e-5)
+
+
+def test_map_classes_pads_and_matches_vmap():
+    xs = (jnp.arange(5.0)[:, None] * jnp.ones((5, 3)), jnp.arange(5))
+    fn = lambda a: (a[0].sum() * a[1], a[0] * 2)  # noqa: E731
+    want = jax.vmap(fn)(xs)
+    for chunk in (0, 1, 2, 3, 5, 9):
+        chex.assert_trees_all_close(D.map_classes(fn, xs, chunk), want)
+
+
 # ---------------------------------------------------------------------------------------------
 # distill(): resume, outputs, errors
 # ---------------------------------------------------------------------------------------------

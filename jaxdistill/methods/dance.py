@@ -201,6 +201,11 @@ class Statics(NamedTuple):
     iter_calib: int
     batched: bool
     devices: int = 1    # > 1: per-class gradients split across this many devices (sharding.sharded_class_grads)
+    # > 0: classes per pass where the iteration would otherwise batch all C classes at once (the real
+    # branch's feature forward of C * n_real images, and the batched view's vmapped class losses): the
+    # passes run one after another (lax.map), so only class_chunk classes' activations are live at a time.
+    # 0: all classes in one pass (fastest on an accelerator). Same maths either way.
+    class_chunk: int = 0
 
 
 def class_buckets_table(y: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -221,6 +226,24 @@ def sample_real(key: Array, table: Array, counts: Array, n: int) -> Array:
     scores = jnp.where(jnp.arange(m)[None, :] < counts[:, None], scores, 2.0)  # padding never chosen
     _, pos = jax.lax.top_k(-scores, n)
     return jnp.take_along_axis(table, pos, axis=1)
+
+
+def map_classes(fn: Callable, xs: Any, chunk: int) -> Any:
+    """`jax.vmap(fn)(xs)` over the leading (class) axis, `chunk` classes at a time (lax.map over the chunks;
+    chunk <= 0 or >= C: one vmap). The last chunk is padded with copies of class 0, whose results are dropped."""
+    c = jax.tree_util.tree_leaves(xs)[0].shape[0]
+    if chunk <= 0 or chunk >= c:
+        return jax.vmap(fn)(xs)
+    n = -(-c // chunk)
+    pad = n * chunk - c
+
+    def split(a):
+        if pad:
+            a = jnp.concatenate([a, jnp.repeat(a[:1], pad, axis=0)])
+        return a.reshape(n, chunk, *a.shape[1:])
+
+    out = jax.lax.map(jax.vmap(fn), tmap(split, xs))
+    return tmap(lambda a: a.reshape(n * chunk, *a.shape[2:])[:c], out)
 
 
 def make_iteration(net: Net, st: Statics, tx: optax.GradientTransformation) -> Callable:
@@ -271,6 +294,15 @@ def make_iteration(net: Net, st: Statics, tx: optax.GradientTransformation) -> C
 
     def batched_view(syn, opt_state, loss_c, extra):
         """One step on the sum of the class losses (vmap over classes)."""
+        if st.class_chunk and st.class_chunk < C:
+            # class c's loss depends on its own slice only, so the gradient of the sum is the stack of each
+            # class's gradient at its slice: taken class_chunk classes at a time
+            vg = lambda sl, c, e: jax.value_and_grad(loss_c)(sl, c, e)  # noqa: E731
+            losses, g = map_classes(lambda a: vg(*a), (syn.reshape(C, ipc, *syn.shape[1:]), jnp.arange(C), extra),
+                                    st.class_chunk)
+            syn, opt_state, bad = apply_step(syn, opt_state, g.reshape(syn.shape), losses.sum())
+            return syn, opt_state, losses, bad[None]
+
         def total(syn):
             per = jax.vmap(loss_c)(syn.reshape(C, ipc, *syn.shape[1:]), jnp.arange(C), extra)
             return per.sum(), per
@@ -345,9 +377,13 @@ def make_iteration(net: Net, st: Statics, tx: optax.GradientTransformation) -> C
         idx = sample_real(k_real, table, counts, st.n_real)           # (C, n_real)
         k_aug_c = jax.random.split(k_aug, C)
         k_sub_c = jax.random.split(k_sub, C)
-        real_aug = jax.vmap(dance_condense)(k_aug_c, x_real[idx])       # (C, n_real, H, W, Ch)
-        mu_real = feats(th_mid, real_aug.reshape(-1, *real_aug.shape[2:]))
-        mu_real = jax.lax.stop_gradient(mu_real.reshape(C, st.n_real, -1).mean(1))   # (C, F)
+        if st.class_chunk and st.class_chunk < C:
+            mu_real = map_classes(lambda a: feats(th_mid, dance_condense(a[0], x_real[a[1]])).mean(0),
+                                  (k_aug_c, idx), st.class_chunk)
+        else:
+            real_aug = jax.vmap(dance_condense)(k_aug_c, x_real[idx])       # (C, n_real, H, W, Ch)
+            mu_real = feats(th_mid, real_aug.reshape(-1, *real_aug.shape[2:])).reshape(C, st.n_real, -1).mean(1)
+        mu_real = jax.lax.stop_gradient(mu_real)   # (C, F)
 
         def l_in(syn_c, c, e):
             ka, ks, mu = e

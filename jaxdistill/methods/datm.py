@@ -14,6 +14,7 @@ syn_steps parameter vectors and recomputes one step's activations at a time.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -197,6 +198,9 @@ def trajectory_mesh(cfg: DATMConfig):
     return data_mesh(n_dev)
 
 
+# Kept per (apply_flat, cfg, mesh): a second distill with the same config and expert layout (`flat_apply`
+# hands it the same apply_flat) reuses the compiled step instead of tracing and compiling it again.
+@functools.lru_cache(maxsize=8)
 def make_outer_step(apply_flat: ApplyFlat, cfg: DATMConfig, mesh=None, *, jit: bool = True) -> Callable:
     """Jitted (pure with jit=False) `step(state, theta0, theta_star, key) -> (state, loss, finite, applied)`.
 
@@ -254,23 +258,38 @@ def iteration_body(step: Callable) -> Callable:
     return body
 
 
-_CHUNKS: dict = {}
+def _cached_chunk(apply_flat: ApplyFlat, cfg: DATMConfig, mesh) -> Callable:
+    # Run-control fields do not enter the step: runs that differ only in them share one compiled chunk program.
+    maths = dataclasses.replace(cfg, iterations=1, checkpoint_every=1, max_nonfinite=1, chunk_iters=0, expert_dir=None)
+    return _chunk_program(apply_flat, maths, mesh)
 
 
-def _cached_chunk(apply_flat: ApplyFlat, cfg: DATMConfig, mesh, key: str) -> Callable:
-    # A second run with the same net, store layout, config and devices reuses the compiled chunk program
-    # (apply_flat is a fresh closure per run, so it cannot be the cache key itself).
-    if key not in _CHUNKS:
-        if len(_CHUNKS) >= 8:
-            _CHUNKS.pop(next(iter(_CHUNKS)))
-        _CHUNKS[key] = compile_chunk(iteration_body(make_outer_step(apply_flat, cfg, mesh, jit=False)))
-    return _CHUNKS[key]
+@functools.lru_cache(maxsize=8)
+def _chunk_program(apply_flat: ApplyFlat, cfg: DATMConfig, mesh) -> Callable:
+    return compile_chunk(iteration_body(make_outer_step(apply_flat, cfg, mesh, jit=False)))
 
 
 # ------------------------------------------------------------------------------------------------
 # Initialisation
 # ------------------------------------------------------------------------------------------------
 
+def flat_apply(net, store) -> ApplyFlat:
+    """`(theta (P,), x) -> net.apply(store.unravel(theta), x)`, one function object per (net, parameter layout),
+    so the programs built on it (`make_outer_step`, `_logits_fn`) are reused by every run on that layout."""
+    return _flat_apply(net, json.dumps(store.info["layout"], sort_keys=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _flat_apply(net, layout_json: str) -> ApplyFlat:
+    from jax.flatten_util import ravel_pytree
+
+    from jaxdistill.experts import _template_from_layout
+
+    _, unravel = ravel_pytree(_template_from_layout(json.loads(layout_json)))
+    return lambda theta, xb: net.apply(unravel(theta), xb)
+
+
+@functools.lru_cache(maxsize=8)
 def _logits_fn(apply_flat: ApplyFlat, chunk: int):
     f = jax.jit(jax.vmap(apply_flat, in_axes=(None, 0)))  # (P,), (chunks, chunk, ...) -> (chunks, chunk, C)
 
@@ -457,7 +476,7 @@ def _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, pr
              Checkpointer, mesh):
     c, ipc = data.num_classes, config.ipc
     _check_store(store, config, net, data)
-    apply_flat = lambda theta, xb: net.apply(store.unravel(theta), xb)
+    apply_flat = flat_apply(net, store)
     logits_of = _logits_fn(apply_flat, 500)
     labels = np.repeat(np.arange(c), ipc).astype(np.int32)
 
@@ -521,12 +540,7 @@ def _distill(config, data, store, pre, x_train, net, k_init, k_loop, workdir, pr
                                    "counters": {k: np.asarray(v) for k, v in counters.items()}, "losses": buf})
 
     T = config.trajectories_per_iter
-    maths = {k: v for k, v in dataclasses.asdict(config).items()
-             if k not in ("checkpoint_every", "max_nonfinite", "chunk_iters", "expert_dir", "iterations")}
-    cache_key = json.dumps([maths, str(net.cfg) if hasattr(net, "cfg") else repr(net),
-                            [list(np.shape(l)) for l in jax.tree_util.tree_leaves(store.template)],
-                            None if mesh is None else [str(d) for d in mesh.devices.flat]], default=str)
-    run = _cached_chunk(apply_flat, config, mesh, cache_key)
+    run = _cached_chunk(apply_flat, config, mesh)
     seed = _seed_of(k_loop)
     start_of: dict[int, int] = {}
 

@@ -1,0 +1,108 @@
+"""A/B of a rejected idea (#18 item 6): the CPU patches convolution with a hand-written VJP, so that its
+transpose (dx) is itself a patches matmul (the conv of g with the flipped kernel) instead of autodiff's
+9 slices / pads / adds, and the second-order path stays matmul-only.
+
+One DATM outer step at CIFAR-10 IPC 1 (ConvNet-3 width 128, 10 unrolled steps, batch 10, no DSA, remat) is
+built twice in one process, A with `nn.conv2d` as it is and B with the custom VJP, and the two are timed
+interleaved (ABAB.., BABA..) so a loaded machine's drift hits both alike.
+
+  python benchmarks/datm_conv_vjp_ab.py [--reps 10]
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+import jaxdistill.nn as N
+from jaxdistill.configs.datm import DATMConfig
+from jaxdistill.methods import datm
+
+
+def _patches(x, kh, kw, p):
+    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    ho, wo = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+    return jnp.concatenate([xp[:, i:i + ho, j:j + wo, :] for i in range(kh) for j in range(kw)], axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_vjp(x, k, p):
+    kh, kw, cin, cout = k.shape
+    return _patches(x, kh, kw, p) @ k.reshape(kh * kw * cin, cout)
+
+
+def _fwd(x, k, p):
+    kh, kw, cin, cout = k.shape
+    pt = _patches(x, kh, kw, p)
+    return pt @ k.reshape(kh * kw * cin, cout), (pt, k)
+
+
+def _bwd(p, res, g):
+    pt, k = res
+    kh, kw, _, _ = k.shape
+    dk = jnp.einsum("nhwi,nhwo->io", pt, g).reshape(k.shape)
+    dx = conv_vjp(g, jnp.flip(k, (0, 1)).transpose(0, 1, 3, 2), kh - 1 - p)  # transposed conv, as a conv
+    return dx, dk
+
+
+conv_vjp.defvjp(_fwd, _bwd)
+_orig = N.conv2d
+
+
+def _patched(x, kernel, padding, impl="auto"):
+    return conv_vjp(x, kernel, padding) if N.resolve_conv_impl(impl) == "patches" else _orig(x, kernel, padding, impl)
+
+
+def _build():
+    net = N.make_net(N.NetConfig(num_classes=10, width=128, depth=3))
+    theta0, unravel = ravel_pytree(net.init(jax.random.PRNGKey(0), (32, 32, 3)))
+    ts = theta0 + 0.01 * jax.random.normal(jax.random.PRNGKey(1), theta0.shape)
+    cfg = DATMConfig(dataset="bench", ipc=1, syn_steps=10, batch_syn=10, dsa=False, remat=True, threshold=1e9,
+                     width=128, max_start_epoch=20, current_max_start_epoch=10)
+    x = jax.random.normal(jax.random.PRNGKey(2), (10, 32, 32, 3))
+    y = jax.random.normal(jax.random.PRNGKey(3), (10, 10))
+    step = datm.make_outer_step(lambda th, xb: net.apply(unravel(th), xb), cfg)
+    fresh = lambda: datm.init_syn_state(cfg, jnp.array(x), jnp.array(y), 0.01)  # noqa: E731 (the step donates it)
+    jax.block_until_ready(step(fresh(), theta0, ts, jax.random.PRNGKey(4)))   # compile (traces conv2d now)
+    return step, fresh, theta0, ts
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=10)
+    a = ap.parse_args(argv)
+    # the custom VJP's second-order gradient equals autodiff's on a small problem
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
+    k = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 4))
+
+    def so(conv):  # d/dx of |d/dk sum(sin(conv(x, k)))|^2: reverse over reverse, as DATM's meta-gradient
+        inner = jax.grad(lambda x, k: jnp.sum(jnp.sin(conv(x, k, 1))), 1)
+        return jax.grad(lambda x: jnp.sum(inner(x, k) ** 2))(x)
+
+    ref = so(lambda x, k, p: _orig(x, k, p, "patches"))
+    print(f"second-order gradient, max |custom - autodiff| / max |autodiff| = "
+          f"{float(jnp.max(jnp.abs(so(conv_vjp) - ref)) / jnp.max(jnp.abs(ref))):.1e}")
+    A = _build()
+    N.conv2d = _patched
+    B = _build()
+    N.conv2d = _orig
+    times = {"A autodiff": [], "B custom VJP": []}
+    for r in range(a.reps):
+        order = [("A autodiff", A), ("B custom VJP", B)]
+        for name, (step, fresh, th, ts) in (order if r % 2 == 0 else order[::-1]):
+            st = fresh()
+            t = time.perf_counter()
+            jax.block_until_ready(step(st, th, ts, jax.random.PRNGKey(5 + r)))
+            times[name].append(time.perf_counter() - t)
+    for name, v in times.items():
+        print(f"{name}: median {1e3 * statistics.median(v):.0f} ms  {[round(1e3 * t) for t in v]}")
+    print(f"B / A = {statistics.median(times['B custom VJP']) / statistics.median(times['A autodiff']):.3f}")
+
+
+if __name__ == "__main__":
+    main()
