@@ -512,7 +512,7 @@ def distill(config: DanceConfig, data, key: Array, *, workdir: Optional[str] = N
     st = Statics(num_classes=C, ipc=ipc, factor=f, n_real=int(min(config.batch_real, counts.min())),
                  n_syn=int(min(config.batch_syn_max, ipc * f * f)), num_premodel=config.num_premodel,
                  iter_calib=config.iter_calib, batched=config.batched_classes,
-                 devices=resolve_devices(config.devices, "DANCE"))
+                 devices=resolve_devices(config.devices, "DANCE"), class_chunk=config.class_chunk)
     tx = optax.sgd(config.image_lr, momentum=config.mom_img)
     syn = jnp.asarray(initial_synset(x, y, C, ipc, f))
     opt_state = tx.init(syn)
