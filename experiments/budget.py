@@ -101,6 +101,33 @@ def run(a) -> int:
     return 0
 
 
+TARGET_POINTS = 5.0
+
+
+def clean_summary(doc: dict) -> dict | None:
+    """experiments/results/cpu_preset_clean.json: per control and per method (its best measured point on the curve,
+    with every point beside it) the common-protocol accuracy `acc_mean`, and the margin over random_clean."""
+    ctl = doc.get("controls", {})
+    if "random_clean" not in ctl or doc.get("setting", {}).get("noise") != "clean":
+        return None
+    rc = 100 * ctl["random_clean"]["acc_mean"]
+    entries = {f"control/{k}": {"acc_mean": v["acc_mean"], "acc_std": v["acc_std"]} for k, v in ctl.items()}
+    for pk, row in doc["points"].items():
+        m = row["method"]
+        acc = row["eval"]["acc_mean"]
+        e = entries.setdefault(m, {"acc_mean": -1.0, "points": {}})
+        e["points"][pk] = acc
+        if acc > e["acc_mean"]:
+            e.update(acc_mean=acc, acc_std=row["eval"]["acc_std"], point=pk, distill_s=row["distill_s"],
+                     vs_random_clean=100 * acc - rc, meets_target=bool(100 * acc - rc >= TARGET_POINTS))
+            if "selected" in row:
+                entries[f"{m}/selected"] = {"acc_mean": row["selected"]["acc_mean"], "point": pk}
+    return {"setting": doc.get("setting"), "protocol": "standard (common), 5 nets",
+            "target": f"each distiller >= random_clean + {TARGET_POINTS:g} points",
+            "command": "python experiments/budget.py run --method M --point FIELD=V ...; python experiments/budget.py "
+                       "aggregate", "entries": entries}
+
+
 def aggregate(a) -> int:
     """Markdown table and a plot (accuracy against the varied field, one line per method)."""
     doc = _load(a.out)
@@ -120,6 +147,15 @@ def aggregate(a) -> int:
             (field, val), = row["point"].items()
             series.setdefault(f"{row['method']} ({field})", []).append((val, acc))
     text = "\n".join(lines) + "\n"
+    summary = clean_summary(doc)
+    if summary is not None:
+        from jaxdistill.checkpoint import atomic_write_json
+
+        atomic_write_json(os.path.join(os.path.dirname(os.path.abspath(a.out)), "cpu_preset_clean.json"), summary)
+        text += "\nPer method, best point (target: random_clean + 5 points):\n\n" + "\n".join(
+            f"- {m}: {100 * e['acc_mean']:.2f} at {e['point']} ({e['vs_random_clean']:+.2f} vs random_clean; "
+            f"{'meets' if e['meets_target'] else 'does not meet'} the target)"
+            for m, e in summary["entries"].items() if "/" not in m) + "\n"
     md = os.path.splitext(a.out)[0] + ".md"
     with open(md, "w") as f:
         f.write(text)
