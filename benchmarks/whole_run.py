@@ -91,7 +91,7 @@ def _timed_chunks(module, sink: list):
     return lambda: setattr(module, "run_loop", real)
 
 
-def whole_run(method: str, small: bool = True, ipc: int = 1, n1: int = 50, n2: int = 150, checkpoint_every: int = 50,
+def whole_run(method: str, small: bool = True, ipc: int = 1, n1: int = 50, n2: int = 550, checkpoint_every: int = 50,
               chunk: int = 0, workroot: str | None = None) -> dict:
     import importlib
 
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default=",".join(METHODS))
     ap.add_argument("--ipc", type=int, default=None, help="default 1 (--small) / 10")
     ap.add_argument("--n1", type=int, default=50)
-    ap.add_argument("--n2", type=int, default=150)
+    ap.add_argument("--n2", type=int, default=550, help="500 marginal iterations: 100 were within run-to-run noise")
     ap.add_argument("--checkpoint-every", type=int, default=50)
     ap.add_argument("--chunk", type=int, default=0, help="chunk_iters (0 = automatic; 1 = per-iteration loop)")
     ap.add_argument("--json", default=None, help="also write the rows here")

@@ -68,20 +68,29 @@ class MetricsLog:
 
     def log(self, step: int, **metrics: Any) -> None:
         """Append one line now. None values are dropped; arrays of one value become floats."""
-        if self.path is None:
+        self.log_many([(step, metrics)])
+
+    def log_many(self, rows: list) -> None:
+        """Append the lines of [(step, metrics), ...] with one file write (a compiled chunk's iterations)."""
+        if self.path is None or not rows:
             return
-        row: dict = {"stage": self.stage, "step": int(step), "wall_s": round(time.perf_counter() - self._t0, 4)}
-        for k, v in metrics.items():
-            if v is None:
-                continue
-            v = float(v)
-            row[k] = v if math.isfinite(v) else str(v)  # JSON has no NaN/inf
+        wall = round(time.perf_counter() - self._t0, 4)
+        out = []
+        for step, metrics in rows:
+            row: dict = {"stage": self.stage, "step": int(step), "wall_s": wall}
+            for k, v in metrics.items():
+                if v is None:
+                    continue
+                v = float(v)
+                row[k] = v if math.isfinite(v) else str(v)  # JSON has no NaN/inf
+            out.append(row)
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write("".join(json.dumps(r) + "\n" for r in out))
         if self._tb is not None:
-            for k, v in row.items():
-                if k not in ("stage", "step") and isinstance(v, float):
-                    self._tb.add_scalar(f"{self.stage}/{k}", v, int(step))
+            for row in out:
+                for k, v in row.items():
+                    if k not in ("stage", "step") and isinstance(v, float):
+                        self._tb.add_scalar(f"{self.stage}/{k}", v, int(row["step"]))
             self._tb.flush()
 
     def close(self) -> None:

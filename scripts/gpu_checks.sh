@@ -43,7 +43,7 @@ done
 step dance_chunk1 90 python benchmarks/bench_dance.py --ipcs 10 --no-torch --class-chunk 1
 # #18: whole runs at the study's shapes (CIFAR-10 IPC 10, width 128): distill() end to end per iteration against the
 # compiled chunks, same run (target overhead <= 5%); then the per-iteration loop (chunk 1) for the before figure.
-step whole_run 240 python benchmarks/whole_run.py --n1 50 --n2 150 --json "$OUT/whole_run.json"
+step whole_run 300 python benchmarks/whole_run.py --n1 50 --n2 250 --json "$OUT/whole_run.json"
 step whole_run_chunk1 150 python benchmarks/whole_run.py --only dance,rcig --n1 25 --n2 75 --chunk 1 --json "$OUT/whole_run_chunk1.json"
 # #5: RCIG iteration time and memory at IPC 10.
 step rcig 120 python benchmarks/bench_rcig.py --iters 3 --ipc 10

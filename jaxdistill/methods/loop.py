@@ -123,8 +123,8 @@ def run_loop(name: str, run: Callable, carry: Any, *, start: int, iterations: in
             if on_chunk is not None:
                 on_chunk(its, m, carry)
             if metrics_log is not None and log_row is not None:
-                for j, i in enumerate(its):
-                    metrics_log.log(int(i) + 1, **log_row(int(i), {k: np.asarray(v)[j] for k, v in m.items()}))
+                metrics_log.log_many([(int(i) + 1, log_row(int(i), {k: np.asarray(v)[j] for k, v in m.items()}))
+                                      for j, i in enumerate(its)])
             done = nxt
             if bar is not None:
                 bar.update(len(its))
