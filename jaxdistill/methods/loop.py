@@ -96,19 +96,13 @@ def run_loop(name: str, run: Callable, carry: Any, *, start: int, iterations: in
     if chunk < 1 or checkpoint_every % chunk:
         raise ConfigError(f"{name}: chunk={chunk} must be >= 1 and divide checkpoint_every={checkpoint_every}")
     consecutive, nonfinite, it = consecutive0, 0, start
-
-    def bounds(lo: int) -> np.ndarray:
-        hi = min(iterations, (lo // chunk + 1) * chunk)
-        return np.arange(lo, hi, dtype=np.int32)
-
-    its = bounds(it) if it < iterations else None
-    xs = chunk_inputs(its) if (chunk_inputs is not None and its is not None) else None
+    ranges = [np.arange(lo, hi, dtype=np.int32) for lo, hi in chunks_of(start, iterations, chunk)]
+    inputs = (lambda n: chunk_inputs(ranges[n]) if chunk_inputs is not None and n < len(ranges) else None)
+    xs = inputs(0)
     with StopRequest() as stop:
-        while it < iterations:
+        for n, its in enumerate(ranges):
             carry, m = run(carry, jnp.asarray(its), xs, consts)    # dispatched; runs while the host goes on
-            nxt = int(its[-1]) + 1
-            next_its = bounds(nxt) if nxt < iterations else None
-            next_xs = chunk_inputs(next_its) if (chunk_inputs is not None and next_its is not None) else None
+            next_xs = inputs(n + 1)                                 # gathered while the chunk runs
             m = to_host(m)                                          # the one host read of this chunk
             finite = np.asarray(m["finite"], bool)
             for j, ok in enumerate(finite):
@@ -125,7 +119,7 @@ def run_loop(name: str, run: Callable, carry: Any, *, start: int, iterations: in
             if metrics_log is not None and log_row is not None:
                 metrics_log.log_many([(int(i) + 1, log_row(int(i), {k: np.asarray(v)[j] for k, v in m.items()}))
                                       for j, i in enumerate(its)])
-            done = nxt
+            done = int(its[-1]) + 1
             if bar is not None:
                 bar.update(len(its))
                 if postfix is not None:
@@ -136,12 +130,13 @@ def run_loop(name: str, run: Callable, carry: Any, *, start: int, iterations: in
                 if save is not None:
                     save(carry, done)
                 raise Interrupted(f"{name} stopped at iteration {done}; re-run with the same workdir and key to resume")
-            it, its, xs = done, next_its, next_xs
+            it, xs = done, next_xs
     return LoopResult(carry=carry, done=it, nonfinite=nonfinite, consecutive=consecutive)
 
 
 def chunks_of(start: int, iterations: int, chunk: int) -> list[tuple[int, int]]:
-    """The (lo, hi) iteration ranges `run_loop` runs as chunks (for tests and the benchmark)."""
+    """The (lo, hi) iteration ranges `run_loop` runs as chunks: each ends on the next multiple of `chunk` or at
+    `iterations` (a resumed run off a boundary is realigned by a shorter first chunk)."""
     out, lo = [], start
     while lo < iterations:
         hi = min(iterations, (lo // chunk + 1) * chunk)
