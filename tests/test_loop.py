@@ -30,7 +30,8 @@ def test_auto_chunk_divides_the_checkpoint_interval_and_prefers_one_compile():
     for ce in (1, 4, 20, 37, 100, 500):
         c = loop.auto_chunk(ce, 1000)
         assert ce % c == 0 and 1 <= c <= loop.MAX_AUTO_CHUNK
-    with pytest.raises(ConfigError, match="chunk_iters=3 must divide checkpoint_every=4"):
+    msg = r"chunk_iters=3 must be 0 \(automatic\) or divide checkpoint_every=4; allowed: 0 or \[1, 2, 4\]"
+    with pytest.raises(ConfigError, match=msg):
         loop.auto_chunk(4, 12, requested=3)
 
 

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdistill.configs._checks import check_chunk
 from jaxdistill.errors import ConfigError, NumericalError
 
 # Upper bound of the automatic chunk: long enough to amortise the per-chunk host round trip (measured in
@@ -36,12 +37,8 @@ Body = Callable[[Any, jax.Array, Any, Any], tuple[Any, dict]]
 def auto_chunk(checkpoint_every: int, iterations: int, requested: int = 0) -> int:
     """Iterations per compiled chunk: `requested` if > 0 (must divide checkpoint_every), else the largest
     divisor of checkpoint_every <= MAX_AUTO_CHUNK, preferring one that also divides `iterations` (one compile)."""
-    if requested < 0:
-        raise ConfigError(f"chunk_iters={requested} must be >= 0 (0 = automatic)")
+    check_chunk("chunk", requested, checkpoint_every)   # the configs' own rule, one definition
     if requested:
-        if checkpoint_every % requested:
-            raise ConfigError(f"chunk_iters={requested} must divide checkpoint_every={checkpoint_every}; allowed: "
-                              f"{[d for d in range(1, checkpoint_every + 1) if checkpoint_every % d == 0]}")
         return requested
     divs = [d for d in range(1, min(checkpoint_every, MAX_AUTO_CHUNK) + 1) if checkpoint_every % d == 0]
     both = [d for d in divs if iterations % d == 0]
