@@ -147,14 +147,16 @@ def _protocols(method: str, which: str) -> list[str]:
 def cmd_distill(args) -> int:
     from jaxdistill.checkpoint import read_json
     from jaxdistill.evaluate import evaluate
-    from jaxdistill.methods.base import DISTILLED_FILE, DistilledSet, distill, get_config
+    from jaxdistill.configs.study import run_config
+    from jaxdistill.methods.base import DISTILLED_FILE, DistilledSet, distill
     from jaxdistill.pipeline import stage_key
     from jaxdistill.report import noise_entry, plot_distilled, results_table, write_results
     from jaxdistill.runlog import MetricsLog
 
     data = _noisy_data(args)  # a bad data file is named first (user npz files have no method setting)
-    # The config (and every --set) is checked before anything is trained.
-    cfg = get_config(args.method, args.dataset, args.ipc, args.preset)
+    # The config (and every --set) is checked before anything is trained; at the paper preset it is the
+    # study's setting for this noise (configs/study.py), as in `denoise`.
+    cfg = run_config(args.method, args.dataset, args.ipc, args.preset, args.noise)
     if args.experts and hasattr(cfg, "expert_dir"):
         cfg = dataclasses.replace(cfg, expert_dir=args.experts)
     cfg = _resolved(cfg, args, f"{args.method} config")

@@ -179,13 +179,9 @@ def baseline_config(cfg: DenoiseConfig):
 def method_config(cfg: DenoiseConfig, method: str):
     """The method's setting for the run: at the paper preset the study's own setting for the run's data set,
     IPC and noise (`configs/study.py`), at the quick preset the CPU setting; then the run's overrides."""
-    from jaxdistill.methods.base import get_config
+    from jaxdistill.configs.study import run_config
 
-    mcfg = get_config(method, cfg.dataset, cfg.ipc, cfg.preset)
-    if cfg.preset == "paper":
-        from jaxdistill.configs.study import study_overrides
-
-        mcfg = mcfg.replace(**study_overrides(method, cfg.dataset, cfg.ipc, cfg.noise))
+    mcfg = run_config(method, cfg.dataset, cfg.ipc, cfg.preset, cfg.noise)
     return _replace_checked(mcfg, cfg.part(method), f"{method} config")
 
 

@@ -371,3 +371,32 @@ def test_every_cli_error_is_a_project_error():
     """The error types the CLI turns into exit status 2 all derive from JaxDistillError."""
     for t in (ConfigError, DataError, NoiseError, StoreError):
         assert issubclass(t, JaxDistillError)
+
+
+def test_distill_at_the_paper_preset_uses_the_study_setting_for_the_noise(capsys, tmp_path, monkeypatch):
+    """`distill --preset paper` runs what `denoise --preset paper` runs: the study's changes for this noise
+    (configs/study.py) over the method paper's row, then --set."""
+    import jaxdistill.configs.study as study
+    import jaxdistill.methods.base as base
+
+    seen = {}
+
+    def fake_overrides(method, dataset, ipc, noise):
+        seen["args"] = (method, dataset, ipc, str(noise))
+        return {"iterations": 7, "mom_img": 0.25}
+
+    class Stop(Exception):
+        pass
+
+    def fake_distill(method, cfg, data, key, workdir=None, **kw):
+        seen["cfg"] = cfg
+        raise Stop
+
+    monkeypatch.setattr(study, "study_overrides", fake_overrides)
+    monkeypatch.setattr(base, "distill", fake_distill)
+    with pytest.raises(Stop):
+        cli.main(["distill", "--dataset", "digits", "--subset", "200", "--noise", "asymmetric:0.2", "--method",
+                  "dance", "--preset", "paper", "--ipc", "10", "--set", "mom_img=0.75", "--out", str(tmp_path / "o")])
+    assert seen["args"] == ("dance", "digits", 10, "asymmetric:0.2")
+    assert (seen["cfg"].iterations, seen["cfg"].mom_img, seen["cfg"].preset) == (7, 0.75, "paper")
+    assert study.run_config("dance", "digits", 10, "quick", "clean") == base.get_config("dance", "digits", 10, "quick")

@@ -88,3 +88,13 @@ def study_config(method: str, dataset: str, ipc: int, noise):
     from jaxdistill.methods.base import get_config
 
     return get_config(method, dataset, ipc, "paper").replace(**study_overrides(method, dataset, ipc, noise))
+
+
+def run_config(method: str, dataset: str, ipc: int, preset: str, noise):
+    """The setting a run of `method` uses: at the paper preset the study's own setting for (dataset, ipc,
+    noise) (`study_config`), at the cpu / quick presets the method's CPU setting (no study changes)."""
+    if preset == "paper":
+        return study_config(method, dataset, ipc, noise)
+    from jaxdistill.methods.base import get_config
+
+    return get_config(method, dataset, ipc, preset)
