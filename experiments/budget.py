@@ -7,6 +7,7 @@ point by point, to a JSON file (re-running skips finished points), so a stopped 
 
     python experiments/budget.py run --method dance --point iterations=60 --point iterations=500 ...
     python experiments/budget.py aggregate    # table + plot from the JSON
+    python experiments/budget.py reeval --width 32 --steps 1000   # the controls and saved sets, longer evaluation
 
 Defaults: clean Fashion-MNIST, IPC 10, the cpu preset's training subset and evaluation budget, seed 0.
 """
@@ -48,8 +49,6 @@ def _load(path: str) -> dict:
 
 
 def run(a) -> int:
-    import jax
-
     from jaxdistill.checkpoint import atomic_write_json
     from jaxdistill.configs.presets import training_subset
     from jaxdistill.controls import random_controls
@@ -181,6 +180,41 @@ def aggregate(a) -> int:
     return 0
 
 
+def reeval(a) -> int:
+    """Does a longer / wider evaluation widen the gap? The controls and every finished point's saved set
+    (`<work>/<point>/distilled.npz`) under the common protocol with the net width and step count changed, same
+    nets and keys; rows go to the JSON under `reeval/w<W>s<S>` (finished rows are skipped)."""
+    import glob
+
+    from jaxdistill.checkpoint import atomic_write_json
+    from jaxdistill.controls import random_controls
+    from jaxdistill.evaluate import evaluate, get_protocol
+    from jaxdistill.methods.base import DistilledSet
+    from jaxdistill.pipeline import load_noisy_data, stage_key
+
+    doc = _load(a.out)
+    st = doc.get("setting")
+    if st is None:
+        print(f"{a.out} has no setting yet; run `budget.py run` first", file=sys.stderr)
+        return 2
+    data = load_noisy_data(st["dataset"], st["noise"], st["seed"], st["subset"], 0.0)
+    key = stage_key(st["seed"], "eval/standard")
+    sets = dict(random_controls(data, st["ipc"], st["seed"]))
+    for path in sorted(glob.glob(os.path.join(a.work, "*", "distilled.npz"))):
+        sets[os.path.basename(os.path.dirname(path))] = DistilledSet.load(path)
+    tag = f"w{a.width}s{a.steps}"
+    rows = doc.setdefault("reeval", {}).setdefault(tag, {})
+    for name, ds in sets.items():
+        if name not in rows:
+            p = get_protocol("standard", num_images=ds.num_images, num_classes=data.num_classes,
+                             image_size=ds.images.shape[1], preset=st["eval_preset"], width=a.width)
+            p = dataclasses.replace(p, train=dataclasses.replace(p.train, steps=a.steps))
+            rows[name] = evaluate(ds, data, p, key, k=st["k"]).to_dict()
+            atomic_write_json(a.out, doc)
+        print(f"{tag} {name}: {100 * rows[name]['acc_mean']:.2f} +- {100 * rows[name]['acc_std']:.2f}", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -198,8 +232,13 @@ def main(argv=None) -> int:
     r.add_argument("--out", default=DEFAULT_OUT)
     g = sub.add_parser("aggregate")
     g.add_argument("--out", default=DEFAULT_OUT)
+    e = sub.add_parser("reeval", help="the controls and the saved sets under a longer / wider common protocol")
+    e.add_argument("--width", type=int, default=32)
+    e.add_argument("--steps", type=int, default=1000)
+    e.add_argument("--work", default="runs/budget")
+    e.add_argument("--out", default=DEFAULT_OUT)
     a = ap.parse_args(argv)
-    return run(a) if a.cmd == "run" else aggregate(a)
+    return {"run": run, "aggregate": aggregate, "reeval": reeval}[a.cmd](a)
 
 
 if __name__ == "__main__":
