@@ -78,3 +78,25 @@ def test_resume_guard_and_overrides():
         "iterations": 30, "lr_img": 0.5, "init": "real"}
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         rb.parse_overrides(["iterations"])
+
+
+def test_run_mode_end_to_end_at_tiny_shapes_and_resumes(tmp_path, capsys):
+    """The `run` mode once through (digits, the prototype 'distiller', one noise, one seed, one epoch): every
+    entry field the tables read is present, the preset's subset default resolves (a stale import broke it
+    once), and a second call skips the finished entry."""
+    out = str(tmp_path / "b.json")
+    argv = ["run", "--dataset", "digits", "--subset", "300", "--noise", "symmetric:0.4", "--seeds", "0",
+            "--distiller", "prototype", "--preset", "cpu", "--epochs", "1", "--width", "8", "--score-width", "8",
+            "--score-steps", "5", "--cv-folds", "2", "--cv-epochs", "1", "--rules", "select", "--out", out]
+    assert rb.main(argv) == 0
+    res = rb.read_json(out)
+    (entry,) = res["runs"].values()
+    assert res["args"]["preset"] == "cpu" and res["args"]["subset"] == 300
+    for name in ("baseline_noisy", "repair_select", "coteaching", "jocor"):
+        assert 0.0 <= entry[name]["acc_mean"] <= 1.0, name
+    for det in ("detect_distilled", "detect_cleanlab"):
+        assert 0.0 <= entry[det]["auroc"] <= 1.0
+    assert abs(entry["realized_rate"] - 0.4) < 0.1
+    capsys.readouterr()
+    assert rb.main(argv) == 0
+    assert rb.read_json(out)["runs"] == res["runs"]    # the finished entry is not run again

@@ -297,15 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the (noise, seed) entries not yet in --out")
     r.add_argument("--dataset", default="fashion_mnist")
     r.add_argument("--subset", type=int, default=None,
-                   help="class-stratified training subset as the pipeline takes it (default: the quick preset's "
-                        "QUICK_SUBSET for the dataset; 0 = all)")
+                   help="class-stratified training subset as the pipeline takes it (default: the preset's "
+                        "subset for the dataset, jaxdistill/configs/presets.py; 0 = all)")
     r.add_argument("--noise", nargs="+", default=["symmetric:0.4", "asymmetric:0.4", "instance:0.4"])
     r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     r.add_argument("--distiller", default="dance", choices=DISTILLERS)
     r.add_argument("--distill-set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override distiller config fields, e.g. iterations=30")
     r.add_argument("--ipc", type=int, default=10)
-    r.add_argument("--preset", default="quick", choices=("quick", "paper"))
+    r.add_argument("--preset", default="quick", choices=("quick", "cpu", "paper"))
     r.add_argument("--width", type=int, default=None, help="full-data nets (default: the baseline preset's)")
     r.add_argument("--score-width", type=int, default=None,
                    help="distilled-set nets (default: the standard protocol's at the preset)")
@@ -342,10 +342,10 @@ def main(argv=None) -> int:
 
     from jaxdistill.data import load_dataset
     from jaxdistill.evaluate import get_protocol
-    from jaxdistill.pipeline import QUICK_SUBSET
+    from jaxdistill.configs.presets import training_subset
 
     if a.subset is None:
-        a.subset = QUICK_SUBSET.get(a.dataset) if a.preset == "quick" else 0
+        a.subset = training_subset(a.dataset, a.preset) or 0
     ds = load_dataset(a.dataset)
     if a.score_steps is None:  # resolved here so that the results file records the schedule it was made with
         a.score_steps = get_protocol("standard", num_images=1, num_classes=ds.num_classes,
