@@ -145,6 +145,14 @@ def aggregate(a) -> int:
         if len(row["point"]) == 1:
             (field, val), = row["point"].items()
             series.setdefault(f"{row['method']} ({field})", []).append((val, acc))
+    for tag, rows in doc.get("reeval", {}).items():
+        rc = rows.get("random_clean", {}).get("acc_mean")
+        lines += ["", f"Re-evaluated under the common protocol with {tag} (net width / training steps; "
+                      "`budget.py reeval`), same nets and keys:", "",
+                  "| set | accuracy % | vs random_clean at the same evaluation |", "|---|---|---|"]
+        for name, r in rows.items():
+            margin = "-" if rc is None or name.startswith("random_") else f"{100 * (r['acc_mean'] - rc):+.2f}"
+            lines.append(f"| {name} | {100 * r['acc_mean']:.2f} +- {100 * r['acc_std']:.2f} | {margin} |")
     text = "\n".join(lines) + "\n"
     summary = clean_summary(doc)
     if summary is not None:
