@@ -43,7 +43,7 @@ def test_tiny_denoise_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
     assert "vs random_noisy | vs random_clean | vs selected" in report
     d = 100 * (res["dance/standard"]["acc_mean"] - res["control/random_clean/standard"]["acc_mean"])
     assert f"| dance | standard | {100 * res['dance/standard']['acc_mean']:.2f} | " in report and f"{d:+.2f}" in report
-    assert "use `--preset cpu`" in report
+    assert "use `--preset paper` (a GPU) for real work" in report and "`--preset cpu`" in report
     conv = res["baseline_noisy"]["convergence"]
     assert conv["converged"] is False and "has NOT converged" in report  # 2 tiny epochs cannot converge
     assert len(res["baseline_noisy"]["curve"]["train_noisy"]) == 2
