@@ -37,7 +37,7 @@ Body = Callable[[Any, jax.Array, Any, Any], tuple[Any, dict]]
 def auto_chunk(checkpoint_every: int, iterations: int, requested: int = 0) -> int:
     """Iterations per compiled chunk: `requested` if > 0 (must divide checkpoint_every), else the largest
     divisor of checkpoint_every <= MAX_AUTO_CHUNK, preferring one that also divides `iterations` (one compile)."""
-    check_chunk("chunk", requested, checkpoint_every)   # the configs' own rule, one definition
+    check_chunk("run_loop", requested, checkpoint_every)   # the configs' own rule, one definition
     if requested:
         return requested
     divs = [d for d in range(1, min(checkpoint_every, MAX_AUTO_CHUNK) + 1) if checkpoint_every % d == 0]
