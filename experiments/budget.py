@@ -48,16 +48,39 @@ def _load(path: str) -> dict:
     return {"points": {}, "controls": {}}
 
 
+def _setting_data(setting: dict):
+    """The training data a setting names (class-stratified subset, no validation split)."""
+    from jaxdistill.pipeline import load_noisy_data
+
+    return load_noisy_data(setting["dataset"], setting["noise"], setting["seed"], setting["subset"], 0.0)
+
+
+def _evaluator(data, setting: dict, width: int | None = None, steps: int | None = None):
+    """ev(set) -> EvalResult dict: the common protocol at the setting's evaluation preset, its k nets and the key
+    every set gets under that protocol (as in denoise); width / steps override the preset's net and schedule."""
+    from jaxdistill.evaluate import evaluate, get_protocol
+    from jaxdistill.pipeline import stage_key
+
+    key = stage_key(setting["seed"], "eval/standard")
+
+    def ev(ds):
+        p = get_protocol("standard", num_images=ds.num_images, num_classes=data.num_classes,
+                         image_size=ds.images.shape[1], preset=setting["eval_preset"], width=width)
+        if steps is not None:
+            p = dataclasses.replace(p, train=dataclasses.replace(p.train, steps=steps))
+        return evaluate(ds, data, p, key, k=setting["k"]).to_dict()
+
+    return ev
+
+
 def run(a) -> int:
     from jaxdistill.checkpoint import atomic_write_json
     from jaxdistill.configs.presets import training_subset
     from jaxdistill.controls import random_controls
-    from jaxdistill.evaluate import evaluate, get_protocol
     from jaxdistill.methods.base import distill, get_config
-    from jaxdistill.pipeline import load_noisy_data, stage_key
+    from jaxdistill.pipeline import stage_key
 
     subset = a.subset if a.subset is not None else training_subset(a.dataset, a.preset)
-    data = load_noisy_data(a.dataset, a.noise, a.seed, subset, 0.0)
     doc = _load(a.out)
     setting = {"dataset": a.dataset, "noise": a.noise, "ipc": a.ipc, "subset": subset, "eval_preset": a.preset,
                "seed": a.seed, "k": a.k, "protocol": "standard"}
@@ -65,12 +88,8 @@ def run(a) -> int:
         print(f"{a.out} holds another setting {doc['setting']}; use another --out", file=sys.stderr)
         return 2
     doc["setting"] = setting
-    key = stage_key(a.seed, "eval/standard")   # the key every set under this protocol gets (as in denoise)
-
-    def ev(ds):
-        p = get_protocol("standard", num_images=ds.num_images, num_classes=data.num_classes,
-                         image_size=ds.images.shape[1], preset=a.preset)
-        return evaluate(ds, data, p, key, k=a.k).to_dict()
+    data = _setting_data(setting)
+    ev = _evaluator(data, setting)
 
     for name, ds in random_controls(data, a.ipc, a.seed).items():
         if name not in doc["controls"]:
@@ -196,17 +215,15 @@ def reeval(a) -> int:
 
     from jaxdistill.checkpoint import atomic_write_json
     from jaxdistill.controls import random_controls
-    from jaxdistill.evaluate import evaluate, get_protocol
     from jaxdistill.methods.base import DistilledSet
-    from jaxdistill.pipeline import load_noisy_data, stage_key
 
     doc = _load(a.out)
     st = doc.get("setting")
     if st is None:
         print(f"{a.out} has no setting yet; run `budget.py run` first", file=sys.stderr)
         return 2
-    data = load_noisy_data(st["dataset"], st["noise"], st["seed"], st["subset"], 0.0)
-    key = stage_key(st["seed"], "eval/standard")
+    data = _setting_data(st)
+    ev = _evaluator(data, st, width=a.width, steps=a.steps)
     sets = dict(random_controls(data, st["ipc"], st["seed"]))
     for path in sorted(glob.glob(os.path.join(a.work, "*", "distilled.npz"))):
         sets[os.path.basename(os.path.dirname(path))] = DistilledSet.load(path)
@@ -214,10 +231,7 @@ def reeval(a) -> int:
     rows = doc.setdefault("reeval", {}).setdefault(tag, {})
     for name, ds in sets.items():
         if name not in rows:
-            p = get_protocol("standard", num_images=ds.num_images, num_classes=data.num_classes,
-                             image_size=ds.images.shape[1], preset=st["eval_preset"], width=a.width)
-            p = dataclasses.replace(p, train=dataclasses.replace(p.train, steps=a.steps))
-            rows[name] = evaluate(ds, data, p, key, k=st["k"]).to_dict()
+            rows[name] = ev(ds)
             atomic_write_json(a.out, doc)
         print(f"{tag} {name}: {100 * rows[name]['acc_mean']:.2f} +- {100 * rows[name]['acc_std']:.2f}", flush=True)
     return 0
