@@ -1,12 +1,13 @@
 """A/B of a rejected idea (#18 item 6): the CPU patches convolution with a hand-written VJP, so that its
 transpose (dx) is itself a patches matmul (the conv of g with the flipped kernel) instead of autodiff's
-9 slices / pads / adds, and the second-order path stays matmul-only.
+9 slices / pads / adds, and the second-order path stays matmul-only; and C, a hybrid whose forward and dx are
+native `lax.conv` in canonical form and only dk is a patches matmul (also rejected: 5.5x slower on XLA:CPU).
 
 One DATM outer step at CIFAR-10 IPC 1 (ConvNet-3 width 128, 10 unrolled steps, batch 10, no DSA, remat) is
-built twice in one process, A with `nn.conv2d` as it is and B with the custom VJP, and the two are timed
+built in one process, A with `nn.conv2d` as it is, B with the custom VJP, C with the hybrid, and they are timed
 interleaved (ABAB.., BABA..) so a loaded machine's drift hits both alike.
 
-  python benchmarks/datm_conv_vjp_ab.py [--reps 10]
+  python benchmarks/datm_conv_vjp_ab.py [--reps 10] [--variants BC]
 """
 from __future__ import annotations
 
