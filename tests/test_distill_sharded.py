@@ -143,13 +143,36 @@ from jaxdistill.configs.rcig import RCIGConfig
 rcfg = RCIGConfig(dataset="digits", ipc=1, width=4, depth=1, iterations=3, pool_size=2, real_batch=16, n_inner=3,
                   n_hinv=3, inner_lr=1e-2, hvp_lr=1e-2, tune_lr=False, preprocess="none", use_flip=True,
                   checkpoint_every=10, max_online_steps=5, preset="quick")
+assert rcfg.kernel_backend == "nt"
 a = rcig.distill(rcfg, data, jax.random.PRNGKey(5), progress=False)
 b = rcig.distill(rcfg.replace(devices=1), data, jax.random.PRNGKey(5), progress=False)
+c = rcig.distill(rcfg.replace(kernel_backend="jax"), data, jax.random.PRNGKey(5), progress=False)
 idx = np.asarray(a.meta["init_indices"])
 out["rcig"] = {"used": [a.meta["devices_used"], b.meta["devices_used"]], "images": maxdiff(a.images, b.images),
                "targets": maxdiff(a.targets, b.targets), "loss": [a.meta["final_loss"], b.meta["final_loss"]],
                "moved": maxdiff(a.images, data.x_train[idx]), "skipped": [a.meta["skipped_updates"],
-                                                                         b.meta["skipped_updates"]]}
+                                                                         b.meta["skipped_updates"]],
+               "backends": [a.meta["config"]["kernel_backend"], c.meta["config"]["kernel_backend"]],
+               "jax_kernels_images": maxdiff(c.images, b.images)}
+# neural-tangents' head NTK on rows split over the 4 devices, against the plain product of the features
+from jax.sharding import PartitionSpec as P
+from jaxdistill import kernels
+mesh = S.data_mesh(4)
+ax = mesh.axis_names[0]
+p1 = jax.random.normal(jax.random.PRNGKey(7), (16, 6))
+p2 = jax.random.normal(jax.random.PRNGKey(8), (5, 6))
+split_cross = jax.shard_map(lambda u: kernels.head_ntk(u, p2), mesh=mesh, in_specs=P(ax), out_specs=P(ax))(p1)
+split_local = jax.shard_map(lambda u: kernels.head_ntk(u, u)[None], mesh=mesh, in_specs=P(ax), out_specs=P(ax))(p1)
+out["head_ntk"] = {"cross": maxdiff(split_cross, p1 @ p2.T),
+                   "local": max(maxdiff(split_local[i], p1[4 * i:4 * i + 4] @ p1[4 * i:4 * i + 4].T)
+                                for i in range(4)),
+                   "scale": float(np.max(np.abs(p1 @ p2.T)))}
+try:
+    jax.shard_map(lambda u: kernels.head_ntk(u, p2, implementation="ntk_vector_products"), mesh=mesh,
+                  in_specs=P(ax), out_specs=P(ax))(p1)
+    out["head_ntk_nvp_err"] = None
+except ConfigError as e:
+    out["head_ntk_nvp_err"] = str(e)
 out["rcig_err"] = err(lambda: rcig.make_problem(rcfg.replace(real_batch=18), 10, (8, 8, 1), n_real=200))
 out["t_rcig"] = time.perf_counter() - tic
 print("JSON" + json.dumps(out))
@@ -218,5 +241,18 @@ def test_rcig_real_batch_across_devices_matches_one_device(report):
     assert r["moved"] > 1e-4
     assert r["images"] < 1e-4 and r["targets"] < 1e-4
     assert abs(r["loss"][0] - r["loss"][1]) < 1e-4 * max(1.0, abs(r["loss"][1]))
+    # the split run keeps neural-tangents' kernels (until 2026-12-03 it fell back to the plain-JAX ones), and
+    # the plain-JAX kernels split over the devices give the same set
+    assert r["backends"] == ["nt", "jax"] and r["jax_kernels_images"] < 1e-4
     msg = report["rcig_err"]
     assert msg is not None and "18" in msg and "4 devices" in msg and "multiple of 4" in msg
+
+
+def test_nt_head_kernel_on_rows_split_across_devices_is_the_feature_product(report):
+    """Inside shard_map the kernel of a device-invariant head was the sum over all devices' kernels (the
+    transpose of an invariant input sums over the axis): 18 (absolute) away from phi1 phi2^T before the fix."""
+    r = report["head_ntk"]
+    assert r["scale"] > 1.0
+    assert r["cross"] < 1e-5 * r["scale"] and r["local"] < 1e-5 * r["scale"]
+    msg = report["head_ntk_nvp_err"]
+    assert msg is not None and "ntk_vector_products" in msg and "jacobian_contraction" in msg

@@ -458,13 +458,6 @@ def make_problem(cfg: RCIGConfig, num_classes: int, image_shape: tuple, n_real: 
                           f"divisible by the {n_dev} devices it is split over; allowed: a multiple of {n_dev}, "
                           f"or devices=1")
     net = make_net(cfg.net_config(num_classes, distill=True))
-    if n_dev > 1 and cfg.kernel_backend == "nt":
-        # Measured 2026-12-02: with the real batch split over 4 forced host devices the neural-tangents kernel
-        # path gave sets 1.3e-2 away from one device's (the plain-JAX path: 8e-6). Until that is understood,
-        # split runs use the plain-JAX kernels, which are proven equal to NT's on one device.
-        log.warning("RCIG: kernel_backend='nt' is not yet equal across devices; using 'jax' for the %d-device run",
-                    n_dev)
-        cfg = dataclasses.replace(cfg, kernel_backend="jax")
     return Problem(cfg, net, num_classes, cfg.ipc * num_classes, tuple(int(s) for s in image_shape), n_dev)
 
 
