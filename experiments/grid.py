@@ -19,6 +19,7 @@ import dataclasses
 import datetime
 import fnmatch
 import json
+import math
 import os
 import platform
 import shlex
@@ -355,6 +356,7 @@ def markdown(grid_name: str, data: dict, summ: dict) -> str:
                          + " | ".join(cells) + " |")
         lines.append("")
     lines += _controls_tables(grid, summ)
+    lines += _findings_lines(grid, summ)
     lines += [f"![accuracy vs noise]({grid['name']}.png)", "", "## Cells: how to reproduce each", "",
               "| cell | status | wall time | device | machine, start | command |", "|---|---|---|---|---|---|"]
     for c in data["cells"]:
@@ -394,6 +396,78 @@ def _controls_tables(grid: dict, summ: dict) -> list:
             lines.append(f"| {noise} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
+
+
+FINDING_CLAIMS = {
+    "1": "symmetric noise >= 0.2: the best distilled set beats the full noisy set",
+    "3": "asymmetric noise: distillation fails (the best distilled set is below the full noisy set)",
+    "denoise": "the distilled set beats random real images with their true labels (common protocol)",
+}
+
+
+def _verdict(margin: float, spread: float, sign: int) -> str:
+    """'holds' when the margin points the claimed way by more than the spread, 'does not hold' when it points
+    the other way by more than the spread, else 'within the spread'."""
+    if sign * margin > spread:
+        return "holds"
+    if sign * margin < -spread:
+        return "does not hold"
+    return "within the spread"
+
+
+def findings(grid: dict, summ: dict) -> list[dict]:
+    """The study's findings 1 and 3, and the denoising check against random_clean, per finished row and IPC.
+
+    Each entry: finding id, dataset, noise, ipc, what is compared, margin (a - b, accuracy fraction), spread
+    (sqrt(std_a^2 + std_b^2) over the evaluation nets) and the verdict (`_verdict`). Finding 1/3 compare the
+    best distilled set by its headline (own protocol; the common protocol where the own is missing) with the
+    converged full-noisy baseline; 'denoise' compares each method's common-protocol set with random_clean.
+    """
+    out = []
+    for ds in grid["datasets"]:
+        for noise in grid["noises"]:
+            v = summ.get((ds, noise))
+            if v is None:
+                continue
+            kind, _, rate = noise.partition(":")
+            for k in grid["ipcs"]:
+                def add(fid, label, a, b, sign):
+                    out.append({"finding": fid, "dataset": ds, "noise": noise, "ipc": k, "compared": label,
+                                "a": a[0], "b": b[0], "margin": a[0] - b[0], "spread": math.hypot(a[1], b[1]),
+                                "verdict": _verdict(a[0] - b[0], math.hypot(a[1], b[1]), sign)})
+
+                heads = {m: v.get(f"{m}/ipc{k}/own") or v.get(f"{m}/ipc{k}/standard") for m in grid["methods"]}
+                heads = {m: h for m, h in heads.items() if h is not None}
+                base = v.get("baseline")
+                fid = "1" if kind == "symmetric" and float(rate or 0) >= 0.2 else "3" if kind == "asymmetric" else None
+                if fid and heads and base:
+                    m = max(heads, key=lambda name: heads[name][0])
+                    add(fid, f"best distilled ({m}) vs baseline", heads[m], base, 1 if fid == "1" else -1)
+                rc = v.get(f"random_clean/ipc{k}")
+                if kind != "clean" and rc:
+                    for m in grid["methods"]:
+                        if v.get(f"{m}/ipc{k}/standard"):
+                            add("denoise", f"{m} vs random_clean", v[f"{m}/ipc{k}/standard"], rc, 1)
+    return out
+
+
+def _findings_lines(grid: dict, summ: dict) -> list:
+    rows = findings(grid, summ)
+    if not rows:
+        return []
+    lines = ["## The study's findings, computed from the cells", "",
+             "Margins in accuracy points (a - b); spread = sqrt(std_a^2 + std_b^2) over the evaluation nets. A "
+             "finding **holds** when the margin points the claimed way by more than the spread, **does not hold** "
+             "when it points the other way by more than the spread. Claims: "
+             + "; ".join(f"{fid}: {text}" for fid, text in FINDING_CLAIMS.items())
+             + ". Findings 2 (natural noise) and 4 (hard samples) are not measured by this grid.", "",
+             "| finding | dataset | noise | IPC | compared | a | b | margin | spread | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['finding']} | {r['dataset']} | {r['noise']} | {r['ipc']} | {r['compared']} | "
+                     f"{100 * r['a']:.2f} | {100 * r['b']:.2f} | {100 * r['margin']:+.2f} | {100 * r['spread']:.2f} | "
+                     f"{r['verdict']} |")
+    return lines + [""]
 
 
 def plot(path: str, data: dict, summ: dict) -> None:
@@ -457,7 +531,8 @@ def aggregate(grid_name: str, out: str, results_dir: str = RESULTS_DIR, echo: Ca
     table = {f"{ds}|{n}": {k: (None if v is None else (v if k == "_realized" else
                                                        {"mean": v[0], "std": v[1], "n": v[2]}))
                            for k, v in cols.items()} for (ds, n), cols in summ.items()}
-    atomic_write_json(os.path.join(results_dir, f"{name}.json"), {**data, "table": table})
+    atomic_write_json(os.path.join(results_dir, f"{name}.json"),
+                      {**data, "table": table, "findings": findings(data["grid"], summ)})
     n_done = sum(c["finished"] for c in data["cells"])
     echo(f"grid {name}: {n_done}/{len(data['cells'])} cells finished -> {results_dir}/{name}.md, .png, .json")
     return {"data": data, "summary": summ, "markdown": md}

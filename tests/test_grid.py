@@ -197,6 +197,31 @@ def test_aggregate_two_fake_cells_into_table_png_and_json(tmp_path):
     np.testing.assert_allclose(js["table"]["digits|clean"]["clean"]["mean"], 0.91)
     assert js["table"]["digits|symmetric:0.4"]["rcig/ipc10/own"] is None
     assert agg["summary"][("digits", "symmetric:0.4")]["baseline"][2] == 2
+    # findings: datm's own 74 +- 2 against the baseline's 62 +- 2 (spread sqrt(8)); each method against random_clean
+    assert "## The study's findings, computed from the cells" in md
+    assert "| 1 | digits | symmetric:0.4 | 10 | best distilled (datm) vs baseline | 74.00 | 62.00 | +12.00 | 2.83 | " \
+           "holds |" in md
+    assert "| denoise | digits | symmetric:0.4 | 10 | datm vs random_clean | 72.00 | 66.00 | +6.00 | 2.24 | holds |" in md
+    assert "| denoise | digits | symmetric:0.4 | 10 | rcig vs random_clean | 50.00 | 66.00 | -16.00 | 1.00 | " \
+           "does not hold |" in md
+    assert [f["finding"] for f in js["findings"]] == ["1", "denoise", "denoise"]   # the clean cell claims nothing
+    np.testing.assert_allclose(js["findings"][0]["margin"], 0.12, atol=1e-12)
+
+
+def test_findings_verdicts_follow_each_claims_direction():
+    g = {"datasets": ["d"], "noises": ["symmetric:0.1", "symmetric:0.8", "asymmetric:0.4"], "ipcs": [10],
+         "methods": ["m"]}
+    summ = {("d", "symmetric:0.1"): {"baseline": (0.8, 0.0, 5), "m/ipc10/own": (0.9, 0.0, 5)},
+            ("d", "symmetric:0.8"): {"baseline": (0.30, 0.03, 5), "m/ipc10/own": (0.32, 0.04, 5)},
+            ("d", "asymmetric:0.4"): {"baseline": (0.80, 0.01, 5), "m/ipc10/standard": (0.70, 0.01, 5)}}
+    rows = grid.findings(g, summ)
+    # symmetric below 0.2 is outside finding 1; +2 points inside a 5-point spread is undecided; 10 points
+    # below the baseline under asymmetric noise is finding 3 holding (its claim points down), judged on the
+    # common protocol when the own one is missing
+    assert [(r["noise"], r["finding"], r["verdict"]) for r in rows] == [
+        ("symmetric:0.8", "1", "within the spread"), ("asymmetric:0.4", "3", "holds")]
+    np.testing.assert_allclose([rows[0]["spread"], rows[1]["margin"]], [0.05, -0.10], atol=1e-12)
+    assert grid._verdict(-0.1, 0.01, 1) == "does not hold" and grid._verdict(0.1, 0.01, -1) == "does not hold"
 
 
 def test_aggregate_pools_seeds_and_marks_missing_cells(tmp_path):
