@@ -18,11 +18,9 @@ import time
 
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
 
 import jaxdistill.nn as N
-from jaxdistill.configs.datm import DATMConfig
-from jaxdistill.methods import datm
+from datm_cpu_profile import setup  # the shared step at these shapes (benchmarks/ is on sys.path)
 
 
 def _patches(x, kh, kw, p):
@@ -88,15 +86,7 @@ def _patched_with(conv):
 
 
 def _build():
-    net = N.make_net(N.NetConfig(num_classes=10, width=128, depth=3))
-    theta0, unravel = ravel_pytree(net.init(jax.random.PRNGKey(0), (32, 32, 3)))
-    ts = theta0 + 0.01 * jax.random.normal(jax.random.PRNGKey(1), theta0.shape)
-    cfg = DATMConfig(dataset="bench", ipc=1, syn_steps=10, batch_syn=10, dsa=False, remat=True, threshold=1e9,
-                     width=128, max_start_epoch=20, current_max_start_epoch=10)
-    x = jax.random.normal(jax.random.PRNGKey(2), (10, 32, 32, 3))
-    y = jax.random.normal(jax.random.PRNGKey(3), (10, 10))
-    step = datm.make_outer_step(lambda th, xb: net.apply(unravel(th), xb), cfg)
-    fresh = lambda: datm.init_syn_state(cfg, jnp.array(x), jnp.array(y), 0.01)  # noqa: E731 (the step donates it)
+    step, fresh, theta0, ts = setup()
     jax.block_until_ready(step(fresh(), theta0, ts, jax.random.PRNGKey(4)))   # compile (traces conv2d now)
     return step, fresh, theta0, ts
 

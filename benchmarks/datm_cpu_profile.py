@@ -42,7 +42,8 @@ OPTIONS = {
 }
 
 
-def _setup():
+def setup():
+    """(jitted outer step, fresh-state factory, theta0, theta_star) at the shapes above."""
     net = make_net(NetConfig(num_classes=10, width=128, depth=3))
     theta0, unravel = ravel_pytree(net.init(jax.random.PRNGKey(0), (32, 32, 3)))
     ts = theta0 + 0.01 * jax.random.normal(jax.random.PRNGKey(1), theta0.shape)
@@ -56,7 +57,7 @@ def _setup():
 
 
 def profile() -> None:
-    step, fresh, theta0, ts = _setup()
+    step, fresh, theta0, ts = setup()
     st, loss, _, _ = step(fresh(), theta0, ts, jax.random.PRNGKey(4))
     jax.block_until_ready(loss)
     d = os.path.join(tempfile.gettempdir(), "jaxdistill_datm_trace")
@@ -81,7 +82,7 @@ def profile() -> None:
 
 
 def options(reps: int) -> None:
-    step, fresh, theta0, ts = _setup()
+    step, fresh, theta0, ts = setup()
     lowered = step.lower(fresh(), theta0, ts, jax.random.PRNGKey(4))
     progs = {name: lowered.compile(opts) for name, opts in OPTIONS.items()}
     for name, prog in progs.items():
