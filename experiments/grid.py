@@ -38,6 +38,7 @@ from jaxdistill.pipeline import TINY_OVERRIDES  # noqa: E402
 GRID_DIR = os.path.join(ROOT, "experiments", "grids")
 RESULTS_DIR = os.path.join(ROOT, "experiments", "results")
 GRID_KEYS = ("name", "description", "datasets", "noises", "ipcs", "seeds", "methods", "preset", "k")
+OPTIONAL_GRID_KEYS = {"control_draws": 1}  # key -> default
 FILTER_KEYS = ("dataset", "noise", "ipc", "seed")
 
 # --tiny: every part shrunk to seconds, for smoke tests only.
@@ -57,9 +58,11 @@ def load_grid(name: str) -> dict:
     with open(path) as f:
         grid = json.load(f)
     missing = [k for k in GRID_KEYS if k not in grid]
-    unknown = sorted(set(grid) - set(GRID_KEYS))
+    unknown = sorted(set(grid) - set(GRID_KEYS) - set(OPTIONAL_GRID_KEYS))
     if missing or unknown:
-        raise ConfigError(f"grid {path!r}: missing keys {missing}, unknown keys {unknown}; keys are {list(GRID_KEYS)}")
+        raise ConfigError(f"grid {path!r}: missing keys {missing}, unknown keys {unknown}; keys are {list(GRID_KEYS)}"
+                          f" and optionally {list(OPTIONAL_GRID_KEYS)}")
+    grid = {**OPTIONAL_GRID_KEYS, **grid}
     for k in ("datasets", "noises", "ipcs", "seeds", "methods"):
         if not isinstance(grid[k], list) or not grid[k]:
             raise ConfigError(f"grid {path!r}: {k}={grid[k]!r} must be a non-empty list")
@@ -80,6 +83,7 @@ class Cell:
     clean_baseline: bool
     overrides: Optional[dict] = None
     subset: Optional[int] = None
+    control_draws: int = 1
 
     def rel_dir(self) -> str:
         return os.path.join(self.dataset, noise_dirname(self.noise), f"ipc{self.ipc}", f"seed{self.seed}")
@@ -92,7 +96,8 @@ class Cell:
 
         return DenoiseConfig(dataset=self.dataset, noise=self.noise, methods=tuple(self.methods), ipc=self.ipc,
                              preset=self.preset, seed=self.seed, k=self.k, subset=self.subset,
-                             clean_baseline=self.clean_baseline, overrides=self.overrides)
+                             clean_baseline=self.clean_baseline, overrides=self.overrides,
+                             control_draws=self.control_draws)
 
 
 def noise_dirname(noise: str) -> str:
@@ -124,7 +129,8 @@ def expand(grid: dict, only: Optional[str] = None, tiny: bool = False) -> list[C
             for seed in grid["seeds"]:
                 for noise in grid["noises"]:
                     kw = dict(dataset=ds, noise=noise, ipc=int(ipc), seed=int(seed), methods=tuple(grid["methods"]),
-                              preset=grid["preset"], k=int(grid["k"]), clean_baseline=noise == clean_noise)
+                              preset=grid["preset"], k=int(grid["k"]), clean_baseline=noise == clean_noise,
+                              control_draws=int(grid.get("control_draws", 1)))
                     if tiny:
                         parts = ("baseline", "eval", *grid["methods"])
                         kw.update(TINY_CELL, overrides={p: v for p, v in TINY_OVERRIDES.items() if p in parts})
@@ -377,7 +383,10 @@ def _controls_tables(grid: dict, summ: dict) -> list:
              "random_noisy / random_clean: IPC random training images per noisy / true class with those labels; "
              "selected: the set each distiller starts from. Same protocol, nets and keys as the distilled sets. "
              "Method cells: points above random_clean / above selected. A distilled set at or below random_clean "
-             "says nothing about distillation.", ""]
+             "says nothing about distillation."
+             + (f" Each random control is drawn {grid['control_draws']} times and the nets of all draws are pooled, "
+                "so its +- includes how much a random draw varies, not only the evaluation nets."
+                if grid.get("control_draws", 1) > 1 else ""), ""]
     for ds in grid["datasets"]:
         head = ["noise"] + [f"{c} IPC{k}" for k in ipcs for c in ("random noisy", "random clean")] + \
                [f"{m} IPC{k}" for k in ipcs for m in methods]

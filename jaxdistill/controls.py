@@ -22,12 +22,13 @@ RANDOM_CONTROLS = ("random_noisy", "random_clean")
 CONTROLS = RANDOM_CONTROLS + ("selected",)
 
 
-def random_control(data, ipc: int, name: str, seed: int = 0) -> DistilledSet:
+def random_control(data, ipc: int, name: str, seed: int = 0, draw: int = 0) -> DistilledSet:
     """`ipc` images per class drawn without replacement from `data.x_train`, class-balanced by the noisy
     (`random_noisy`) or true (`random_clean`) labels, labelled with those labels.
 
     Returns a DistilledSet (C*ipc, H, W, Ch) of raw pixels, grouped by class, `meta['indices']` the rows
-    of `data.x_train` it took. The draw depends only on (seed, name, labels)."""
+    of `data.x_train` it took. The draw depends only on (seed, name, draw, labels); draw 0 is the control's
+    first draw, further draws (draw >= 1) measure how much the control itself varies between draws."""
     from jaxdistill.data import check_ipc, class_buckets
 
     if name not in RANDOM_CONTROLS:
@@ -42,10 +43,13 @@ def random_control(data, ipc: int, name: str, seed: int = 0) -> DistilledSet:
     y = np.asarray(y).astype(np.int64)
     c = int(data.num_classes)
     check_ipc(y, c, ipc)
-    rng = np.random.default_rng([int(seed), zlib.crc32(name.encode())])
+    if not isinstance(draw, (int, np.integer)) or draw < 0:
+        raise ConfigError(f"draw={draw!r} must be an integer >= 0")
+    rng = np.random.default_rng([int(seed), zlib.crc32(name.encode())] + ([int(draw)] if draw else []))
     idx = np.concatenate([np.sort(rng.choice(b, ipc, replace=False)) for b in class_buckets(y, c)])
     return DistilledSet(images=np.asarray(data.x_train[idx], np.float32), labels=y[idx], method=name,
-                        target_kind="hard", meta={"control": name, "indices": idx.tolist(), "seed": int(seed)})
+                        target_kind="hard", meta={"control": name, "indices": idx.tolist(), "seed": int(seed),
+                                                "draw": int(draw)})
 
 
 def random_controls(data, ipc: int, seed: int = 0) -> dict[str, DistilledSet]:

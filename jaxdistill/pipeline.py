@@ -60,6 +60,9 @@ class DenoiseConfig:
     controls: tuple = ("random_noisy", "random_clean", "selected")
     # Protocols the controls are evaluated under: "standard" only, or "all" (also each method's own).
     control_protocols: str = "standard"
+    # Independent draws of each random control; their nets are pooled, so the control's spread includes how
+    # much a random draw of ipc images per class varies (not only the evaluation nets).
+    control_draws: int = 1
     clean_baseline: bool = True
     data_dir: Optional[str] = None
     # Field overrides per part: {"<method>": {config field: value}, "baseline": {"width", "k", "epochs"},
@@ -84,6 +87,8 @@ class DenoiseConfig:
         for c in self.controls:
             if c not in CONTROLS:
                 raise ConfigError(f"control {c!r} is not one of {list(CONTROLS)}")
+        if not isinstance(self.control_draws, int) or self.control_draws < 1:
+            raise ConfigError(f"control_draws={self.control_draws!r} must be an integer >= 1")
         if self.control_protocols not in ("standard", "all"):
             raise ConfigError(f"control_protocols={self.control_protocols!r} is not one of ['standard', 'all']")
         if not self.methods:
@@ -146,15 +151,23 @@ class Stages:
         return value
 
 
+# Config fields a finished run may change on resume: every stage they add is keyed on its own and the
+# stages already there stay valid (more control draws only add control evaluations).
+_RESUMABLE_CHANGES = ("control_draws",)
+
+
 def _config_guard(out_dir: str, cfg: DenoiseConfig) -> None:
     path = os.path.join(out_dir, "config.json")
     mine = json.loads(json.dumps(dataclasses.asdict(cfg)))
     old = read_json(path)
+    if old is not None:
+        old = {"control_draws": 1, **old}  # runs from before control_draws drew each control once
     if old is not None and old != mine:
         diff = {k: (old.get(k), mine.get(k)) for k in set(old) | set(mine) if old.get(k) != mine.get(k)}
-        raise ConfigError(f"{out_dir!r} holds a run with a different config {diff} (old, new); "
-                          "use another --out or delete it")
-    if old is None:
+        if not set(diff) <= set(_RESUMABLE_CHANGES):
+            raise ConfigError(f"{out_dir!r} holds a run with a different config {diff} (old, new); "
+                              "use another --out or delete it")
+    if old != mine:
         atomic_write_json(path, mine)
 
 
@@ -263,6 +276,10 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
     # control name -> (set, protocols beyond the common one it is also evaluated under with control_protocols='all')
     own = sorted({own_protocol(m) for m in cfg.methods if m not in EXTRA_METHODS} - {"standard"})
     controls: dict = {n: (ds, own) for n, ds in random_controls(data, cfg.ipc, cfg.seed).items() if n in cfg.controls}
+    from jaxdistill.controls import random_control
+
+    extra_draws = {n: [random_control(data, cfg.ipc, n, cfg.seed, draw=d) for d in range(1, cfg.control_draws)]
+                   for n in controls}
 
     # 2. each method: distill (resumable inside its workdir), then evaluate
     for method in cfg.methods:
@@ -311,6 +328,10 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
     for name, (ds, extra) in controls.items():
         for pname in ["standard"] + (extra if cfg.control_protocols == "all" else []):
             r = eval_stage(f"control_{name}", ds, pname)
+            draws = [r] + [eval_stage(f"control_{name}@draw{d}", dd, pname)
+                           for d, dd in enumerate(extra_draws.get(name, []), start=1)]
+            if len(draws) > 1:
+                r = _pool_draws(draws)
             results[f"control/{name}/{pname}"] = {**r, "method": name, "control": True, "ipc": cfg.ipc}
             echo(f"control {name} ({pname} protocol): {100 * r['acc_mean']:.2f} +- {100 * r['acc_std']:.2f}%")
 
@@ -319,6 +340,16 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
                                timings=timings, seed=cfg.seed)
     report.write_report(out_dir, doc)
     return doc
+
+
+def _pool_draws(draws: list[dict]) -> dict:
+    """One control row from D draws' evaluations: every net of every draw pooled (acc_mean, acc_std, accs),
+    with `draw_means` and `draw_std` (the std of the D draw means) beside them."""
+    accs = [a for r in draws for a in r["accs"]]
+    means = [float(np.mean(r["accs"])) for r in draws]
+    return {**draws[0], "accs": accs, "acc_mean": float(np.mean(accs)), "acc_std": float(np.std(accs)),
+            "draws": len(draws), "draw_means": means, "draw_std": float(np.std(means)),
+            "seconds": float(sum(r["seconds"] for r in draws))}
 
 
 def _run_extra(method: str, data, cfg: DenoiseConfig, key) -> dict:

@@ -38,6 +38,12 @@ def test_random_control_is_class_balanced_uses_stated_labels_and_is_reproducible
     # same seed -> same draw; another seed -> another draw
     np.testing.assert_array_equal(random_control(d, 7, name, seed=3).meta["indices"], idx)
     assert not np.array_equal(random_control(d, 7, name, seed=4).meta["indices"], idx)
+    # draw 0 is the control's first draw; a further draw is another class-balanced set, reproducible
+    np.testing.assert_array_equal(random_control(d, 7, name, seed=3, draw=0).meta["indices"], idx)
+    d1 = random_control(d, 7, name, seed=3, draw=1)
+    assert not np.array_equal(d1.meta["indices"], idx) and d1.meta["draw"] == 1
+    np.testing.assert_array_equal(d1.labels, np.repeat(np.arange(5), 7))
+    np.testing.assert_array_equal(random_control(d, 7, name, seed=3, draw=1).meta["indices"], d1.meta["indices"])
 
 
 def test_random_noisy_and_clean_differ_and_noisy_control_carries_wrong_labels():
@@ -62,6 +68,8 @@ def test_random_controls_without_true_labels_and_bad_input():
         random_control(d, 2, "random")
     with pytest.raises(DataError, match="ipc=61"):
         random_control(_data(), 61, "random_noisy")
+    with pytest.raises(ConfigError, match="draw=-1 must be an integer >= 0"):
+        random_control(_data(), 2, "random_noisy", draw=-1)
 
 
 def test_margins_are_points_over_each_control_under_the_same_protocol():

@@ -73,6 +73,16 @@ def test_only_filter_globs_and_errors():
         "cifar10", "symmetric_0.4", "ipc10", "seed2")
 
 
+def test_control_draws_is_an_optional_grid_key_that_reaches_each_cell(tmp_path):
+    assert {c.config().control_draws for c in grid.expand(grid.load_grid(_write_grid(tmp_path)))} == {1}
+    cells = grid.expand(grid.load_grid(_write_grid(tmp_path, control_draws=3)))
+    assert {c.config().control_draws for c in cells} == {3}
+    with pytest.raises(ConfigError, match=r"unknown keys \['draws'\].*optionally \['control_draws'\]"):
+        grid.load_grid(_write_grid(tmp_path, draws=3))
+    # the cpu grid draws each random control three times
+    assert {c.control_draws for c in grid.expand(grid.load_grid("fmnist_cpu"))} == {3}
+
+
 def test_tiny_applies_the_tiny_overrides_only_for_the_grid_methods(tmp_path):
     cells = grid.expand(grid.load_grid(_write_grid(tmp_path)), tiny=True)
     cfg = cells[0].config()

@@ -98,6 +98,24 @@ def test_tiny_denoise_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
         run_denoise(_cfg(ipc=2), out, progress=False)
     assert os.path.exists(os.path.join(out, "stages", "eval_datm_datm.json"))
 
+    # More control draws on a finished run: only the new draws are evaluated, and each random control's row
+    # pools the nets of both draws (draw 0 is the real evaluation above, draw 1 the fake 0.5s).
+    calls.clear()
+    doc4 = run_denoise(_cfg(control_draws=2), out, progress=False)
+    assert sorted(calls) == ["standard", "standard"]
+    r4 = doc4["results"]
+    for name in ("random_noisy", "random_clean"):
+        row, first = r4[f"control/{name}/standard"], res[f"control/{name}/standard"]
+        assert row["draws"] == 2 and row["accs"] == first["accs"] + [0.5, 0.5]
+        np.testing.assert_allclose(row["acc_mean"], np.mean(first["accs"] + [0.5, 0.5]), rtol=1e-6)
+        np.testing.assert_allclose(row["draw_std"], abs(np.mean(first["accs"]) - 0.5) / 2, rtol=1e-6)
+        assert os.path.exists(os.path.join(out, "stages", f"eval_control_{name}@draw1_standard.json"))
+    assert json.dumps(r4["control/selected_dance/standard"], sort_keys=True) == \
+        json.dumps(res["control/selected_dance/standard"], sort_keys=True)   # not a random draw: unchanged
+    assert json.load(open(os.path.join(out, "config.json")))["control_draws"] == 2
+    with pytest.raises(ConfigError, match="control_draws=0 must be an integer >= 1"):
+        _cfg(control_draws=0)
+
 
 def _fake_eval():
     from jaxdistill.evaluate import EvalResult
