@@ -231,7 +231,8 @@ def cmd_denoise(args) -> int:
     protocols = {"both": ("standard", "own"), "preset": None}.get(args.protocols, (args.protocols,))
     cfg = DenoiseConfig(dataset=args.dataset, noise=args.noise, methods=methods, ipc=args.ipc, preset=args.preset,
                         seed=args.seed, k=args.k, subset=args.subset, protocols=protocols, data_dir=args.data_dir,
-                        controls=tuple(c.strip() for c in args.controls.split(",") if c.strip()))
+                        controls=tuple(c.strip() for c in args.controls.split(",") if c.strip()),
+                        control_draws=args.control_draws)
     cfg = _resolved(cfg, args, "denoise config")  # run_denoise saves it as --out/config.json
     t0 = time.perf_counter()
     doc = run_denoise(cfg, args.out, progress=True)
@@ -311,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluation protocols (default: the preset's; quick evaluates the common protocol only)")
     s.add_argument("--controls", default="random_noisy,random_clean,selected",
                    help="controls evaluated beside the distilled sets (comma list; '' for none)")
+    s.add_argument("--control-draws", type=int, default=1,
+                   help="independent draws of each random control, nets pooled (its spread then includes how "
+                        "much a random draw varies); a finished --out may be re-run with more")
     _config_flags(s)
     s.add_argument("--out", default="runs/denoise")
     s.set_defaults(fn=cmd_denoise)

@@ -365,6 +365,10 @@ def test_failing_denoise_keeps_finished_stages(capsys, tmp_path, monkeypatch):
     with open(stage) as f:
         assert json.load(f) == first
     assert calls == [180]
+    # more control draws is the one change the directory accepts (the run then fails on the IPC again)
+    _fails(capsys, *argv, "--control-draws", "2", match=["ipc=50"])
+    assert calls == [180] and json.load(open(os.path.join(out, "config.json")))["control_draws"] == 2
+    _fails(capsys, *argv, "--control-draws", "0", match=["control_draws=0", ">= 1"])
 
 
 def test_every_cli_error_is_a_project_error():
