@@ -271,13 +271,11 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
         timings[f"eval {name}/{pname}"] = r["seconds"]
         return r
 
-    from jaxdistill.controls import random_controls
+    from jaxdistill.controls import random_control, random_controls
 
     # control name -> (set, protocols beyond the common one it is also evaluated under with control_protocols='all')
     own = sorted({own_protocol(m) for m in cfg.methods if m not in EXTRA_METHODS} - {"standard"})
     controls: dict = {n: (ds, own) for n, ds in random_controls(data, cfg.ipc, cfg.seed).items() if n in cfg.controls}
-    from jaxdistill.controls import random_control
-
     extra_draws = {n: [random_control(data, cfg.ipc, n, cfg.seed, draw=d) for d in range(1, cfg.control_draws)]
                    for n in controls}
 
