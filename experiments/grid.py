@@ -428,7 +428,7 @@ def findings(grid: dict, summ: dict) -> list[dict]:
     """The study's findings 1 and 3, and the denoising check against random_clean, per finished row and IPC.
 
     Each entry: finding id, dataset, noise, ipc, what is compared, margin (a - b, accuracy fraction), spread
-    (sqrt(std_a^2 + std_b^2) over the evaluation nets) and the verdict (`_verdict`). Finding 1/3 compare the
+    (sqrt(std_a^2 + std_b^2) over the evaluation nets, and a pooled control's draws) and the verdict (`_verdict`). Finding 1/3 compare the
     best distilled set by its headline (own protocol; the common protocol where the own is missing) with the
     converged full-noisy baseline; 'denoise' compares each method's common-protocol set with random_clean.
     """
@@ -465,7 +465,8 @@ def _findings_lines(grid: dict, summ: dict) -> list:
     if not rows:
         return []
     lines = ["## The study's findings, computed from the cells", "",
-             "Margins in accuracy points (a - b); spread = sqrt(std_a^2 + std_b^2) over the evaluation nets. A "
+             "Margins in accuracy points (a - b); spread = sqrt(std_a^2 + std_b^2) over the evaluation nets (and "
+             "over the draws of a pooled random control). A "
              "finding **holds** when the margin points the claimed way by more than the spread, **does not hold** "
              "when it points the other way by more than the spread. Claims: "
              + "; ".join(f"{fid}: {text}" for fid, text in FINDING_CLAIMS.items())
