@@ -128,11 +128,11 @@ def controls_table(results: dict) -> str:
 PRESET_NOTE = {
     "quick": "The quick preset is sized to finish in 10 minutes on 2 CPU cores; at this budget distilled sets are "
              "expected to score at the level of random real images; use `--preset paper` (a GPU) for real work "
-             "(`--preset cpu`, about an hour per setting on 2 cores, lifts DANCE and DATM 2-4 points above random "
-             "real images on clean Fashion-MNIST, not more).",
-    "cpu": "The cpu preset runs about an hour per setting on 2 CPU cores and puts DANCE and DATM 2-4 points above "
-           "random real images on clean Fashion-MNIST (RCIG at their level); `--preset paper` (a GPU) gives the "
-           "study's settings and the evidence.",
+             "(`--preset cpu`, about an hour per setting on 2 cores, lifts DANCE and DATM 2-6 points above random "
+             "real images on clean Fashion-MNIST, depending on the random draw they are compared with).",
+    "cpu": "The cpu preset runs about an hour per setting on 2 CPU cores and puts DANCE and DATM 2-6 points above "
+           "random real images on clean Fashion-MNIST, depending on the random draw (RCIG at their level); "
+           "`--preset paper` (a GPU) gives the study's settings and the evidence.",
     "paper": "The paper preset uses the study's settings per data set and IPC.",
 }
 
