@@ -130,7 +130,7 @@ def expand(grid: dict, only: Optional[str] = None, tiny: bool = False) -> list[C
                 for noise in grid["noises"]:
                     kw = dict(dataset=ds, noise=noise, ipc=int(ipc), seed=int(seed), methods=tuple(grid["methods"]),
                               preset=grid["preset"], k=int(grid["k"]), clean_baseline=noise == clean_noise,
-                              control_draws=int(grid.get("control_draws", 1)))
+                              control_draws=int(grid.get("control_draws", OPTIONAL_GRID_KEYS["control_draws"])))
                     if tiny:
                         parts = ("baseline", "eval", *grid["methods"])
                         kw.update(TINY_CELL, overrides={p: v for p, v in TINY_OVERRIDES.items() if p in parts})
@@ -386,7 +386,7 @@ def _controls_tables(grid: dict, summ: dict) -> list:
              "says nothing about distillation."
              + (f" Each random control is drawn {grid['control_draws']} times and the nets of all draws are pooled, "
                 "so its +- includes how much a random draw varies, not only the evaluation nets."
-                if grid.get("control_draws", 1) > 1 else ""), ""]
+                if grid.get("control_draws", OPTIONAL_GRID_KEYS["control_draws"]) > 1 else ""), ""]
     for ds in grid["datasets"]:
         head = ["noise"] + [f"{c} IPC{k}" for k in ipcs for c in ("random noisy", "random clean")] + \
                [f"{m} IPC{k}" for k in ipcs for m in methods]
