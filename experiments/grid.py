@@ -428,9 +428,10 @@ def findings(grid: dict, summ: dict) -> list[dict]:
     """The study's findings 1 and 3, and the denoising check against random_clean, per finished row and IPC.
 
     Each entry: finding id, dataset, noise, ipc, what is compared, margin (a - b, accuracy fraction), spread
-    (sqrt(std_a^2 + std_b^2) over the evaluation nets, and a pooled control's draws) and the verdict (`_verdict`). Finding 1/3 compare the
-    best distilled set by its headline (own protocol; the common protocol where the own is missing) with the
-    converged full-noisy baseline; 'denoise' compares each method's common-protocol set with random_clean.
+    (sqrt(std_a^2 + std_b^2) over the evaluation nets, and a pooled control's draws) and the verdict
+    (`_verdict`). Finding 1/3 compare the best distilled set by its headline (own protocol; the common protocol
+    where the own is missing) with the converged full-noisy baseline; 'denoise' compares each method's
+    common-protocol set with random_clean.
     """
     out = []
     for ds in grid["datasets"]:
