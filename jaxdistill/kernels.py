@@ -308,7 +308,9 @@ def head_ntk(phi1: jax.Array, phi2: jax.Array, *, backend: str = "nt",
         return phi1 @ phi2.T
     if implementation not in IMPLEMENTATIONS:
         raise ConfigError(f"NTK implementation={implementation!r} is not one of {list(IMPLEMENTATIONS)}")
-    varying = _vma(phi1) | _vma(phi2)
+    from jaxdistill.sharding import _varying, varying_axes
+
+    varying = varying_axes(phi1) | varying_axes(phi2)
     if varying and implementation == "ntk_vector_products":
         # neural-tangents builds that path's basis from eval_shape, which drops shard_map's varying-axis type
         raise ConfigError(f"NTK implementation='ntk_vector_products' cannot run on values split across devices "
@@ -317,18 +319,12 @@ def head_ntk(phi1: jax.Array, phi2: jax.Array, *, backend: str = "nt",
     impl = {"jacobian_contraction": m.NtkImplementation.JACOBIAN_CONTRACTION,
             "ntk_vector_products": m.NtkImplementation.NTK_VECTOR_PRODUCTS}[implementation]
     fn = m.empirical_ntk_fn(_head, trace_axes=(-1,), vmap_axes=0, implementation=impl)
-    # The head is linear, so its NTK does not depend on W. W must vary over the same shard_map axes as the
-    # features: a device-invariant W's Jacobian is summed over devices in the transpose (shard_map's rule for
-    # invariant inputs), which gave each device the sum of all devices' kernels.
-    w = jnp.zeros_like(phi1[:1].T) + jnp.zeros_like(phi2[:1].T)
+    w = jnp.zeros((phi1.shape[-1], 1), phi1.dtype)  # the head is linear: its NTK does not depend on W
+    if varying:
+        # W must vary over the features' shard_map axes: a device-invariant W's Jacobian is summed over devices
+        # in the transpose (shard_map's rule for invariant inputs), giving each device all devices' kernels.
+        w = _varying(w, tuple(sorted(varying)))
     return fn(phi1, phi2, w)
-
-
-def _vma(x: jax.Array) -> frozenset:
-    """The shard_map mesh axes x varies over (empty outside shard_map)."""
-    aval = jax.typeof(x)
-    mat = getattr(aval, "manual_axis_type", None)  # JAX >= 0.10; earlier releases call it `vma`
-    return frozenset(mat.varying if mat is not None else getattr(aval, "vma", frozenset()))
 
 
 def krr(k_ss: jax.Array, y_s: jax.Array, k_ts: jax.Array, reg: float | jax.Array, *,

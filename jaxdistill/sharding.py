@@ -51,7 +51,14 @@ CLASSES = "classes"
 tmap = jax.tree_util.tree_map
 
 
-def _varying(tree: Any, axis: str) -> Any:
+def varying_axes(x: jax.Array) -> frozenset:
+    """The shard_map mesh axes x varies over (empty outside shard_map)."""
+    aval = jax.typeof(x)
+    mat = getattr(aval, "manual_axis_type", None)  # JAX >= 0.10; earlier releases call it `vma`
+    return frozenset(mat.varying if mat is not None else getattr(aval, "vma", frozenset()))
+
+
+def _varying(tree: Any, axis: str | tuple) -> Any:
     """Mark replicated values as per-device inside shard_map. Without this, differentiating w.r.t. a
     replicated input makes JAX psum its cotangent over the axis (the transpose of the implicit
     invariant->varying cast), so a following pmean would count the gradient n times."""
