@@ -2,8 +2,9 @@
 
 Default shapes: ConvNet-3 width 128, 32x32x3, 100 synthetic images, 80 unrolled steps, batch_syn 100.
 Prints the median time per iteration after compilation and the peak memory (GPU: jax memory_stats
-peak_bytes_in_use; CPU: process max RSS), for: JAX with DSA + remat (the real step), JAX without DSA
-(same maths as the torch reference), JAX without remat; then the torch reference and the JAX/torch ratio.
+peak_bytes_in_use; CPU: process max RSS), for: JAX with DSA (the real step), JAX without DSA (same maths as
+the torch reference), both with the default meta_grad="jvp"; JAX's autodiff through the unroll with and without
+remat (meta_grad="autodiff"); then the torch reference and the JAX/torch ratios.
 
   python benchmarks/bench_datm.py            # GPU machine, CIFAR shapes
   python benchmarks/bench_datm.py --small    # CPU-sized shapes
@@ -41,7 +42,7 @@ def peak_bytes() -> tuple[int, str]:
 
 
 def bench_jax(ipc=10, syn_steps=80, batch_syn=100, width=128, size=32, iters=5, use_dsa=True, remat=True,
-              verbose=True, conv_impl="auto") -> dict:
+              verbose=True, conv_impl="auto", meta_grad="jvp") -> dict:
     c = 10
     net = make_net(NetConfig(num_classes=c, width=width, depth=3, conv_impl=conv_impl))
     params = net.init(jax.random.PRNGKey(0), (size, size, 3))
@@ -49,7 +50,7 @@ def bench_jax(ipc=10, syn_steps=80, batch_syn=100, width=128, size=32, iters=5, 
     theta_star = theta0 + 0.01 * jax.random.normal(jax.random.PRNGKey(1), theta0.shape)
     apply_flat = lambda th, xb: net.apply(unravel(th), xb)
     cfg = DATMConfig(dataset="bench", ipc=ipc, syn_steps=syn_steps, batch_syn=batch_syn, dsa=use_dsa, remat=remat,
-                     threshold=1e9, width=width, max_start_epoch=20, current_max_start_epoch=10)
+                     meta_grad=meta_grad, threshold=1e9, width=width, max_start_epoch=20, current_max_start_epoch=10)
     n = c * ipc
     x = jax.random.normal(jax.random.PRNGKey(2), (n, size, size, 3))
     y = jax.random.normal(jax.random.PRNGKey(3), (n, c))
@@ -66,13 +67,14 @@ def bench_jax(ipc=10, syn_steps=80, batch_syn=100, width=128, size=32, iters=5, 
         jax.block_until_ready((state, loss))
         times.append(time.perf_counter() - t0)
     peak, kind = peak_bytes()
-    res = {"impl": f"jax dsa={use_dsa} remat={remat}" + ("" if conv_impl == "auto" else f" conv={conv_impl}"), "device": jax.devices()[0].device_kind,
+    impl = f"jax dsa={use_dsa} {meta_grad}" + (f" remat={remat}" if meta_grad == "autodiff" else "")
+    res = {"impl": impl + ("" if conv_impl == "auto" else f" conv={conv_impl}"), "device": jax.devices()[0].device_kind,
            "median_s": statistics.median(times), "times_s": times, "compile_plus_first_s": compile_s,
            "peak_bytes": peak, "peak_kind": kind, "loss": float(loss),
            "shapes": dict(ipc=ipc, syn_steps=syn_steps, batch_syn=batch_syn, width=width, size=size,
                           params=int(theta0.size))}
     if verbose:
-        print(f"{res['impl']:<24} {res['device']:>14}  median {res['median_s'] * 1e3:9.1f} ms/iter  "
+        print(f"{res['impl']:<34} {res['device']:>14}  median {res['median_s'] * 1e3:9.1f} ms/iter  "
               f"(compile+first {compile_s:.1f} s)  peak {peak / 2**30:6.2f} GiB ({kind}; cumulative)", flush=True)
     return res
 
@@ -82,7 +84,9 @@ def main(argv=None):
     ap.add_argument("--small", action="store_true", help="CPU-sized shapes (ipc 2, 10 steps, width 16, 16x16)")
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--no-torch", action="store_true")
-    ap.add_argument("--variants", default="dsa,nodsa,noremat", help="comma list of dsa, nodsa, noremat")
+    ap.add_argument("--variants", default="dsa,nodsa,autodiff,noremat",
+                    help="comma list of dsa, nodsa (meta_grad jvp), autodiff, noremat (no DSA, meta_grad autodiff "
+                         "with / without remat)")
     ap.add_argument("--json", default=None, help="write all results here")
     ap.add_argument("--conv-impl", default="auto", help="auto | lax | patches (auto: patches on CPU)")
     for k in ("ipc", "syn_steps", "batch_syn", "width", "size"):
@@ -97,9 +101,10 @@ def main(argv=None):
     print(f"jax {jax.__version__} on {jax.devices()[0]}; shapes {shapes}", flush=True)
     results = []
     # The no-DSA run first: it is the one compared with torch, and peak memory is cumulative.
-    order = {"nodsa": dict(use_dsa=False, remat=True), "dsa": dict(use_dsa=True, remat=True),
-             "noremat": dict(use_dsa=False, remat=False)}
-    for name in ["nodsa", "dsa", "noremat"]:
+    order = {"nodsa": dict(use_dsa=False), "dsa": dict(use_dsa=True),
+             "autodiff": dict(use_dsa=False, meta_grad="autodiff", remat=True),
+             "noremat": dict(use_dsa=False, meta_grad="autodiff", remat=False)}
+    for name in order:
         if name in args.variants.split(","):
             try:
                 results.append(bench_jax(**shapes, iters=args.iters, conv_impl=args.conv_impl, **order[name]))
@@ -111,10 +116,10 @@ def main(argv=None):
 
             ref = torch_ref_datm.run(small=False, iters=args.iters, **shapes)
             results.append(ref)
-            jx = next((r for r in results if r["impl"].startswith("jax dsa=False remat=True")), None)
-            if jx is not None:
-                print(f"ratio JAX(no DSA, remat) / torch eager = {jx['median_s'] / ref['median_s']:.3f} "
-                      f"(speed-up x{ref['median_s'] / jx['median_s']:.2f})", flush=True)
+            for r in results[:-1]:
+                if r["impl"].startswith("jax dsa=False"):
+                    print(f"ratio {r['impl']} / torch eager = {r['median_s'] / ref['median_s']:.3f} "
+                          f"(speed-up x{ref['median_s'] / r['median_s']:.2f})", flush=True)
         except ImportError:
             print("torch not installed: skipping the PyTorch reference", flush=True)
     if args.json:

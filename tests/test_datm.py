@@ -10,7 +10,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from jaxdistill.augment import dsa
-from jaxdistill.configs.datm import DATMConfig, get_config
+from jaxdistill.configs.datm import META_GRADS, DATMConfig, get_config
 from jaxdistill.errors import ConfigError, DataError
 from jaxdistill.methods import datm
 from jaxdistill.nn import NetConfig, make_net
@@ -50,14 +50,16 @@ def _naive_loss(apply_flat, x, y, lr, theta0, theta_star, idx, keys, use_dsa):
     return jnp.sum((theta - theta_star) ** 2) / jnp.sum((theta0 - theta_star) ** 2)
 
 
-def test_meta_gradient_equals_naive_loop():
+@pytest.mark.parametrize("meta_grad", META_GRADS)
+def test_meta_gradient_equals_naive_loop(meta_grad):
     apply_flat, theta0, theta_star, x, y = _tiny()
     idx = datm.batch_indices(jax.random.PRNGKey(2), 6, 3, 3)
     keys = jax.random.split(jax.random.PRNGKey(3), 3)
     lr = jnp.float32(0.3)
     args = (x, y, lr)
     scanned = jax.jit(jax.value_and_grad(
-        lambda x, y, lr: datm.matching_loss(apply_flat, x, y, lr, theta0, theta_star, idx, keys, True, True),
+        lambda x, y, lr: datm.matching_loss(apply_flat, x, y, lr, theta0, theta_star, idx, keys, True, True,
+                                            meta_grad),
         argnums=(0, 1, 2)))(*args)
     naive = jax.jit(jax.value_and_grad(
         lambda x, y, lr: _naive_loss(apply_flat, x, y, lr, theta0, theta_star, idx, keys, True),
@@ -67,7 +69,8 @@ def test_meta_gradient_equals_naive_loop():
     assert float(jnp.abs(scanned[1][0]).max()) > 1e-4 and abs(float(scanned[1][2])) > 1e-4
 
 
-def test_meta_gradient_matches_finite_differences():
+@pytest.mark.parametrize("meta_grad", META_GRADS)
+def test_meta_gradient_matches_finite_differences(meta_grad):
     with jax.enable_x64(True):
         apply_flat, theta0, theta_star, x, y = _tiny(act="softplus", dtype=jnp.float64)
         idx = datm.batch_indices(jax.random.PRNGKey(2), 6, 3, 4)
@@ -76,7 +79,7 @@ def test_meta_gradient_matches_finite_differences():
 
         @jax.jit
         def f(x, y, lr):
-            return datm.matching_loss(apply_flat, x, y, lr, theta0, theta_star, idx, keys, False, True)
+            return datm.matching_loss(apply_flat, x, y, lr, theta0, theta_star, idx, keys, False, True, meta_grad)
 
         gx, gy, glr = jax.jit(jax.grad(f, argnums=(0, 1, 2)))(x, y, lr)
         eps = 1e-5
@@ -89,6 +92,28 @@ def test_meta_gradient_matches_finite_differences():
                                    rtol=1e-5, atol=1e-9)
         np.testing.assert_allclose(float(glr), float((f(x, y, lr + eps) - f(x, y, lr - eps)) / (2 * eps)),
                                    rtol=1e-5, atol=1e-9)
+
+
+def test_outer_step_same_with_either_meta_grad():
+    """Two trajectories per step (lax.map), DSA on: the jvp reverse pass and autodiff step the set alike."""
+    apply_flat, theta0, theta_star, x, y = _tiny()
+    t0 = jnp.stack([theta0, theta0 + 0.01])
+    t1 = jnp.stack([theta_star, theta_star - 0.01])
+    out = {}
+    for mg in META_GRADS:
+        cfg = _cfg(dsa=True, trajectories_per_iter=2, meta_grad=mg, threshold=1e9)
+        step = datm.make_outer_step(apply_flat, cfg)
+        state, loss, finite, applied = step(datm.init_syn_state(cfg, jnp.array(x), jnp.array(y), 0.3), t0, t1,
+                                          jax.random.PRNGKey(7))  # the step donates the state: copies
+        assert bool(finite) and bool(applied)
+        out[mg] = (state.x, state.y, state.lr, loss)
+    chex.assert_trees_all_close(out["jvp"], out["autodiff"], rtol=1e-5, atol=1e-6)
+    assert float(jnp.abs(out["jvp"][0] - x).max()) > 1e-4   # the step moved the images
+
+
+def test_meta_grad_choice_is_checked():
+    with pytest.raises(ConfigError, match="meta_grad.*'reverse'.*jvp.*autodiff"):
+        _cfg(meta_grad="reverse")
 
 
 def _cfg(**kw):

@@ -14,6 +14,8 @@ from jaxdistill.errors import ConfigError
 INITS = ("samples_predicted_correctly", "real")
 from jaxdistill.configs.presets import PRESETS
 PREPROCESS = ("zca_datm", "none", "meanstd")
+# How the gradient through the unrolled student steps is taken (methods/datm.unroll): the same values.
+META_GRADS = ("jvp", "autodiff")
 # Data sets whose settings are another's (natural-noise variants share their clean set's table row).
 ALIASES = {"cifar10_n": "cifar10", "cifar100_n": "cifar100"}
 
@@ -48,7 +50,8 @@ class DATMConfig:
     threshold: float = 1.0
     init: str = "samples_predicted_correctly"
     dsa: bool = True
-    remat: bool = True
+    remat: bool = True            # meta_grad="autodiff" only: save theta per step, recompute activations
+    meta_grad: str = "jvp"        # "jvp" (faster: BUILD_NOTES) or "autodiff"; see methods.datm.unroll
     # network (ConvNet, instance norm, ReLU, avg-pool)
     width: int = 128
     depth: int = 3
@@ -80,6 +83,7 @@ class DATMConfig:
     def __post_init__(self):
         check_choice("DATM", "init", self.init, INITS)
         check_choice("DATM", "preprocess", self.preprocess, PREPROCESS)
+        check_choice("DATM", "meta_grad", self.meta_grad, META_GRADS)
         check_choice("DATM", "preset", self.preset, PRESETS)
         check_ints("DATM", self, ("ipc", "iterations", "syn_steps", "expert_epochs", "batch_syn", "width", "depth",
                                   "num_experts", "expert_train_epochs", "expert_batch", "checkpoint_every",

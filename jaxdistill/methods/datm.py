@@ -111,18 +111,28 @@ def _augment_fn(use_dsa: bool):
     return lambda key, x: dsa(key, x, mode="one")
 
 
+def _step_loss(apply_flat: ApplyFlat, use_dsa: bool) -> Callable:
+    """`(theta, x, y, b, k) -> soft_ce(f(theta, DSA_k(x[b])), y[b])`: one student step's training loss."""
+    aug = _augment_fn(use_dsa)
+    return lambda theta, x, y, b, k: soft_ce(apply_flat(theta, aug(k, x[b])), y[b])
+
+
 def unroll(apply_flat: ApplyFlat, theta0: jax.Array, x: jax.Array, y: jax.Array, lr: jax.Array,
-           idx: jax.Array, keys: jax.Array, use_dsa: bool = True, remat: bool = True) -> jax.Array:
+           idx: jax.Array, keys: jax.Array, use_dsa: bool = True, remat: bool = True,
+           meta_grad: str = "jvp") -> jax.Array:
     """theta_N after syn_steps student SGD steps: theta <- theta - lr * grad soft_ce(f(theta, DSA(x[b])), y[b]).
 
     theta0 (P,), x (N,H,W,C), y (N,C) logits, lr scalar, idx (S, b), keys (S, 2). Differentiable in x, y, lr.
+    meta_grad picks how the gradient through the unroll is computed (same values to float tolerance):
+    "jvp" = `_unroll_jvp`'s hand-written reverse pass; "autodiff" = JAX's reverse mode through the scan, with
+    `remat` saving only theta per step (the jvp pass always does).
     """
-    aug = _augment_fn(use_dsa)
+    if meta_grad == "jvp":
+        return _unroll_jvp(_step_loss(apply_flat, use_dsa))(theta0, x, y, lr, idx, keys)
+    step_loss = _step_loss(apply_flat, use_dsa)
 
     def step(theta, b, k, x, y, lr):
-        xb = aug(k, x[b])
-        g = jax.grad(lambda th: soft_ce(apply_flat(th, xb), y[b]))(theta)
-        return theta - lr * g
+        return theta - lr * jax.grad(step_loss)(theta, x, y, b, k)
 
     if remat:
         # Save only the carry (theta_i) per step; recompute the step's activations in the backward pass.
@@ -136,9 +146,54 @@ def unroll(apply_flat: ApplyFlat, theta0: jax.Array, x: jax.Array, y: jax.Array,
     return theta_n
 
 
-def matching_loss(apply_flat: ApplyFlat, x, y, lr, theta0, theta_star, idx, keys, use_dsa=True, remat=True):
+def _unroll_jvp(step_loss: Callable) -> Callable:
+    """`(theta0, x, y, lr, idx, keys) -> theta_N` with a hand-written reverse pass.
+
+    Step i is theta_{i+1} = theta_i - lr g_i, g_i = grad_theta L_i(theta_i, x, y). Given the adjoint a of
+    theta_{i+1}, the step's vector-Jacobian products all come from one scalar, the directional derivative
+    D_i = <g_i, a> = jvp(L_i, theta_i; a): adjoint of theta_i = a - lr grad_theta D_i, of x -= lr grad_x D_i,
+    of y -= lr grad_y D_i, of lr -= D_i. Taking grad of a forward-mode derivative (reverse-over-forward)
+    skips differentiating the backward pass of the network: on XLA:CPU that pass's transposes and
+    col2im sums cost more than the tangent forward (one DATM step at width 128: x0.77, BUILD_NOTES).
+    The forward pass saves theta_i only (like remat) and recomputes each step's activations.
+    """
+
+    @jax.custom_vjp
+    def run(theta0, x, y, lr, idx, keys):
+        return fwd(theta0, x, y, lr, idx, keys)[0]
+
+    def fwd(theta0, x, y, lr, idx, keys):
+        def body(theta, inp):
+            b, k = inp
+            return theta - lr * jax.grad(step_loss)(theta, x, y, b, k), theta
+
+        theta_n, thetas = jax.lax.scan(body, theta0, (idx, keys))
+        return theta_n, (thetas, x, y, lr, idx, keys)
+
+    def bwd(res, a_n):
+        thetas, x, y, lr, idx, keys = res
+
+        def directional(theta, x, y, a, b, k):
+            return jax.jvp(lambda th: step_loss(th, x, y, b, k), (theta,), (a,))[1]
+
+        def body(carry, inp):
+            a, gx, gy, glr = carry
+            theta, b, k = inp
+            d, (g_th, g_x, g_y) = jax.value_and_grad(directional, argnums=(0, 1, 2))(theta, x, y, a, b, k)
+            return (a - lr * g_th, gx - lr * g_x, gy - lr * g_y, glr - d), None
+
+        init = (a_n, jnp.zeros_like(x), jnp.zeros_like(y), jnp.zeros_like(lr))
+        (a0, gx, gy, glr), _ = jax.lax.scan(body, init, (thetas, idx, keys), reverse=True)
+        return a0, gx, gy, glr, None, None
+
+    run.defvjp(fwd, bwd)
+    return run
+
+
+def matching_loss(apply_flat: ApplyFlat, x, y, lr, theta0, theta_star, idx, keys, use_dsa=True, remat=True,
+                  meta_grad="jvp"):
     """||theta_N - theta*||^2 / ||theta_0 - theta*||^2."""
-    theta_n = unroll(apply_flat, theta0, x, y, lr, idx, keys, use_dsa, remat)
+    theta_n = unroll(apply_flat, theta0, x, y, lr, idx, keys, use_dsa, remat, meta_grad)
     return jnp.sum((theta_n - theta_star) ** 2) / jnp.sum((theta0 - theta_star) ** 2)
 
 
@@ -172,7 +227,7 @@ def make_trajectory_grad(apply_flat: ApplyFlat, cfg: DATMConfig) -> Callable:
         keys = jax.random.split(k_aug, cfg.syn_steps)
         return jax.value_and_grad(
             lambda x_, y_, lr_: matching_loss(apply_flat, x_, y_, lr_, theta0, theta_star, idx, keys, cfg.dsa,
-                                              cfg.remat), argnums=(0, 1, 2))(x, y, lr)
+                                              cfg.remat, cfg.meta_grad), argnums=(0, 1, 2))(x, y, lr)
 
     return fn
 
