@@ -29,7 +29,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 python -c "import jax; print(jax.__version__, jax.devices())" | tee -a "$OUT/gpu.txt"
 
 # #3 / #7: DATM at CIFAR-10 IPC 10 shapes against the PyTorch-eager reference, same run (>= 8x, lower memory).
-step datm 150 python benchmarks/bench_datm.py --iters 5 --variants nodsa,dsa --json "$OUT/datm.json"
+step datm 200 python benchmarks/bench_datm.py --iters 5 --variants nodsa,autodiff,dsa --json "$OUT/datm.json"
 # #7: DANCE against its reference (>= 5x; measured 12.3x in session 1, repeated for the FLOP/s fraction).
 step run_datm_dance 150 python benchmarks/run.py --only datm,dance --settings c10_ipc10 --repeats 3 --out "$OUT/run_dd"
 # #18: DANCE memory at CIFAR-10 IPC 10: XLA's own accounting of the iteration (temp = its working set) and the
