@@ -275,3 +275,16 @@ def test_workdir_of_another_config_refused(digits_setup, tmp_path):
     with pytest.raises(StoreError, match=r"another config \(differs in \['iterations'\]\)"):
         datm.distill(short.replace(iterations=3), data, jax.random.PRNGKey(0), workdir=str(tmp_path),
                      progress=False, store=store)
+
+
+def test_meta_grad_is_not_part_of_the_run_record():
+    """meta_grad changes speed, not the set: a run checkpointed under one mode resumes under the other."""
+    from types import SimpleNamespace
+
+    from jaxdistill.methods.base import run_record
+
+    data = SimpleNamespace(x_train=np.zeros((4, 6, 6, 1), np.float32), y_noisy=np.array([0, 1, 2, 0]), name="toy")
+    key = jax.random.PRNGKey(0)
+    rec = {mg: run_record("datm", _cfg(meta_grad=mg), data, key) for mg in META_GRADS}
+    assert rec["jvp"] == rec["autodiff"] and "meta_grad" not in rec["jvp"]["config"]
+    assert run_record("datm", _cfg(ipc=3), data, key) != rec["jvp"]

@@ -229,8 +229,8 @@ def run_record(method: str, config, data, key) -> dict:
     """What a distillation run is: method, config, the exact training data and labels, and the key.
 
     Two runs with equal records give the same set, so a workdir holding another record is another run's
-    state. The device count, the chunk length and DANCE's class_chunk are left out: they change speed and
-    memory, not the set (results equal to float tolerance).
+    state. The device count, the chunk length, DANCE's class_chunk and DATM's meta_grad are left out: they
+    change speed and memory, not the set (results equal to float tolerance).
     """
     import hashlib
 
@@ -240,6 +240,7 @@ def run_record(method: str, config, data, key) -> dict:
     cfg.pop("devices", None)
     cfg.pop("chunk_iters", None)
     cfg.pop("class_chunk", None)
+    cfg.pop("meta_grad", None)
     x = np.ascontiguousarray(np.asarray(data.x_train, np.float32))
     noise = getattr(data, "noise", None)
     return {"method": method, "config": cfg,
