@@ -1,6 +1,7 @@
 """Where one DATM outer step spends its time on XLA:CPU, and what XLA's CPU options change (issue 18 item 6).
 
-Shapes: CIFAR-10 IPC 1, ConvNet-3 width 128, 10 unrolled steps, batch 10, no DSA, remat (the torch comparison's).
+Shapes: CIFAR-10 IPC 1, ConvNet-3 width 128, 10 unrolled steps, batch 10, no DSA, the default meta_grad="jvp"
+(the torch comparison's).
 
   python benchmarks/datm_cpu_profile.py profile            # trace of 3 steps, summed per HLO op and op kind
   python benchmarks/datm_cpu_profile.py options [--reps 6]  # the same program compiled with several XLA:CPU
