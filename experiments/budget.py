@@ -58,16 +58,14 @@ def _setting_data(setting: dict):
 def _evaluator(data, setting: dict, width: int | None = None, steps: int | None = None):
     """ev(set) -> EvalResult dict: the common protocol at the setting's evaluation preset, its k nets and the key
     every set gets under that protocol (as in denoise); width / steps override the preset's net and schedule."""
-    from jaxdistill.evaluate import evaluate, get_protocol
-    from jaxdistill.pipeline import stage_key
+    from jaxdistill.evaluate import evaluate
+    from jaxdistill.pipeline import protocol_for, stage_key
 
     key = stage_key(setting["seed"], "eval/standard")
 
     def ev(ds):
-        p = get_protocol("standard", num_images=ds.num_images, num_classes=data.num_classes,
-                         image_size=ds.images.shape[1], preset=setting["eval_preset"], width=width)
-        if steps is not None:
-            p = dataclasses.replace(p, train=dataclasses.replace(p.train, steps=steps))
+        p = protocol_for("standard", ds, data.num_classes, setting["eval_preset"], width=width,
+                         train_overrides=None if steps is None else {"steps": steps})
         return evaluate(ds, data, p, key, k=setting["k"]).to_dict()
 
     return ev

@@ -200,14 +200,21 @@ def method_config(cfg: DenoiseConfig, method: str):
 
 def eval_protocol(cfg: DenoiseConfig, name: str, distilled, num_classes: int):
     """The named protocol at the run's preset, with the run's eval overrides applied."""
+    ov = cfg.part("eval")
+    return protocol_for(name, distilled, num_classes, cfg.preset, width=ov.pop("width", None), train_overrides=ov)
+
+
+def protocol_for(name: str, distilled, num_classes: int, preset: str, width: Optional[int] = None,
+                 train_overrides: Optional[dict] = None):
+    """`get_protocol(name)` sized for this set (its image count, size, channels and learned lr) at `preset`;
+    width replaces the protocol net's width, train_overrides fields of its TrainConfig (checked by name)."""
     from jaxdistill.evaluate import get_protocol
 
-    ov = cfg.part("eval")
     p = get_protocol(name, num_images=distilled.num_images, num_classes=num_classes,
-                     image_size=distilled.images.shape[1], preset=cfg.preset, lr=distilled.lr, width=ov.pop("width", None),
+                     image_size=distilled.images.shape[1], preset=preset, lr=distilled.lr, width=width,
                      channels=distilled.images.shape[-1])
-    if ov:
-        p = dataclasses.replace(p, train=_replace_checked(p.train, ov, "evaluation train config"))
+    if train_overrides:
+        p = dataclasses.replace(p, train=_replace_checked(p.train, train_overrides, "evaluation train config"))
     return p
 
 
