@@ -155,6 +155,26 @@ def _cfg_json(cfg) -> dict:
 _SUPERSET_FLAGS = ("clean_baseline",)
 
 
+def _earlier_runs(cell_json: str) -> list:
+    """The runs a cell's cell.json records (a file from before the runs list holds its last run only)."""
+    cj = read_json(cell_json) or {}
+    if "runs" in cj:
+        return list(cj["runs"])
+    if cj.get("seconds") is not None:
+        return [{"started": cj.get("started"), "seconds": cj["seconds"], "machine": cj.get("machine")}]
+    return []
+
+
+def _record_run(cell_json: str, started: str, secs: float, failed: bool = False) -> None:
+    """Append this run to cell.json's runs; `seconds` is their sum, the cell's wall time over every resume
+    (a run killed before it ended records nothing)."""
+    cj = read_json(cell_json) or {}
+    runs = list(cj.get("runs", [])) + [{"started": started, "seconds": secs, "machine": machine(),
+                                         **({"failed": True} if failed else {})}]
+    atomic_write_json(cell_json, {**cj, "runs": runs, "seconds": sum(r["seconds"] for r in runs),
+                                  "started": runs[0]["started"] or started})
+
+
 def is_finished(cell_dir: str, cfg) -> bool:
     """results.json present and written for this config (or one that differs only by doing more, e.g. the
     default job's clean-label baseline: its results answer the same cell)."""
@@ -198,9 +218,10 @@ def run_grid(grid_name: str, out: str, only: Optional[str] = None, dry_run: bool
             continue
         os.makedirs(cdir, exist_ok=True)
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+        runs = _earlier_runs(os.path.join(cdir, "cell.json"))
         atomic_write_json(os.path.join(cdir, "cell.json"), {
             "grid": grid["name"], "command": cell_command(grid_name, out, cell, tiny), "tiny": tiny,
-            "started": started, "machine": machine()})
+            "started": started, "machine": machine(), "runs": runs})
         echo(f"{tag}: running")
         t = time.perf_counter()
         failures = read_json(fail_path) or {}
@@ -212,14 +233,14 @@ def run_grid(grid_name: str, out: str, only: Optional[str] = None, dry_run: bool
                                       "seconds": secs, "when": started,
                                       "traceback": traceback.format_exc()[-4000:]}
             atomic_write_json(fail_path, failures)
+            _record_run(os.path.join(cdir, "cell.json"), started, secs, failed=True)
             summary["failed"].append(cell.label())
             echo(f"{tag}: FAILED after {secs:.0f} s: {type(e).__name__}: {str(e)[:300]}")
             continue
         secs = time.perf_counter() - t
         if failures.pop(cell.label(), None) is not None:  # an earlier failure of this cell is now fixed
             atomic_write_json(fail_path, failures)
-        cj = read_json(os.path.join(cdir, "cell.json")) or {}
-        atomic_write_json(os.path.join(cdir, "cell.json"), {**cj, "seconds": secs})
+        _record_run(os.path.join(cdir, "cell.json"), started, secs)
         summary["done"].append(cell.label())
         echo(f"{tag}: done in {secs / 60:.1f} min")
     echo(f"grid {grid['name']}: {len(summary['done'])} run, {len(summary['skipped'])} skipped, "
@@ -271,7 +292,8 @@ def collect(grid_name: str, out: str, tiny: bool = False) -> dict:
                  "dir": os.path.relpath(cdir, ROOT) if os.path.isabs(cdir) else cdir,
                  "command": cj.get("command") or cell_command(grid_name, out, cell, tiny),
                  "tiny": bool(cj.get("tiny", False)), "machine": cj.get("machine"), "started": cj.get("started"),
-                 "seconds": cj.get("seconds"), "finished": doc is not None,
+                 "seconds": cj.get("seconds"), "runs": len(cj.get("runs", [])) or None,
+                 "finished": doc is not None,
                  "k": (doc or {}).get("config", {}).get("k", cell.k)}
         if doc is not None:
             entry.update(noise_realized=doc.get("noise", {}).get("realized"), device=doc.get("versions", {}).get("device"),
@@ -364,9 +386,11 @@ def markdown(grid_name: str, data: dict, summ: dict) -> str:
     lines += _controls_tables(grid, summ)
     lines += _findings_lines(grid, summ)
     lines += [f"![accuracy vs noise]({grid['name']}.png)", "", "## Cells: how to reproduce each", "",
-              "| cell | status | wall time | device | machine, start | command |", "|---|---|---|---|---|---|"]
+              "| cell | status | wall time (recorded runs) | device | machine, start | command |", "|---|---|---|---|---|---|"]
     for c in data["cells"]:
         secs = "-" if c.get("seconds") is None else f"{c['seconds'] / 60:.1f} min"
+        if (c.get("runs") or 1) > 1:
+            secs += f" ({c['runs']} runs)"
         status = "finished" if c["finished"] else "not run"
         lines.append(f"| {c['noise']} ipc{c['ipc']} seed{c['seed']} | {status} | {secs} | {c.get('device') or '-'} | "
                      f"{c.get('machine') or '-'}, {c.get('started') or '-'} | `{c['command']}` |")

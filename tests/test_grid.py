@@ -146,6 +146,11 @@ def test_run_skips_finished_cells_and_records_failures(tmp_path, monkeypatch):
     s2 = grid.run_grid(gpath, out, echo=log.append)
     assert calls == [("symmetric:0.4", 10)] and len(s2["skipped"]) == 3 and s2["failed"] == []
     assert json.load(open(os.path.join(out, "failures.json"))) == {}
+    # the cell's wall time is the sum over its runs, the failed one included
+    failed_cell = next(c for c in cells if c.label() == "dataset=digits,noise=symmetric:0.4,ipc=10,seed=0")
+    cj = json.load(open(os.path.join(out, failed_cell.rel_dir(), "cell.json")))
+    assert [r.get("failed", False) for r in cj["runs"]] == [True, False]
+    assert cj["seconds"] == sum(r["seconds"] for r in cj["runs"]) and cj["started"] == cj["runs"][0]["started"]
 
     # dry run touches nothing
     calls.clear()
