@@ -221,7 +221,8 @@ def run_grid(grid_name: str, out: str, only: Optional[str] = None, dry_run: bool
         runs = _earlier_runs(os.path.join(cdir, "cell.json"))
         atomic_write_json(os.path.join(cdir, "cell.json"), {
             "grid": grid["name"], "command": cell_command(grid_name, out, cell, tiny), "tiny": tiny,
-            "started": started, "machine": machine(), "runs": runs})
+            "started": started, "machine": machine(), "runs": runs,
+            "seconds": sum(r["seconds"] for r in runs) if runs else None})
         echo(f"{tag}: running")
         t = time.perf_counter()
         failures = read_json(fail_path) or {}
