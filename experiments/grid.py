@@ -130,7 +130,7 @@ def expand(grid: dict, only: Optional[str] = None, tiny: bool = False) -> list[C
                 for noise in grid["noises"]:
                     kw = dict(dataset=ds, noise=noise, ipc=int(ipc), seed=int(seed), methods=tuple(grid["methods"]),
                               preset=grid["preset"], k=int(grid["k"]), clean_baseline=noise == clean_noise,
-                              control_draws=int(grid.get("control_draws", OPTIONAL_GRID_KEYS["control_draws"])))
+                              control_draws=int(grid["control_draws"]))
                     if tiny:
                         parts = ("baseline", "eval", *grid["methods"])
                         kw.update(TINY_CELL, overrides={p: v for p, v in TINY_OVERRIDES.items() if p in parts})
@@ -165,13 +165,18 @@ def _earlier_runs(cell_json: str) -> list:
     return []
 
 
+def _wall_seconds(runs: list) -> Optional[float]:
+    """A cell's wall time: the sum over its recorded runs (None before any run ended)."""
+    return sum(r["seconds"] for r in runs) if runs else None
+
+
 def _record_run(cell_json: str, started: str, secs: float, failed: bool = False) -> None:
     """Append this run to cell.json's runs; `seconds` is their sum, the cell's wall time over every resume
     (a run killed before it ended records nothing)."""
     cj = read_json(cell_json) or {}
     runs = list(cj.get("runs", [])) + [{"started": started, "seconds": secs, "machine": machine(),
                                          **({"failed": True} if failed else {})}]
-    atomic_write_json(cell_json, {**cj, "runs": runs, "seconds": sum(r["seconds"] for r in runs),
+    atomic_write_json(cell_json, {**cj, "runs": runs, "seconds": _wall_seconds(runs),
                                   "started": runs[0]["started"] or started})
 
 
@@ -222,7 +227,7 @@ def run_grid(grid_name: str, out: str, only: Optional[str] = None, dry_run: bool
         atomic_write_json(os.path.join(cdir, "cell.json"), {
             "grid": grid["name"], "command": cell_command(grid_name, out, cell, tiny), "tiny": tiny,
             "started": started, "machine": machine(), "runs": runs,
-            "seconds": sum(r["seconds"] for r in runs) if runs else None})
+            "seconds": _wall_seconds(runs)})
         echo(f"{tag}: running")
         t = time.perf_counter()
         failures = read_json(fail_path) or {}
@@ -411,7 +416,7 @@ def _controls_tables(grid: dict, summ: dict) -> list:
              "says nothing about distillation."
              + (f" Each random control is drawn {grid['control_draws']} times and the nets of all draws are pooled, "
                 "so its +- includes how much a random draw varies, not only the evaluation nets."
-                if grid.get("control_draws", OPTIONAL_GRID_KEYS["control_draws"]) > 1 else ""), ""]
+                if grid["control_draws"] > 1 else ""), ""]
     for ds in grid["datasets"]:
         head = ["noise"] + [f"{c} IPC{k}" for k in ipcs for c in ("random noisy", "random clean")] + \
                [f"{m} IPC{k}" for k in ipcs for m in methods]

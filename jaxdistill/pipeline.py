@@ -161,7 +161,9 @@ def _config_guard(out_dir: str, cfg: DenoiseConfig) -> None:
     mine = json.loads(json.dumps(dataclasses.asdict(cfg)))
     old = read_json(path)
     if old is not None:
-        old = {"control_draws": 1, **old}  # runs from before control_draws drew each control once
+        # A run from before a resumable field existed ran with that field's default (e.g. one control draw).
+        old = {**{f.name: f.default for f in dataclasses.fields(DenoiseConfig) if f.name in _RESUMABLE_CHANGES},
+               **old}
     if old is not None and old != mine:
         diff = {k: (old.get(k), mine.get(k)) for k in set(old) | set(mine) if old.get(k) != mine.get(k)}
         if not set(diff) <= set(_RESUMABLE_CHANGES):

@@ -127,9 +127,9 @@ def unroll(apply_flat: ApplyFlat, theta0: jax.Array, x: jax.Array, y: jax.Array,
     "jvp" = `_unroll_jvp`'s hand-written reverse pass; "autodiff" = JAX's reverse mode through the scan, with
     `remat` saving only theta per step (the jvp pass always does).
     """
-    if meta_grad == "jvp":
-        return _unroll_jvp(_step_loss(apply_flat, use_dsa))(theta0, x, y, lr, idx, keys)
     step_loss = _step_loss(apply_flat, use_dsa)
+    if meta_grad == "jvp":
+        return _unroll_jvp(step_loss)(theta0, x, y, lr, idx, keys)
 
     def step(theta, b, k, x, y, lr):
         return theta - lr * jax.grad(step_loss)(theta, x, y, b, k)
