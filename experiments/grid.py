@@ -397,7 +397,8 @@ def markdown(grid_name: str, data: dict, summ: dict) -> str:
         secs = "-" if c.get("seconds") is None else f"{c['seconds'] / 60:.1f} min"
         if (c.get("runs") or 1) > 1:
             secs += f" ({c['runs']} runs)"
-        status = "finished" if c["finished"] else "not run"
+        status = ("finished" if c["finished"] else
+                  "started, not finished (a re-run resumes it)" if c.get("started") else "not run")
         lines.append(f"| {c['noise']} ipc{c['ipc']} seed{c['seed']} | {status} | {secs} | {c.get('device') or '-'} | "
                      f"{c.get('machine') or '-'}, {c.get('started') or '-'} | `{c['command']}` |")
     lines.append("")

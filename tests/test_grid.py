@@ -254,6 +254,14 @@ def test_aggregate_pools_seeds_and_marks_missing_cells(tmp_path):
     m, s, n = agg["summary"][("digits", "symmetric:0.2")]["datm/ipc1/standard"]
     np.testing.assert_allclose([m, s, n], [pooled.mean(), pooled.std(), 4])
     assert "| symmetric:0.6 | not run |" in agg["markdown"]
+    # the cells table tells a cell that was started (cell.json, no results) from one never run
+    started = [c for c in cells if c.noise == "symmetric:0.6"][0]
+    os.makedirs(os.path.join(out, started.rel_dir()))
+    with open(os.path.join(out, started.rel_dir(), "cell.json"), "w") as f:
+        json.dump({"started": "2026-12-03T18:11:39+00:00"}, f)
+    md = grid.aggregate(gpath, out, str(tmp_path / "r"), echo=lambda s: None)["markdown"]
+    rows = [line for line in md.splitlines() if line.startswith("| symmetric:0.6 ipc1 ")]
+    assert [r.split(" | ")[1] for r in rows] == ["started, not finished (a re-run resumes it)", "not run"]
     # no clean cell: the upper bound comes from the cells' baseline_clean, pooled over seeds
     np.testing.assert_allclose(agg["summary"][("digits", "symmetric:0.2")]["clean"][:2], [0.95, 0.05])
 
