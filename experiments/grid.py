@@ -155,27 +155,45 @@ def _cfg_json(cfg) -> dict:
 _SUPERSET_FLAGS = ("clean_baseline",)
 
 
+def _last_write(cell_dir: str) -> Optional[float]:
+    """The newest modification time (epoch seconds) of a file under cell_dir other than cell.json."""
+    times = [os.path.getmtime(os.path.join(d, f)) for d, _, fs in os.walk(cell_dir) for f in fs if f != "cell.json"]
+    return max(times) if times else None
+
+
 def _earlier_runs(cell_json: str) -> list:
-    """The runs a cell's cell.json records (a file from before the runs list holds its last run only)."""
+    """The runs a cell's cell.json records (a file from before the runs list holds its last run only).
+
+    A run that was killed (its entry still has seconds None) gets, as a lower bound on its wall time, the span
+    from its start to the cell's last file write before now, marked "killed"."""
     cj = read_json(cell_json) or {}
-    if "runs" in cj:
-        return list(cj["runs"])
-    if cj.get("seconds") is not None:
-        return [{"started": cj.get("started"), "seconds": cj["seconds"], "machine": cj.get("machine")}]
-    return []
+    if "runs" not in cj:
+        if cj.get("seconds") is not None:
+            return [{"started": cj.get("started"), "seconds": cj["seconds"], "machine": cj.get("machine")}]
+        return []
+    runs = []
+    for r in cj["runs"]:
+        if r.get("seconds") is None:
+            last = _last_write(os.path.dirname(cell_json))
+            t0 = datetime.datetime.fromisoformat(r["started"]).timestamp()
+            r = {**r, "seconds": max(0.0, (last or t0) - t0), "killed": True}
+        runs.append(r)
+    return runs
 
 
 def _wall_seconds(runs: list) -> Optional[float]:
-    """A cell's wall time: the sum over its recorded runs (None before any run ended)."""
-    return sum(r["seconds"] for r in runs) if runs else None
+    """A cell's wall time: the sum over its ended runs (None before any run ended)."""
+    ended = [r["seconds"] for r in runs if r.get("seconds") is not None]
+    return sum(ended) if ended else None
 
 
-def _record_run(cell_json: str, started: str, secs: float, failed: bool = False) -> None:
-    """Append this run to cell.json's runs; `seconds` is their sum, the cell's wall time over every resume
-    (a run killed before it ended records nothing)."""
+def _record_run(cell_json: str, started: str, secs: Optional[float], failed: bool = False) -> None:
+    """Record this run in cell.json's runs (replacing its entry if the start already wrote one); `seconds` is
+    the sum over the ended runs, the cell's wall time over every resume. secs None: the run is under way (so a
+    kill leaves an entry that the next run's `_earlier_runs` turns into a killed run)."""
     cj = read_json(cell_json) or {}
-    runs = list(cj.get("runs", [])) + [{"started": started, "seconds": secs, "machine": machine(),
-                                         **({"failed": True} if failed else {})}]
+    runs = [r for r in cj.get("runs", []) if not (r.get("started") == started and r.get("seconds") is None)]
+    runs.append({"started": started, "seconds": secs, "machine": machine(), **({"failed": True} if failed else {})})
     atomic_write_json(cell_json, {**cj, "runs": runs, "seconds": _wall_seconds(runs),
                                   "started": runs[0]["started"] or started})
 
@@ -226,8 +244,9 @@ def run_grid(grid_name: str, out: str, only: Optional[str] = None, dry_run: bool
         runs = _earlier_runs(os.path.join(cdir, "cell.json"))
         atomic_write_json(os.path.join(cdir, "cell.json"), {
             "grid": grid["name"], "command": cell_command(grid_name, out, cell, tiny), "tiny": tiny,
-            "started": started, "machine": machine(), "runs": runs,
+            "started": runs[0]["started"] if runs else started, "machine": machine(), "runs": runs,
             "seconds": _wall_seconds(runs)})
+        _record_run(os.path.join(cdir, "cell.json"), started, None)  # under way: a kill leaves this entry
         echo(f"{tag}: running")
         t = time.perf_counter()
         failures = read_json(fail_path) or {}
@@ -299,6 +318,7 @@ def collect(grid_name: str, out: str, tiny: bool = False) -> dict:
                  "command": cj.get("command") or cell_command(grid_name, out, cell, tiny),
                  "tiny": bool(cj.get("tiny", False)), "machine": cj.get("machine"), "started": cj.get("started"),
                  "seconds": cj.get("seconds"), "runs": len(cj.get("runs", [])) or None,
+                 "killed_runs": sum(bool(r.get("killed")) for r in cj.get("runs", [])),
                  "finished": doc is not None,
                  "k": (doc or {}).get("config", {}).get("k", cell.k)}
         if doc is not None:
@@ -396,7 +416,8 @@ def markdown(grid_name: str, data: dict, summ: dict) -> str:
     for c in data["cells"]:
         secs = "-" if c.get("seconds") is None else f"{c['seconds'] / 60:.1f} min"
         if (c.get("runs") or 1) > 1:
-            secs += f" ({c['runs']} runs)"
+            killed = c.get("killed_runs") or 0
+            secs += f" ({c['runs']} runs" + (f", {killed} killed: timed to its last file write)" if killed else ")")
         status = ("finished" if c["finished"] else
                   "started, not finished (a re-run resumes it)" if c.get("started") else "not run")
         lines.append(f"| {c['noise']} ipc{c['ipc']} seed{c['seed']} | {status} | {secs} | {c.get('device') or '-'} | "

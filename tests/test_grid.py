@@ -170,6 +170,40 @@ def _fake_results(cfg, accs: dict, realized: float, clean=None):
             "results": res, "versions": {"device": "cpu:cpu"}}
 
 
+def test_a_killed_run_keeps_its_start_and_a_lower_bound_on_its_time(tmp_path):
+    """A run killed mid-cell (here: SystemExit, which run_grid does not catch, as a SIGKILL would leave it) stays
+    in cell.json; the next run times it from its start to the cell's last file write and marks it killed."""
+    gpath = _write_grid(tmp_path, noises=["clean"], ipcs=[10])
+    out = str(tmp_path / "runs")
+    cell = grid.expand(grid.load_grid(gpath))[0]
+    cdir = os.path.join(out, cell.rel_dir())
+
+    def killed(cfg, d):
+        with open(os.path.join(d, "stage.json"), "w") as f:
+            f.write("{}")
+        raise SystemExit("killed")
+
+    with pytest.raises(SystemExit):
+        grid.run_grid(gpath, out, echo=lambda s: None, runner=killed)
+    cj = json.load(open(os.path.join(cdir, "cell.json")))
+    assert [r["seconds"] for r in cj["runs"]] == [None] and cj["seconds"] is None
+    first = cj["runs"][0]["started"]
+    t0 = __import__("datetime").datetime.fromisoformat(first).timestamp()
+    os.utime(os.path.join(cdir, "stage.json"), (t0 + 100.0, t0 + 100.0))  # its last write, 100 s in
+
+    def finishing(cfg, d):
+        with open(os.path.join(d, "results.json"), "w") as f:
+            json.dump({"config": json.loads(json.dumps(dataclasses.asdict(cfg))), "results": {}}, f)
+
+    assert grid.run_grid(gpath, out, echo=lambda s: None, runner=finishing)["done"] == [cell.label()]
+    cj = json.load(open(os.path.join(cdir, "cell.json")))
+    assert [r.get("killed", False) for r in cj["runs"]] == [True, False] and cj["started"] == first
+    assert cj["runs"][0]["seconds"] == pytest.approx(100.0, abs=1e-3)
+    assert cj["seconds"] == pytest.approx(100.0 + cj["runs"][1]["seconds"], abs=1e-3)
+    md = grid.aggregate(gpath, out, str(tmp_path / "r"), echo=lambda s: None)["markdown"]
+    assert "(2 runs, 1 killed: timed to its last file write)" in md
+
+
 def test_aggregate_two_fake_cells_into_table_png_and_json(tmp_path):
     gpath = _write_grid(tmp_path, ipcs=[10], methods=["datm", "rcig"])
     out = str(tmp_path / "runs")
