@@ -535,7 +535,8 @@ def _findings_lines(grid: dict, summ: dict) -> list:
 
 def plot(path: str, data: dict, summ: dict) -> None:
     """Accuracy vs noise rate: one panel per (dataset, noise kind, IPC); lines = methods (standard and own
-    protocol), the full-noisy baseline and the clean upper bound. The clean row is rate 0 of every kind."""
+    protocol), the random_clean / random_noisy controls (grey), the full-noisy baseline and the clean upper
+    bound. The clean row is rate 0 of every kind."""
     import numpy as np
 
     from jaxdistill.report import _plt, _savefig
@@ -561,10 +562,15 @@ def plot(path: str, data: dict, summ: dict) -> None:
                         series.setdefault(f"{m} ({proto})", []).append((x, *v[f"{m}/ipc{ipc}/{proto}"][:2]))
             if v.get("baseline") is not None:
                 series.setdefault("baseline (full noisy)", []).append((x, *v["baseline"][:2]))
+            for c in ("random_clean", "random_noisy"):
+                if v.get(f"{c}/ipc{ipc}") is not None:
+                    series.setdefault(f"control: {c} (standard)", []).append((x, *v[f"{c}/ipc{ipc}"][:2]))
         for name, pts in sorted(series.items()):
             r, mu, sd = (np.array(a, float) for a in zip(*sorted(pts)))
-            fmt = "--ks" if name.startswith("baseline") else ("-o" if "standard" in name else ":^")
-            ax.errorbar(r, 100 * mu, yerr=100 * sd, fmt=fmt, capsize=3, label=name, markersize=4)
+            style = {"fmt": "--ks"} if name.startswith("baseline") else \
+                {"fmt": "-.x", "color": "0.35" if "clean" in name else "0.65"} if name.startswith("control") else \
+                {"fmt": "-o" if "standard" in name else ":^"}
+            ax.errorbar(r, 100 * mu, yerr=100 * sd, capsize=3, label=name, markersize=4, **style)
         clean = next((summ[(d, n)]["clean"] for (d, n) in summ if d == ds and summ[(d, n)].get("clean")), None)
         if clean is not None:
             ax.axhline(100 * clean[0], color="g", ls="-.", lw=1, label="clean labels (upper bound)")
