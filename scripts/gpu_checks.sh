@@ -9,8 +9,9 @@
 #   bash scripts/gpu_checks.sh
 # Every step has its own timeout, so one slow step cannot eat the others; logs and JSON go to $OUT.
 # ONLY=datm,dance_mem: only the steps whose names start so (to split the script over two slots).
-# TINY=1: every step at CPU-sized shapes, 5x its time limit, and no installs, so a broken step shows up on the CPU before a device slot
-# is spent on it (all steps: about 12 min on 2 cores; tests/test_gpu_checks.py runs a cheap ONLY subset).
+# TINY=1: every step at CPU-sized shapes, with 5x its time limit and no installs, so a broken step shows up on
+# the CPU before a device slot is spent on it (all steps: about 12 min on 2 cores; tests/test_gpu_checks.py runs
+# a cheap ONLY subset).
 set -u
 OUT=${OUT:-/tmp/gpu_checks}
 mkdir -p "$OUT"
