@@ -187,10 +187,9 @@ def _wall_seconds(runs: list) -> Optional[float]:
     return sum(ended) if ended else None
 
 
-def _record_run(cell_json: str, started: str, secs: Optional[float], failed: bool = False) -> None:
-    """Record this run in cell.json's runs (replacing its entry if the start already wrote one); `seconds` is
-    the sum over the ended runs, the cell's wall time over every resume. secs None: the run is under way (so a
-    kill leaves an entry that the next run's `_earlier_runs` turns into a killed run)."""
+def _record_run(cell_json: str, started: str, secs: float, failed: bool = False) -> None:
+    """Record this run's end in cell.json's runs (in place of the under-way entry its start wrote); `seconds`
+    is the sum over the ended runs, the cell's wall time over every resume."""
     cj = read_json(cell_json) or {}
     runs = [r for r in cj.get("runs", []) if not (r.get("started") == started and r.get("seconds") is None)]
     runs.append({"started": started, "seconds": secs, "machine": machine(), **({"failed": True} if failed else {})})
@@ -242,11 +241,12 @@ def run_grid(grid_name: str, out: str, only: Optional[str] = None, dry_run: bool
         os.makedirs(cdir, exist_ok=True)
         started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         runs = _earlier_runs(os.path.join(cdir, "cell.json"))
+        # this run's entry is written now, under way (seconds None): a kill leaves it for the next run to time
+        under_way = {"started": started, "seconds": None, "machine": machine()}
         atomic_write_json(os.path.join(cdir, "cell.json"), {
             "grid": grid["name"], "command": cell_command(grid_name, out, cell, tiny), "tiny": tiny,
-            "started": runs[0]["started"] if runs else started, "machine": machine(), "runs": runs,
+            "started": runs[0]["started"] if runs else started, "machine": machine(), "runs": runs + [under_way],
             "seconds": _wall_seconds(runs)})
-        _record_run(os.path.join(cdir, "cell.json"), started, None)  # under way: a kill leaves this entry
         echo(f"{tag}: running")
         t = time.perf_counter()
         failures = read_json(fail_path) or {}
@@ -567,9 +567,12 @@ def plot(path: str, data: dict, summ: dict) -> None:
                     series.setdefault(f"control: {c} (standard)", []).append((x, *v[f"{c}/ipc{ipc}"][:2]))
         for name, pts in sorted(series.items()):
             r, mu, sd = (np.array(a, float) for a in zip(*sorted(pts)))
-            style = {"fmt": "--ks"} if name.startswith("baseline") else \
-                {"fmt": "-.x", "color": "0.35" if "clean" in name else "0.65"} if name.startswith("control") else \
-                {"fmt": "-o" if "standard" in name else ":^"}
+            if name.startswith("baseline"):
+                style = {"fmt": "--ks"}
+            elif name.startswith("control"):
+                style = {"fmt": "-.x", "color": "0.35" if "clean" in name else "0.65"}
+            else:
+                style = {"fmt": "-o" if "standard" in name else ":^"}
             ax.errorbar(r, 100 * mu, yerr=100 * sd, capsize=3, label=name, markersize=4, **style)
         clean = next((summ[(d, n)]["clean"] for (d, n) in summ if d == ds and summ[(d, n)].get("clean")), None)
         if clean is not None:
