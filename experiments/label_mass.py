@@ -21,8 +21,8 @@ from jaxdistill.noise import asymmetric_map  # noqa: E402
 
 def label_mass(targets: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """(C, C) matrix: row c = mean softmax(target) over the set's images labelled c. targets (N, C), labels (N,)."""
-    z = targets - targets.max(axis=1, keepdims=True)
-    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    e = np.exp(targets - targets.max(axis=1, keepdims=True))
+    p = e / e.sum(axis=1, keepdims=True)
     return np.stack([p[labels == c].mean(axis=0) for c in range(num_classes)])
 
 

@@ -18,6 +18,10 @@ mkdir -p "$OUT"
 export PYTHONPATH=$PWD:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}
 export JAXDISTILL_DATA_DIR=$PWD/.fmnist
 log() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$OUT/steps.log"; }
+tiny() { [ "${TINY:-0}" = "1" ]; }
+sz() {  # sz TINY_ARGS FULL_ARGS: the arguments for this mode (unquoted by the caller: no argument holds a space)
+    if tiny; then echo "$1"; else echo "$2"; fi
+}
 selected() {  # ONLY=a,b: run only the steps whose names start with a or b (e.g. a second slot's share)
     [ -z "${ONLY:-}" ] && return 0
     local p
@@ -35,10 +39,6 @@ step() {  # step NAME SECONDS CMD...
     tail -n 15 "$OUT/$name.log"
 }
 
-tiny() { [ "${TINY:-0}" = "1" ]; }
-sz() {  # sz TINY_ARGS FULL_ARGS: the arguments for this mode (unquoted by the caller: no argument holds a space)
-    if tiny; then echo "$1"; else echo "$2"; fi
-}
 if ! tiny; then
     pip install --no-deps -q .whl/*.whl 2>&1 | tail -2
     pip install --no-deps -q -e . 2>&1 | tail -2
