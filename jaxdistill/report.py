@@ -295,6 +295,50 @@ def plot_accuracy_vs_noise(path: str, series: dict, title: str = "") -> None:
     plt.close(fig)
 
 
+def plot_grouped_bars(path: str, panels: list[dict], title: str = "") -> list[dict]:
+    """One panel per dict, side by side: for each group on the x axis, one bar per series with its std as an
+    error bar. A panel is {"title", "ylabel", "groups": [G names], "series": {name: [(mean, std) or None] * G}};
+    a None leaves the bar out. Returns per panel {name: [bar height, nan where left out]}, read back from the
+    drawn bars so a caller (and the tests) can check what the picture shows."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), squeeze=False)
+    drawn = []
+    for ax, p in zip(axes[0], panels):
+        groups, series = p["groups"], p["series"]
+        width = 0.8 / max(1, len(series))
+        heights: dict = {}
+        for j, (name, vals) in enumerate(series.items()):
+            xs, ms, ss, slots = [], [], [], []
+            for g, v in enumerate(vals):
+                if v is not None:
+                    xs.append(g - 0.4 + width * (j + 0.5))
+                    ms.append(v[0])
+                    ss.append(v[1])
+                    slots.append(g)
+            h = [float("nan")] * len(groups)
+            if xs:
+                bars = ax.bar(xs, ms, width, yerr=ss, capsize=2, label=name)
+                for g, b in zip(slots, bars.patches):
+                    h[g] = float(b.get_height())
+            heights[name] = h
+        finite = [v[0] - v[1] for vals in series.values() for v in vals if v is not None]
+        if finite:  # bars start near the lowest one so that differences of a few points stay visible
+            top = max(v[0] + v[1] for vals in series.values() for v in vals if v is not None)
+            ax.set_ylim(min(finite) - 0.1 * (top - min(finite) + 1e-9), top + 0.05 * (top - min(finite) + 1e-9))
+        ax.set_xticks(range(len(groups)), groups, fontsize=8)
+        ax.set_ylabel(p.get("ylabel", ""))
+        ax.set_title(p.get("title", ""), fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        # below the axes: inside, it would hide the tallest bars
+        ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+        drawn.append(heights)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _savefig(fig, path)
+    plt.close(fig)
+    return drawn
+
+
 def plot_run_curves(out_dir: str, methods: list[str]) -> Optional[str]:
     """curves.png in `out_dir`: each distiller's loss per iteration (its workdir's metrics.jsonl) and the
     baseline's train loss / noisy-validation / test accuracy per epoch (out_dir/baseline). None if no curves."""

@@ -100,3 +100,28 @@ def test_run_mode_end_to_end_at_tiny_shapes_and_resumes(tmp_path, capsys):
     capsys.readouterr()
     assert rb.main(argv) == 0
     assert rb.read_json(out)["runs"] == res["runs"]    # the finished entry is not run again
+
+
+def test_aggregate_writes_tables_and_a_plot_of_the_same_means(tmp_path):
+    """`aggregate` writes the .md and a .png beside it; the plotted bars are the seed means of the table
+    (checked against numpy), a method missing from every entry has no bars, and one missing for one noise
+    leaves that slot empty."""
+    accs = [0.70, 0.74, 0.78]
+    runs = dict(_entry("symmetric:0.4", s, a, 0.7, 0.80 + 0.05 * s) for s, a in enumerate(accs))
+    runs.update([_entry("instance:0.4", 0, 0.5, 0.4, 0.7)])
+    runs[rb.entry_key("instance:0.4", 0)].pop("jocor")
+    res = {"args": {"dataset": "fashion_mnist", "distiller": "dance", "ipc": 10, "k": 1, "preset": "cpu"},
+           "runs": runs}
+    out = str(tmp_path / "r.json")
+    rb.atomic_write_json(out, res)
+    assert rb.main(["aggregate", "--out", out]) == 0
+    assert os.path.getsize(tmp_path / "r.md") > 0
+    with open(tmp_path / "r.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    acc, auroc = rb.plot(str(tmp_path / "again.png"), res)
+    np.testing.assert_allclose(acc["baseline (full noisy)"], [100 * np.mean(accs), 50.0], rtol=1e-6)
+    np.testing.assert_allclose(acc["repair relabel"], [100 * np.mean(accs) + 5, 55.0], rtol=1e-6)
+    assert acc["JoCoR"][0] == pytest.approx(100 * np.mean(accs) - 10) and np.isnan(acc["JoCoR"][1])
+    assert "Co-teaching" not in acc and "distilled set" not in acc   # in no entry: no bars
+    np.testing.assert_allclose(auroc["ours (distilled-set nets)"], [0.85, 0.7], rtol=1e-6)
+    np.testing.assert_allclose(auroc["cleanlab (K-fold CV)"], [0.85, 0.7], rtol=1e-6)

@@ -2,7 +2,7 @@
 rules, the noisy-data baseline, Co-teaching and JoCoR, side by side; mean +- std over seeds.
 
 Run (resumable: (noise, seed) entries already in --out are skipped; the JSON is rewritten atomically
-after every entry), then write the two tables:
+after every entry), then write the tables (.md) and their plot (.png):
 
     python experiments/beyond/run_beyond.py run --dataset fashion_mnist --subset 3000 \
         --noise symmetric:0.4 asymmetric:0.4 instance:0.4 --seeds 0 1 2 --distiller dance \
@@ -114,8 +114,6 @@ class Clock:
 
 def run_entry(ds, noise: str, seed: int, a) -> dict:
     """Everything for one (noise, seed): a JSON-ready dict."""
-    import jax
-
     from jaxdistill.baseline import get_baseline_config
     from jaxdistill.baselines import get_coteaching_config, get_jocor_config, train_coteaching, train_jocor
     from jaxdistill.data import make_noisy_data
@@ -280,6 +278,35 @@ def tables(all_res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(path: str, all_res: dict) -> list[dict]:
+    """PNG beside the tables: test accuracy per method and the detectors' AUROC, grouped by noise, mean +- std
+    over seeds (the same numbers as `tables`). Returns the drawn bar heights (report.plot_grouped_bars)."""
+    from jaxdistill.report import plot_grouped_bars
+
+    groups = by_noise(all_res)
+    names = [f"{nz}\n({len(rs)} seed{'s' if len(rs) != 1 else ''})" for nz, rs in groups.items()]
+
+    def series(cols, field, scale):
+        out = {}
+        for key, label in cols:
+            vals = []
+            for rs in groups.values():
+                ms = mean_std([r[key][field] for r in rs if key in r])
+                vals.append(None if ms is None else (scale * ms[0], scale * ms[1]))
+            if any(v is not None for v in vals):
+                out[label] = vals
+        return out
+
+    a = all_res.get("args", {})
+    return plot_grouped_bars(path, [
+        {"title": "test accuracy", "ylabel": "test accuracy (%)", "groups": names,
+         "series": series(ACC_COLUMNS, "acc_mean", 100.0)},
+        {"title": "detection: AUROC of the quality score", "ylabel": "AUROC", "groups": names,
+         "series": series(DETECTORS[:2], "auroc", 1.0)}],
+        title=f"beyond the study: {a.get('dataset')}, {a.get('distiller')} ipc {a.get('ipc')}, "
+              f"preset {a.get('preset')} (mean +- std over seeds)")
+
+
 # ---------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------
@@ -323,9 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--table", default=None, help="also write the markdown tables here after every entry")
     r.add_argument("--budget-min", type=float, default=None,
                    help="start no entry that would (at the mean entry time so far) end past this many minutes")
-    g = sub.add_parser("aggregate", help="write the markdown tables from --out")
+    g = sub.add_parser("aggregate", help="write the markdown tables and their plot from --out")
     g.add_argument("--out", default="experiments/beyond/results_fmnist.json")
-    g.add_argument("--table", default=None, help="default: --out with .md")
+    g.add_argument("--table", default=None, help="default: --out with .md; the plot goes beside it as .png")
     return ap
 
 
@@ -337,7 +364,10 @@ def main(argv=None) -> int:
             raise ConfigError(f"--out {a.out!r} is missing or unreadable; run the `run` mode first")
         md = tables(all_res)
         atomic_write_text(a.table or os.path.splitext(a.out)[0] + ".md", md)
+        png = os.path.splitext(a.table or a.out)[0] + ".png"
+        plot(png, all_res)
         print(md)
+        print(f"plot: {png}")
         return 0
 
     from jaxdistill.data import load_dataset
