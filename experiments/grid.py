@@ -305,13 +305,34 @@ def _noise_rate(noise: str, realized: Optional[float]) -> float:
         return float(realized or 0.0)
 
 
-def collect(grid_name: str, out: str, tiny: bool = False) -> dict:
-    """Every cell's numbers (or its absence) from `<out>`; the document behind <GRID>.json."""
+# Grid keys that change what a cell's numbers mean: a finished cell of an earlier aggregate is kept only when
+# they agree (noises, datasets, ipcs and seeds may grow).
+_CARRY_KEYS = ("methods", "preset", "k", "control_draws")
+
+
+def _previous_cells(grid: dict, previous: Optional[dict]) -> dict:
+    """{(dataset, noise, ipc, seed): cell entry} of the finished cells in an earlier <GRID>.json made with the same
+    grid settings; {} when there is none or its settings differ."""
+    if not previous or any(previous.get("grid", {}).get(k) != grid.get(k) for k in _CARRY_KEYS):
+        return {}
+    return {(c["dataset"], c["noise"], c["ipc"], c["seed"]): c for c in previous.get("cells", [])
+            if c.get("finished") and c.get("results")}
+
+
+def collect(grid_name: str, out: str, tiny: bool = False, previous: Optional[dict] = None) -> dict:
+    """Every cell's numbers (or its absence) from `<out>`; the document behind <GRID>.json. A cell whose run
+    directory is missing but which `previous` (the committed <GRID>.json) has finished keeps that entry, marked
+    `carried`, so aggregating on another checkout (run directories are not in git) loses no cell."""
     grid = load_grid(grid_name)
+    carried = _previous_cells(grid, previous)
     cells = []
     for cell in expand(grid):
         cdir = os.path.join(out, cell.rel_dir())
         doc = read_json(os.path.join(cdir, "results.json"))
+        old = carried.get((cell.dataset, cell.noise, cell.ipc, cell.seed))
+        if doc is None and old is not None and not os.path.exists(os.path.join(cdir, "cell.json")):
+            cells.append({**old, "carried": True})
+            continue
         cj = read_json(os.path.join(cdir, "cell.json")) or {}
         entry = {"dataset": cell.dataset, "noise": cell.noise, "ipc": cell.ipc, "seed": cell.seed,
                  "dir": os.path.relpath(cdir, ROOT) if os.path.isabs(cdir) else cdir,
@@ -418,7 +439,8 @@ def markdown(grid_name: str, data: dict, summ: dict) -> str:
         if (c.get("runs") or 1) > 1:
             killed = c.get("killed_runs") or 0
             secs += f" ({c['runs']} runs" + (f", {killed} killed: timed to its last file write)" if killed else ")")
-        status = ("finished" if c["finished"] else
+        status = ("finished (kept from the committed .json: no run directory here)" if c.get("carried") else
+                  "finished" if c["finished"] else
                   "started, not finished (a re-run resumes it)" if c.get("started") else "not run")
         lines.append(f"| {c['noise']} ipc{c['ipc']} seed{c['seed']} | {status} | {secs} | {c.get('device') or '-'} | "
                      f"{c.get('machine') or '-'}, {c.get('started') or '-'} | `{c['command']}` |")
@@ -593,9 +615,13 @@ def plot(path: str, data: dict, summ: dict) -> None:
 def aggregate(grid_name: str, out: str, results_dir: str = RESULTS_DIR, echo: Callable = print,
               tiny: bool = False) -> dict:
     """Write <results_dir>/<GRID>.md, .png and .json from every cell's results.json under `out`."""
-    data = collect(grid_name, out, tiny)
+    name = load_grid(grid_name)["name"]
+    data = collect(grid_name, out, tiny, previous=read_json(os.path.join(results_dir, f"{name}.json")))
     summ = summarize(data)
-    name = data["grid"]["name"]
+    n_carried = sum(bool(c.get("carried")) for c in data["cells"])
+    if n_carried:
+        echo(f"grid {name}: {n_carried} finished cell(s) kept from {results_dir}/{name}.json (their run "
+             f"directories are not under {out})")
     os.makedirs(results_dir, exist_ok=True)
     md = markdown(grid_name, data, summ)
     atomic_write_text(os.path.join(results_dir, f"{name}.md"), md)

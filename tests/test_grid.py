@@ -317,3 +317,40 @@ def test_a_run_that_did_more_answers_the_cell(tmp_path):
     assert not grid.is_finished(d, dataclasses.replace(cfg, clean_baseline=True))
     write(dataclasses.replace(cfg, clean_baseline=True, k=cfg.k + 1))
     assert not grid.is_finished(d, dataclasses.replace(cfg, clean_baseline=False))
+
+
+def test_aggregate_on_a_checkout_without_the_run_directories_keeps_the_committed_cells(tmp_path):
+    """Run directories are not in git: aggregating after one new cell on a fresh clone must keep the cells that
+    the committed <GRID>.json already holds (same grid settings), and drop them when the settings changed."""
+    import shutil
+
+    gpath = _write_grid(tmp_path, noises=["clean", "symmetric:0.2", "symmetric:0.6"], ipcs=[1], methods=["datm"])
+    out, rdir = str(tmp_path / "runs"), str(tmp_path / "results")
+    cells = grid.expand(grid.load_grid(gpath))
+    accs = {"clean": [0.9, 0.92], "symmetric:0.2": [0.7, 0.74], "symmetric:0.6": [0.5, 0.56]}
+    for c in cells[:2]:                                     # clean and symmetric 0.2 on the first machine
+        os.makedirs(os.path.join(out, c.rel_dir()))
+        with open(os.path.join(out, c.rel_dir(), "results.json"), "w") as f:
+            json.dump(_fake_results(c.config(), {"baseline_noisy": accs[c.noise], "datm/standard": accs[c.noise]},
+                                    0.0 if c.noise == "clean" else 0.2), f)
+    first = grid.aggregate(gpath, out, rdir, echo=lambda s: None)["summary"]
+    shutil.rmtree(out)                                      # a fresh clone: only results/g.json is left
+    c = cells[2]                                            # ... where symmetric 0.6 is run
+    os.makedirs(os.path.join(out, c.rel_dir()))
+    with open(os.path.join(out, c.rel_dir(), "results.json"), "w") as f:
+        json.dump(_fake_results(c.config(), {"baseline_noisy": accs[c.noise], "datm/standard": accs[c.noise]}, 0.6), f)
+    said = []
+    agg = grid.aggregate(gpath, out, rdir, echo=said.append)
+    summ = agg["summary"]
+    for key in (("digits", "clean"), ("digits", "symmetric:0.2")):
+        assert summ[key] == first[key]
+    np.testing.assert_allclose(summ[("digits", "symmetric:0.6")]["datm/ipc1/standard"][:2], [0.53, 0.03])
+    np.testing.assert_allclose(summ[("digits", "symmetric:0.6")]["clean"][:2], [0.91, 0.01])  # from the carried clean cell
+    assert "3 of 3 cells finished" in agg["markdown"] and any("2 finished cell(s) kept" in s for s in said)
+    js = json.load(open(os.path.join(rdir, "g.json")))
+    assert [bool(x.get("carried")) for x in js["cells"]] == [True, True, False]
+    assert agg["markdown"].count("| finished (kept from the committed .json: no run directory here) |") == 2
+    # the same again keeps them (carried cells stay carried); other settings (k) keep none
+    assert "3 of 3 cells finished" in grid.aggregate(gpath, out, rdir, echo=lambda s: None)["markdown"]
+    gpath2 = _write_grid(tmp_path, noises=["clean", "symmetric:0.2", "symmetric:0.6"], ipcs=[1], methods=["datm"], k=3)
+    assert "1 of 3 cells finished" in grid.aggregate(gpath2, out, rdir, echo=lambda s: None)["markdown"]
