@@ -310,13 +310,13 @@ def _noise_rate(noise: str, realized: Optional[float]) -> float:
 _CARRY_KEYS = ("methods", "preset", "k", "control_draws")
 
 
-def _previous_cells(grid: dict, previous: Optional[dict]) -> dict:
+def _previous_cells(grid: dict, previous: Optional[dict], tiny: bool = False) -> dict:
     """{(dataset, noise, ipc, seed): cell entry} of the finished cells in an earlier <GRID>.json made with the same
-    grid settings; {} when there is none or its settings differ."""
+    grid settings (and the same --tiny); {} when there is none or its settings differ."""
     if not previous or any(previous.get("grid", {}).get(k) != grid.get(k) for k in _CARRY_KEYS):
         return {}
     return {(c["dataset"], c["noise"], c["ipc"], c["seed"]): c for c in previous.get("cells", [])
-            if c.get("finished") and c.get("results")}
+            if c.get("finished") and c.get("results") and bool(c.get("tiny")) == tiny}
 
 
 def collect(grid_name: str, out: str, tiny: bool = False, previous: Optional[dict] = None) -> dict:
@@ -324,7 +324,7 @@ def collect(grid_name: str, out: str, tiny: bool = False, previous: Optional[dic
     directory is missing but which `previous` (the committed <GRID>.json) has finished keeps that entry, marked
     `carried`, so aggregating on another checkout (run directories are not in git) loses no cell."""
     grid = load_grid(grid_name)
-    carried = _previous_cells(grid, previous)
+    carried = _previous_cells(grid, previous, tiny)
     cells = []
     for cell in expand(grid):
         cdir = os.path.join(out, cell.rel_dir())

@@ -352,5 +352,6 @@ def test_aggregate_on_a_checkout_without_the_run_directories_keeps_the_committed
     assert agg["markdown"].count("| finished (kept from the committed .json: no run directory here) |") == 2
     # the same again keeps them (carried cells stay carried); other settings (k) keep none
     assert "3 of 3 cells finished" in grid.aggregate(gpath, out, rdir, echo=lambda s: None)["markdown"]
+    assert "1 of 3 cells finished" in grid.aggregate(gpath, out, rdir, echo=lambda s: None, tiny=True)["markdown"]
     gpath2 = _write_grid(tmp_path, noises=["clean", "symmetric:0.2", "symmetric:0.6"], ipcs=[1], methods=["datm"], k=3)
     assert "1 of 3 cells finished" in grid.aggregate(gpath2, out, rdir, echo=lambda s: None)["markdown"]
