@@ -231,6 +231,12 @@ def mean_std(values) -> Optional[tuple]:
     return (float(v.mean()), float(v.std()), len(v)) if v.size else None
 
 
+def seed_stats(rs: list, key: str, field: str) -> Optional[tuple]:
+    """mean_std of entry[key][field] over the entries (seeds) that have `key`; the tables and the plot read
+    every figure through here."""
+    return mean_std([r[key][field] for r in rs if key in r])
+
+
 def _fmt(ms, scale=1.0, digits=1) -> str:
     return "-" if ms is None else f"{scale * ms[0]:.{digits}f} +- {scale * ms[1]:.{digits}f}"
 
@@ -247,7 +253,7 @@ def tables(all_res: dict) -> str:
              "| noise | detector | seeds | precision | recall | F1 | AUROC |", "|---|---|---|---|---|---|---|"]
     for noise, rs in groups.items():
         for key, label in DETECTORS:
-            ms = {m: mean_std([r[key][m] for r in rs if key in r]) for m in ("precision", "recall", "f1", "auroc")}
+            ms = {m: seed_stats(rs, key, m) for m in ("precision", "recall", "f1", "auroc")}
             cnt = ms["auroc"][2] if ms["auroc"] else 0
             lines.append(f"| {noise} | {label} | {cnt} | " + " | ".join(_fmt(ms[m], 1, 3) for m in
                                                                          ("precision", "recall", "f1", "auroc")) + " |")
@@ -256,7 +262,7 @@ def tables(all_res: dict) -> str:
               "|---|---|---|" + "---|" * len(ACC_COLUMNS)]
     for noise, rs in groups.items():
         rate = mean_std([r["realized_rate"] for r in rs])
-        cells = [_fmt(mean_std([r[k]["acc_mean"] for r in rs if k in r]), 100) for k, _ in ACC_COLUMNS]
+        cells = [_fmt(seed_stats(rs, k, "acc_mean"), 100) for k, _ in ACC_COLUMNS]
         lines.append(f"| {noise} | {len(rs)} | {_fmt(rate, 1, 3)} | " + " | ".join(cells) + " |")
     lines += ["", "## Label repair (fraction of correct labels on the kept samples) and wall time", "",
               "| noise | rule | kept | label acc before | after (kept) |", "|---|---|---|---|---|"]
@@ -291,7 +297,7 @@ def plot(path: str, all_res: dict) -> list[dict]:
         for key, label in cols:
             vals = []
             for rs in groups.values():
-                ms = mean_std([r[key][field] for r in rs if key in r])
+                ms = seed_stats(rs, key, field)
                 vals.append(None if ms is None else (scale * ms[0], scale * ms[1]))
             if any(v is not None for v in vals):
                 out[label] = vals
