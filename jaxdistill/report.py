@@ -321,10 +321,11 @@ def plot_grouped_bars(path: str, panels: list[dict], title: str = "") -> list[di
                 for g, b in zip(slots, bars.patches):
                     h[g] = float(b.get_height())
             heights[name] = h
-        finite = [v[0] - v[1] for vals in series.values() for v in vals if v is not None]
-        if finite:  # bars start near the lowest one so that differences of a few points stay visible
-            top = max(v[0] + v[1] for vals in series.values() for v in vals if v is not None)
-            ax.set_ylim(min(finite) - 0.1 * (top - min(finite) + 1e-9), top + 0.05 * (top - min(finite) + 1e-9))
+        drawn_vals = [v for vals in series.values() for v in vals if v is not None]
+        if drawn_vals:  # bars start near the lowest one so that differences of a few points stay visible
+            lo, hi = min(m - s for m, s in drawn_vals), max(m + s for m, s in drawn_vals)
+            pad = hi - lo + 1e-9
+            ax.set_ylim(lo - 0.1 * pad, hi + 0.05 * pad)
         ax.set_xticks(range(len(groups)), groups, fontsize=8)
         ax.set_ylabel(p.get("ylabel", ""))
         ax.set_title(p.get("title", ""), fontsize=10)
