@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from jaxdistill.errors import ConfigError, DataError
+from jaxdistill.plotting import pyplot
 
 
 def _probs(logits_or_probs: np.ndarray, are_probs: bool) -> np.ndarray:
@@ -110,11 +111,7 @@ def run_hard_sample_study(distilled, data, key: jax.Array, k: int = 3, protocol=
 
 def plot_hard_samples(study: dict, path: str, title: str = "") -> str:
     """Two panels: lost rate per difficulty bin (hardest left) and per class. Saves a PNG (Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
     pb = study["per_bin"]
     a1.bar(range(len(pb)), [e["lost_rate"] for e in pb], color="tab:red", label="lost / full-correct")

@@ -8,7 +8,10 @@ from typing import Optional
 
 import numpy as np
 
-from jaxdistill.checkpoint import atomic_write_bytes, atomic_write_json, atomic_write_text
+from jaxdistill.checkpoint import atomic_write_json, atomic_write_text
+from jaxdistill.controls import margins
+from jaxdistill.plotting import pyplot, savefig
+from jaxdistill.runlog import plot_curves, read_metrics
 
 SCHEMA_VERSION = 1
 
@@ -98,8 +101,6 @@ def _fmt_secs(s) -> str:
 
 def control_margins(results: dict) -> list[dict]:
     """Per distilled set (method/protocol): its margin in points over each control under the same protocol."""
-    from jaxdistill.controls import margins
-
     out = []
     for name, r in results.items():
         if "/" not in name or r.get("control") or name.startswith("control/") or "acc_mean" not in r:
@@ -210,27 +211,10 @@ def write_report(out_dir: str, doc: dict, title: str = "jaxdistill denoise") -> 
 
 
 # ------------------------------------------------------------------------------------------ pictures
-def _savefig(fig, path: str) -> None:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_distilled(path: str, images: np.ndarray, labels: np.ndarray, class_names: list[str],
                    title: str = "", max_per_class: int = 10) -> None:
     """Grid: one row per class, up to max_per_class images. images (M,H,W,C) in [0,1]."""
-    plt = _plt()
+    plt = pyplot()
     classes = sorted(set(int(c) for c in labels))
     cols = max(1, min(max_per_class, max(int((labels == c).sum()) for c in classes)))
     fig, axes = plt.subplots(len(classes), cols, figsize=(cols * 0.9 + 1.4, len(classes) * 0.9 + 0.4),
@@ -251,13 +235,13 @@ def plot_distilled(path: str, images: np.ndarray, labels: np.ndarray, class_name
                               va="center", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    _savefig(fig, path)
+    savefig(fig, path)
     plt.close(fig)
 
 
 def plot_transition(path: str, T: np.ndarray, class_names: list[str], title: str = "") -> None:
     """Heatmap of a (C, C) transition matrix, P(noisy label | true label), annotated when small."""
-    plt = _plt()
+    plt = pyplot()
     c = T.shape[0]
     fig, ax = plt.subplots(figsize=(min(1 + 0.55 * c, 14), min(0.8 + 0.5 * c, 13)))
     im = ax.imshow(T, cmap="viridis", vmin=0, vmax=1)
@@ -273,13 +257,13 @@ def plot_transition(path: str, T: np.ndarray, class_names: list[str], title: str
     ax.set_ylabel("true label")
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_title(title or "realized label transition matrix", fontsize=10)
-    _savefig(fig, path)
+    savefig(fig, path)
     plt.close(fig)
 
 
 def plot_accuracy_vs_noise(path: str, series: dict, title: str = "") -> None:
     """series: name -> list of (rate, mean, std) (accuracies in [0,1]); one line per method."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, pts in sorted(series.items()):
         pts = sorted(pts)
@@ -291,7 +275,7 @@ def plot_accuracy_vs_noise(path: str, series: dict, title: str = "") -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
-    _savefig(fig, path)
+    savefig(fig, path)
     plt.close(fig)
 
 
@@ -300,7 +284,7 @@ def plot_grouped_bars(path: str, panels: list[dict], title: str = "") -> list[di
     error bar. A panel is {"title", "ylabel", "groups": [G names], "series": {name: [(mean, std) or None] * G}};
     a None leaves the bar out. Returns per panel {name: [bar height, nan where left out]}, read back from the
     drawn bars so a caller (and the tests) can check what the picture shows."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), squeeze=False)
     drawn = []
     for ax, p in zip(axes[0], panels):
@@ -335,7 +319,7 @@ def plot_grouped_bars(path: str, panels: list[dict], title: str = "") -> list[di
         drawn.append(heights)
     if title:
         fig.suptitle(title, fontsize=10)
-    _savefig(fig, path)
+    savefig(fig, path)
     plt.close(fig)
     return drawn
 
@@ -343,8 +327,6 @@ def plot_grouped_bars(path: str, panels: list[dict], title: str = "") -> list[di
 def plot_run_curves(out_dir: str, methods: list[str]) -> Optional[str]:
     """curves.png in `out_dir`: each distiller's loss per iteration (its workdir's metrics.jsonl) and the
     baseline's train loss / noisy-validation / test accuracy per epoch (out_dir/baseline). None if no curves."""
-    from jaxdistill.runlog import plot_curves, read_metrics
-
     series = {f"distill {m}": read_metrics(os.path.join(out_dir, m), f"distill_{m}") for m in methods}
     base = read_metrics(os.path.join(out_dir, "baseline"), "baseline_noisy")
     series["baseline (noisy labels)"] = [{**r, "train_loss": r["loss"]} if "loss" in r else r for r in base

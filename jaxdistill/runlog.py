@@ -15,6 +15,8 @@ import os
 import time
 from typing import Any, Optional
 
+from jaxdistill.plotting import pyplot, savefig
+
 FILENAME = "metrics.jsonl"
 
 
@@ -125,9 +127,7 @@ def plot_curves(path: str, series: dict[str, list[dict]], title: str = "") -> Op
     series = {k: v for k, v in series.items() if v}
     if not series:
         return None
-    from jaxdistill.report import _plt, _savefig
-
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.2), squeeze=False)
     for ax, (name, rows) in zip(axes[0], series.items()):
         acc_ax = None
@@ -153,6 +153,6 @@ def plot_curves(path: str, series: dict[str, list[dict]], title: str = "") -> Op
         ax.set_xlabel("step" if "distill" in name else "epoch")
     if title:
         fig.suptitle(title)
-    _savefig(fig, path)
+    savefig(fig, path)
     plt.close(fig)
     return path
