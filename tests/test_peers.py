@@ -1,0 +1,189 @@
+"""The peers harness's glue without the originals (experiments/peers/): labels file, join by image content,
+budget mapping both ways, importing a foreign set and evaluating it with jaxdistill's evaluator."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from experiments.peers import budget as B  # noqa: E402
+from experiments.peers import import_set as I  # noqa: E402
+from experiments.peers import labels as L  # noqa: E402
+
+
+def test_label_export_equals_jaxdistill_noise_cli(tmp_path):
+    from jaxdistill.cli import main
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 10, size=600).astype(np.int64)
+    np.save(tmp_path / "y.npy", y)
+    assert main(["noise", "--labels", str(tmp_path / "y.npy"), "--noise", "symmetric:0.4", "--classes", "10",
+                 "--seed", "0", "--out", str(tmp_path / "cli.npy")]) == 0
+    cli = np.load(tmp_path / "cli.npy")
+    got = L.labels_from_array(str(tmp_path / "lab.npz"), y, "symmetric:0.4", 10, seed=0, dataset="fashion_mnist")
+    back = L.read_labels(str(tmp_path / "lab.npz"))
+    assert back["noisy"].shape == (600,) and np.array_equal(back["noisy"], cli)
+    assert np.array_equal(got["noisy"], cli)
+    assert np.array_equal(back["true"], y) and np.array_equal(back["indices"], np.arange(600))
+    rate = float(np.mean(cli != y))
+    assert abs(back["header"]["realized_rate"] - rate) < 1e-12
+    assert 0.3 < rate < 0.5
+    assert back["header"]["noise"] == "symmetric:0.4" and back["header"]["seed"] == 0
+
+
+def test_write_labels_subset_matches_make_noisy_data(tmp_path):
+    from jaxdistill.data.dataset import Dataset
+    from jaxdistill.data import make_noisy_data
+    from jaxdistill.noise import apply_noise
+
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 6, 6, 1)).astype(np.float32)
+    y = np.repeat(np.arange(10), 30).astype(np.int32)
+    ds = Dataset(name="toy", x_train=x, y_train=y, x_test=x[:20], y_test=y[:20], num_classes=10,
+                 class_names=[str(i) for i in range(10)])
+    data = make_noisy_data(ds, "symmetric:0.6", seed=0, subset=100)
+    lab = L.write_labels(str(tmp_path / "l.npz"), "toy", "symmetric:0.6", seed=0, subset=100, data=data)
+    assert lab["indices"].shape == (100,) and len(set(lab["indices"].tolist())) == 100
+    assert np.array_equal(lab["true"], y[lab["indices"]])
+    assert np.array_equal(lab["noisy"], apply_noise(y[lab["indices"]], "symmetric:0.6", 10, seed=0).noisy)
+    # the content keys address the subset's images
+    assert np.array_equal(lab["hash64"], L.image_keys(x[lab["indices"]]))
+
+
+def test_join_by_content_recovers_a_permutation():
+    rng = np.random.default_rng(1)
+    ref = rng.integers(0, 256, size=(80, 28, 28), dtype=np.uint8)
+    ref[7] = ref[3]                       # one exact duplicate pair
+    perm = rng.permutation(80)
+    other = ref[perm]
+    order = L.join_by_content(ref, other)
+    assert np.array_equal(other[order], ref)
+    inv = np.argsort(perm)
+    same = order == inv
+    assert same.sum() >= 78               # all but possibly the duplicate pair, which may swap
+    assert L.duplicate_count(ref) == 2
+    # float [0,1] images in NHWC give the same keys as their uint8 bytes
+    assert np.array_equal(L.image_keys(ref[..., None] / 255.0), L.image_keys(ref))
+    with pytest.raises(ValueError):
+        L.join_by_content(ref, other[:-1])
+
+
+def test_budget_dance_quick_both_ways():
+    cfg = B.get_config("dance", "fashion_mnist", 10, "quick")
+    m = B.to_original("dance", cfg)
+    c, p = m["DANCE.py"], m["pretrain.py"]
+    assert c["override"]["niter"] == 60 and c["override"]["depth"] == 3
+    assert c["override"]["lr_img"] == pytest.approx(0.1)          # 0.01 * ipc
+    assert c["flag"]["width"] == pytest.approx(16 / 128) and c["flag"]["ipc"] == 10
+    assert c["flag"]["batch_real"] == 64 and c["flag"]["batch_syn_max"] == 100 and c["flag"]["factor"] == 1
+    assert c["flag"]["num_premodel"] == 2 and c["flag"]["mom_img"] == 0.5
+    assert p["override"]["pretrain_amount"] == 2 and p["override"]["pretrain_epochs"] == 2
+    assert p["flag"]["batch_real"] == 64 and p["flag"]["weight_decay"] == 5e-4
+    assert B.from_original("dance", m, "fashion_mnist", 10, "quick") == cfg
+    cfg2 = cfg.replace(iterations=7, width=32, lr_img=0.3, pool_size=4, num_premodel=3)
+    m2 = B.to_original("dance", cfg2)
+    assert m2["DANCE.py"]["flag"]["width"] == 0.25 and m2["DANCE.py"]["override"]["niter"] == 7
+    assert B.from_original("dance", m2, "fashion_mnist", 10, "quick") == cfg2
+    assert B.fixed_mismatches("dance", cfg) == []
+    ev = B.eval_settings("dance", "quick", 28, 5)
+    assert ev["override"]["epochs"] == 100 and ev["width"] == 16
+
+
+def test_budget_datm_quick_both_ways():
+    cfg = B.get_config("datm", "fashion_mnist", 10, "quick")
+    m = B.to_original("datm", cfg)
+    b, y = m["buffer_FTD.py"], m["DATM_tesla.py"]
+    assert b["flag"]["num_experts"] == 3 and b["flag"]["save_interval"] == 3     # experts saved at all
+    assert b["flag"]["train_epochs"] == 5 and b["flag"]["batch_train"] == 128
+    assert b["flag"]["rho_max"] == b["flag"]["rho_min"] == cfg.expert_sam_rho
+    assert b["patch"] == {"net_width": 16, "net_depth": 3}
+    assert y["yaml"]["Iteration"] == 50 and y["yaml"]["syn_steps"] == 10 and y["yaml"]["zca"] is True
+    assert y["yaml"]["Sequential_Generation"] is True and y["yaml"]["max_start_epoch"] == 3
+    assert B.from_original("datm", m, "fashion_mnist", 10, "quick") == cfg
+    cfg2 = cfg.replace(iterations=9, syn_steps=4, num_experts=2, preprocess="none")
+    m2 = B.to_original("datm", cfg2)
+    assert m2["DATM_tesla.py"]["yaml"]["zca"] is False
+    assert B.from_original("datm", m2, "fashion_mnist", 10, "quick") == cfg2
+    assert B.fixed_mismatches("datm", cfg) == []
+    assert B.eval_settings("datm", "quick", 28, 5)["yaml"] == {"epoch_eval_train": 100, "num_eval": 5,
+                                                               "batch_train": 128}
+    assert "| `iterations` | DATM_tesla.py | `Iteration` | yaml |" in B.table("datm")
+
+
+def _tiny_protocol(num_classes=10):
+    from jaxdistill.evaluate import EvalProtocol
+    from jaxdistill.nn import NetConfig
+    from jaxdistill.train import TrainConfig
+
+    return EvalProtocol("standard", NetConfig(num_classes, width=8, depth=2),
+                        TrainConfig(epochs=2, batch_size=10, lr=0.01, momentum=0.9, augment="none"), "learned")
+
+
+class _Test:
+    def __init__(self, n=60, seed=0):
+        rng = np.random.default_rng(seed)
+        self.x_test = rng.random((n, 28, 28, 1)).astype(np.float32)
+        self.y_test = np.arange(n) % 10
+        self.num_classes = 10
+
+
+def test_import_numpy_dance_set_and_evaluate(tmp_path):
+    import jax
+
+    from jaxdistill.evaluate import evaluate
+    from jaxdistill.methods.base import DistilledSet
+
+    rng = np.random.default_rng(2)
+    imgs = rng.random((20, 1, 28, 28)).astype(np.float32)          # DANCE: NCHW pixels
+    labs = np.repeat(np.arange(10), 2)
+    np.savez(tmp_path / "final_set.npz", images=imgs, labels=labs)
+    s = I.import_dance(str(tmp_path / "final_set.npz"))
+    assert s.images.shape == (20, 28, 28, 1) and s.target_kind == "hard"
+    np.testing.assert_allclose(s.images[:, :, :, 0], (imgs[:, 0] - 0.2861) / 0.3530, rtol=1e-5, atol=1e-5)
+    assert str(np.asarray(s.preprocessor["kind"])) == "meanstd"
+    np.testing.assert_allclose(s.to_pixels()[..., 0], np.clip(imgs[:, 0], 0, 1), atol=1e-5)
+    s.save(str(tmp_path / "d.npz"))
+    back = DistilledSet.load(str(tmp_path / "d.npz"))
+    assert back.method == "dance_original" and back.meta["import"]["space"] == "pixels"
+    assert np.array_equal(back.labels, labs)
+    r = evaluate(back, _Test(), _tiny_protocol(), jax.random.PRNGKey(0), k=2)
+    accs = np.asarray(r.accs)
+    assert accs.shape == (2,) and np.all((accs >= 0) & (accs <= 1)) and 0 <= r.mean <= 1
+
+
+def test_import_numpy_datm_set_with_zca(tmp_path):
+    import jax
+
+    from jaxdistill.evaluate import evaluate
+    from jaxdistill.preprocess import Preprocessor
+
+    rng = np.random.default_rng(4)
+    x_train = rng.random((50, 28, 28, 1)).astype(np.float32)
+    imgs = rng.normal(size=(10, 1, 28, 28)).astype(np.float32)     # DATM: NCHW in ZCA space
+    logits = rng.normal(size=(10, 10)).astype(np.float32)
+    np.savez(tmp_path / "final_set.npz", images=imgs, labels=logits, lr=np.asarray(0.0123))
+    s = I.import_datm(str(tmp_path / "final_set.npz"), x_train=x_train)
+    assert s.target_kind == "soft_logits" and s.lr == pytest.approx(0.0123)
+    assert np.array_equal(s.images[..., 0], imgs[:, 0])            # working space: kept as given
+    assert np.array_equal(s.labels, logits.argmax(1)) and s.targets.shape == (10, 10)
+    pre = Preprocessor.from_dict(s.preprocessor)
+    assert pre.kind == "zca_datm"
+    ref = I.fitted_preprocessor("zca_datm", x_train)
+    np.testing.assert_allclose(pre.zca_mean, ref["zca_mean"], atol=1e-6)
+    r = evaluate(s, _Test(), _tiny_protocol(), jax.random.PRNGKey(1), k=1)
+    assert 0.0 <= float(np.asarray(r.accs)[0]) <= 1.0
+
+
+def test_import_torch_saved_dance_file(tmp_path):
+    torch = pytest.importorskip("torch")
+    imgs = torch.rand(10, 1, 28, 28)
+    labs = torch.arange(10)
+    torch.save([imgs, labs], tmp_path / "data_60.pt")
+    s = I.import_dance(str(tmp_path / "data_60.pt"))
+    assert s.images.shape == (10, 28, 28, 1)
+    np.testing.assert_allclose(s.images[..., 0], (imgs.numpy()[:, 0] - 0.2861) / 0.3530, atol=1e-5)
+    assert np.array_equal(s.labels, np.arange(10))
