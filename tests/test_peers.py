@@ -187,3 +187,21 @@ def test_import_torch_saved_dance_file(tmp_path):
     assert s.images.shape == (10, 28, 28, 1)
     np.testing.assert_allclose(s.images[..., 0], (imgs.numpy()[:, 0] - 0.2861) / 0.3530, atol=1e-5)
     assert np.array_equal(s.labels, np.arange(10))
+
+
+def test_datm_yaml_reads_back_with_yacs_types(tmp_path):
+    yaml = pytest.importorskip("yaml")
+    from experiments.peers import run_peers as R
+
+    cfg = B.get_config("datm", "fashion_mnist", 10, "quick")
+    steps = R.original_commands("datm", cfg, python="py", peer_dir=str(tmp_path), labels="l.npz",
+                                odir=str(tmp_path / "o"), seed=1, threads=2, noise="symmetric:0.4", k=5, budget="quick")
+    assert [s[0] for s in steps] == ["buffer", "distill"]
+    buf = steps[0][1]
+    assert buf[buf.index("--num_experts") + 1] == "3" and buf[buf.index("--save_interval") + 1] == "3"
+    assert "--zca" in buf and buf[buf.index("--patch") + 1] == "net_width=16"
+    y = yaml.safe_load(open(tmp_path / "o" / "datm.yaml"))
+    assert isinstance(y["lr_lr"], float) and y["lr_lr"] == pytest.approx(1e-5)   # '1e-05' would load as str
+    assert y["Iteration"] == 50 and y["eval_it"] == 50 and y["skip_first_eva"] is True
+    assert y["zca"] is True and y["epoch_eval_train"] == 100 and y["num_eval"] == 5
+    assert y["dataset"] == "FashionMNIST" and y["noise_rate"] == pytest.approx(0.4)

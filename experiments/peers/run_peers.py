@@ -109,7 +109,7 @@ def original_commands(method, cfg, *, python, peer_dir, labels, odir, seed, thre
         ypath = os.path.join(odir, "datm.yaml")
         with open(ypath, "w") as f:
             for key, v in y.items():
-                f.write(f"{key}: {json.dumps(v)}\n")
+                f.write(f"{key}: {_yaml_scalar(v)}\n")
         done_buf = os.path.join(buf, "FashionMNIST", "ConvNet", "replay_buffer_0.pt")
         return [("buffer", glue_cmd(python, peer_dir, "DATM+ours/buffer/buffer_FTD.py", labels,
                                     os.path.join(odir, "glue_buffer"), seed, threads, None, patches, b_rest, idx_dir, 0),
@@ -117,6 +117,22 @@ def original_commands(method, cfg, *, python, peer_dir, labels, odir, seed, thre
                 ("distill", glue_cmd(python, peer_dir, "DATM+ours/distill/DATM_tesla.py", labels, odir, seed, threads,
                                      None, patches, ["--cfg", ypath], idx_dir, 1), os.path.join(odir, "final_set.npz"))]
     raise SystemExit(f"method {method!r}: only dance and datm are wired (RCIG: README.md)")
+
+
+def _yaml_scalar(v) -> str:
+    """A YAML scalar PyYAML (yacs) reads back with the same type: floats always carry a '.' (PyYAML reads
+    '1e-05' as a string, and yacs refuses a str where its default is a float)."""
+    if isinstance(v, bool) or not isinstance(v, float):
+        return json.dumps(v)
+    s = repr(v)
+    if "e" in s or "E" in s:
+        mant, _, exp = s.lower().partition("e")
+        if "." not in mant:
+            mant += ".0"
+        if exp[0] not in "+-":
+            exp = "+" + exp
+        return f"{mant}e{exp}"
+    return s
 
 
 def _env(threads):
