@@ -557,7 +557,19 @@ def _none(key: Array, x: Array) -> Array:
     return x
 
 
+def crop_flip(key: jax.Array, x: Array, pad: int = 4) -> Array:
+    """The LNL papers' training augmentation (DivideMix, ELR on CIFAR): zero-pad by `pad`, take a random crop of
+    the original size (a per-sample shift in [-pad, pad] with zero fill), flip horizontally with probability 0.5."""
+    _check_nhwc(x, "crop_flip")
+    k_r, k_c, k_f = jax.random.split(key, 3)
+    n = x.shape[0]
+    tr = jax.random.randint(k_r, (n,), -pad, pad + 1)
+    tc = jax.random.randint(k_c, (n,), -pad, pad + 1)
+    return apply_flip(apply_translate(x, tr, tc), jax.random.bernoulli(k_f, 0.5, (n,)))
+
+
 AUGMENTS: dict[str, AugmentFn] = {
+    "crop_flip": crop_flip,
     "none": _none,
     "dsa": lambda key, x: dsa(key, x, mode="one"),
     "dsa_all": lambda key, x: dsa(key, x, mode="all"),
@@ -574,7 +586,7 @@ def list_augments() -> list[str]:
 
 
 def get_augment(name: str) -> AugmentFn:
-    """Name -> fn(key, x) -> x. Names: none, dsa, dsa_all, dance, dance_pretrain, dance_eval,
+    """Name -> fn(key, x) -> x. Names: crop_flip, none, dsa, dsa_all, dance, dance_pretrain, dance_eval,
     rcig_eval, rcig_eval_gray (RCIG's crop_rotate_translate_cutout for one-channel data)."""
     try:
         return AUGMENTS[name]
@@ -588,5 +600,5 @@ __all__: Sequence[str] = (
     "apply_affine", "apply_scale", "apply_rotate", "scale_theta", "rotate_theta", "rand_color", "rand_crop",
     "rand_cutout", "rand_flip", "rand_scale", "rand_rotate", "parse_strategy", "dsa", "dsa_group_index",
     "idc_augment", "dance_condense", "dance_pretrain", "dance_eval", "rcig_eval", "cutmix", "cutmix_box",
-    "get_augment", "list_augments", "crop_shift", "cutout_size",
+    "get_augment", "list_augments", "crop_shift", "cutout_size", "crop_flip",
 )

@@ -316,3 +316,27 @@ def test_errors_name_bad_value_and_allowed():
         A.dsa(jax.random.PRNGKey(0), jnp.ones((6, 7, 3)))
     assert set(A.list_augments()) >= {"none", "dsa", "dsa_all", "dance", "dance_eval", "rcig_eval"}
     np.testing.assert_array_equal(np.asarray(A.get_augment("none")(jax.random.PRNGKey(0), X)), X)
+
+
+def test_crop_flip_against_a_naive_loop():
+    """crop_flip = zero-pad by `pad`, crop at a random offset, flip with p = 0.5: each output is one of the
+    (2 pad + 1)^2 x 2 shifted/flipped copies, computed here pixel by pixel."""
+    rs = np.random.RandomState(0)
+    x = rs.rand(16, 6, 5, 2).astype(np.float32)
+    out = np.asarray(A.crop_flip(jax.random.PRNGKey(3), jnp.asarray(x), pad=2))
+    assert A.get_augment("crop_flip") is A.crop_flip
+    seen_flip = set()
+    for i in range(16):
+        hits = []
+        for dr in range(-2, 3):
+            for dc in range(-2, 3):
+                padded = np.zeros((6 + 4, 5 + 4, 2), np.float32)
+                padded[2:8, 2:7] = x[i]
+                crop = padded[2 + dr:8 + dr, 2 + dc:7 + dc]
+                for flip in (False, True):
+                    cand = crop[:, ::-1] if flip else crop
+                    if np.allclose(cand, out[i]):
+                        hits.append(flip)
+        assert hits, f"sample {i} is no shifted/flipped copy"
+        seen_flip.update(hits)
+    assert seen_flip == {False, True}

@@ -1,0 +1,121 @@
+"""DivideMix (jaxdistill.baselines.dividemix): the mixture against scikit-learn, sharpening, co-refinement,
+mixup and the MixMatch loss against NumPy formulas, the batch split, and a tiny end-to-end run."""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdistill.baselines import dividemix as dm
+from jaxdistill.errors import ConfigError
+
+
+def _losses(seed=0, n_clean=300, n_wrong=200):
+    rs = np.random.RandomState(seed)
+    v = np.concatenate([rs.gamma(2.0, 0.15, n_clean), 2.0 + rs.gamma(3.0, 0.3, n_wrong)])
+    return dm.minmax(v), np.r_[np.zeros(n_clean, bool), np.ones(n_wrong, bool)]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_gmm_posterior_matches_sklearn(seed):
+    from sklearn.mixture import GaussianMixture
+
+    x, _ = _losses(seed)
+    g = GaussianMixture(n_components=2, max_iter=200, tol=1e-8, reg_covar=5e-4, random_state=0).fit(x[:, None])
+    expect = g.predict_proba(x[:, None])[:, g.means_.argmin()]
+    got = dm.gmm_clean_prob(x, max_iter=200, tol=1e-8, reg=5e-4)
+    chex.assert_trees_all_close(got, expect, atol=1e-5)
+    # DivideMix's own budget (10 iterations, tol 1e-2) stays close to the converged mixture here
+    short = dm.gmm_clean_prob(x)
+    assert np.abs(short - expect).max() < 0.05
+
+
+def test_gmm_separates_the_wrong_labels_and_degenerate_input():
+    x, wrong = _losses(2)
+    w = dm.gmm_clean_prob(x)
+    assert (w[~wrong] > 0.5).mean() > 0.95 and (w[wrong] < 0.5).mean() > 0.95
+    chex.assert_trees_all_close(dm.gmm_clean_prob(np.full(5, 0.3)), np.ones(5))
+
+
+def test_minmax_and_sharpen_and_corefine():
+    v = np.array([[2.0, 4.0, 3.0], [1.0, 1.5, 0.5]])
+    chex.assert_trees_all_close(dm.minmax(v), np.array([[0, 1, 0.5], [0.5, 1, 0]]))
+    rs = np.random.RandomState(3)
+    p = rs.dirichlet(np.ones(5), 4)
+    for T in (0.5, 1.0, 0.25):
+        q = p ** (1 / T)
+        chex.assert_trees_all_close(np.asarray(dm.sharpen(jnp.asarray(p), T)), q / q.sum(1, keepdims=True),
+                                    rtol=1e-5)
+    y = np.eye(5)[[0, 3, 1, 4]]
+    w = np.array([1.0, 0.0, 0.3, 0.8])
+    expect = np.stack([w[i] * y[i] + (1 - w[i]) * p[i] for i in range(4)])
+    chex.assert_trees_all_close(np.asarray(dm.co_refine(jnp.asarray(y), jnp.asarray(w), jnp.asarray(p))), expect,
+                                rtol=1e-6)
+
+
+def test_mixup_formula():
+    rs = np.random.RandomState(4)
+    x, t = rs.randn(6, 2, 2, 1).astype(np.float32), rs.dirichlet(np.ones(3), 6).astype(np.float32)
+    mx, mt, lam, perm = dm.mixup(jax.random.PRNGKey(0), jnp.asarray(x), jnp.asarray(t), 4.0)
+    lam, perm = float(lam), np.asarray(perm)
+    assert 0.5 <= lam <= 1.0 and sorted(perm.tolist()) == list(range(6))
+    chex.assert_trees_all_close(np.asarray(mx), lam * x + (1 - lam) * x[perm], rtol=1e-6)
+    chex.assert_trees_all_close(np.asarray(mt), lam * t + (1 - lam) * t[perm], rtol=1e-6)
+    lams = [float(dm.mixup(jax.random.PRNGKey(s), jnp.asarray(x), jnp.asarray(t), 4.0)[2]) for s in range(200)]
+    # max(l, 1 - l) with l ~ Beta(4, 4): mean 0.5 + E|l - 0.5| = 0.5 + 0.1367 (closed form: 35/256)
+    assert abs(np.mean(lams) - (0.5 + 35 / 256)) < 0.02
+
+
+def test_mixmatch_loss_against_numpy_and_rampup():
+    rs = np.random.RandomState(5)
+    z = rs.randn(8, 4)
+    t = rs.dirichlet(np.ones(4), 8)
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    p = np.exp(logp)
+    lx = -(t[:5] * logp[:5]).sum(1).mean()
+    lu = ((p[5:] - t[5:]) ** 2).mean()
+    pen = (0.25 * np.log(0.25 / p.mean(0))).sum()
+    got, met = dm.mixmatch_loss(jnp.asarray(z), jnp.asarray(t), 5, 7.0)
+    chex.assert_trees_all_close((float(got), float(met["lx"]), float(met["lu"]), float(met["penalty"])),
+                                (lx + 7.0 * lu + pen, lx, lu, pen), rtol=1e-5)
+    chex.assert_trees_all_close(np.asarray(dm.linear_rampup(jnp.asarray([3.0, 10.0, 18.0, 40.0]), 10, 16)),
+                                np.array([0.0, 0.0, 0.5, 1.0]))
+
+
+def test_split_batches():
+    w = np.array([[0.9, 0.1, 0.8, 0.7, 0.2, 0.6, 0.95, 0.3]])
+    il, wl, iu, active, frac = dm._split_batches(w, 0.5, steps=2, b=2, rs=np.random.RandomState(0))
+    il, wl, iu, active = map(np.asarray, (il, wl, iu, active))
+    assert set(il.ravel()) <= {0, 2, 3, 5, 6} and set(iu.ravel()) <= {1, 4, 7}
+    chex.assert_trees_all_close(wl, w[0][il[0]][None])
+    assert frac[0] == 5 / 8 and active.tolist() == [[1.0, 1.0]]  # 5 labelled // batch 2 = 2 steps
+    _, _, _, active, _ = dm._split_batches(np.array([[0.9, 0.1, 0.1, 0.1]]), 0.5, 2, 2, np.random.RandomState(0))
+    assert np.asarray(active).tolist() == [[1.0, 0.0]]  # DivideMix's len // b, at least one step
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match=r"p_threshold=1.5.*\(0, 1\)"):
+        dm.DivideMixConfig(p_threshold=1.5)
+    with pytest.raises(ConfigError, match=r"warmup=99"):
+        dm.DivideMixConfig(warmup=99)
+    c = dm.get_dividemix_config("digits", "quick")
+    assert c.warmup_epochs == max(1, round(0.1 * c.train.epochs)) and c.lambda_u == 25.0
+
+
+def test_tiny_run_and_lambda_u_selection():
+    from jaxdistill.data import load_dataset, make_noisy_data
+
+    data = make_noisy_data(load_dataset("digits"), "symmetric:0.4", seed=0, subset=300, val_fraction=0.2)
+    cfg = dm.get_dividemix_config("digits", "quick", width=8, k=2, warmup=2)
+    cfg = cfg.replace(train=cfg.train.replace(epochs=4, batch_size=64, lr=0.05))
+    r = dm.train_dividemix_select(data, cfg, jax.random.PRNGKey(0), lambda_us=(0.0, 25.0))
+    assert set(r["lambda_u_candidates"]) == {"0.0", "25.0"}
+    vals = {lu: v["final_val"] for lu, v in r["lambda_u_candidates"].items()}
+    assert r["lambda_u"] == float(max(vals, key=vals.get))
+    assert len(r["accs"]) == 2 and all(0.0 <= a <= 1.0 for a in r["accs"] + r["best_accs"])
+    assert len(r["loss"]) == 4 and len(r["labelled_fraction"]) == 2 * 2  # 2 divided epochs x 2 nets
+    assert all(0.0 <= f <= 1.0 for f in r["labelled_fraction"] + r["label_precision"])
+    assert len(r["label_scores"]) == len(data.y_noisy)
+    with pytest.raises(ConfigError, match="val_fraction"):
+        dm.train_dividemix_select(make_noisy_data(load_dataset("digits"), "symmetric:0.4", subset=100), cfg,
+                                  jax.random.PRNGKey(0))
