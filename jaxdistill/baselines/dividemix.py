@@ -176,6 +176,8 @@ def mixmatch_loss(logits: jax.Array, targets: jax.Array, n_labelled: int, lambda
 
 # ----------------------------------------------------------------------------------------------- training
 
+TEST_CURVE = 2000  # test images scored after every epoch for the curve (never used for a choice)
+
 def train_dividemix(data, cfg: DivideMixConfig, key: jax.Array, progress: bool = False) -> dict:
     """DivideMix on data.x_train / data.y_noisy; cfg.k independent runs.
 
@@ -270,7 +272,7 @@ def train_dividemix(data, cfg: DivideMixConfig, key: jax.Array, progress: bool =
     tx0 = opt(tc.lr)
     opt_state = jax.vmap(jax.vmap(tx0.init))(params)
     rs = np.random.RandomState(int(jax.random.randint(key, (), 0, 2 ** 31 - 1)))
-    hist: dict[str, list] = {"loss": [], "val": [], "labelled_fraction": [], "label_precision": []}
+    hist: dict[str, list] = {"loss": [], "val": [], "labelled_fraction": [], "label_precision": [], "test_slice": []}
     best_val = np.full(kr, -1.0)
     best_params = to_host(params)
     best_epoch = np.zeros(kr, int)
@@ -318,13 +320,16 @@ def train_dividemix(data, cfg: DivideMixConfig, key: jax.Array, progress: bool =
                     better.reshape(-1, *([1] * (p.ndim - 1))), p, bp), best_params, host)
                 best_val = np.where(better, v, best_val)
                 best_epoch = np.where(better, e + 1, best_epoch)
+        xt, yt = data.x_test[:TEST_CURVE], np.asarray(data.y_test[:TEST_CURVE])
+        hist["test_slice"].append(float((logits_sum(params, xt).sum(1).argmax(-1) == yt[None]).mean()))
         if progress:
-            print(f"dividemix epoch {e + 1}/{epochs} loss {hist['loss'][-1]:.3f}", flush=True)
+            print(f"dividemix epoch {e + 1}/{epochs} loss {hist['loss'][-1]:.3f} "
+                  f"test slice {hist['test_slice'][-1]:.3f}", flush=True)
     test = lambda p: (logits_sum(p, data.x_test).sum(1).argmax(-1) == np.asarray(data.y_test)[None]).mean(-1)
     accs = test(params)
     wm = w.mean((0, 1))
     out = {"method": "dividemix", "acc_mean": float(accs.mean()), "acc_std": float(accs.std()),
-           "accs": [float(a) for a in accs], "loss": hist["loss"],
+           "accs": [float(a) for a in accs], "loss": hist["loss"], "test_slice_curve": hist["test_slice"],
            "labelled_fraction": [float(f) for f in hist["labelled_fraction"]],
            "label_precision": hist["label_precision"], "lambda_u": cfg.lambda_u,
            "label_scores": (1.0 - wm).tolist(), "flagged": (wm < cfg.p_threshold).tolist(),
