@@ -18,7 +18,7 @@ from typing import Optional
 import jax
 import numpy as np
 
-from jaxdistill.configs.presets import baseline_budget
+from jaxdistill.configs.derive import baseline_budget_for
 from jaxdistill.evaluate import default_depth
 from jaxdistill.nn import NetConfig, make_net
 from jaxdistill.train import TrainConfig, accuracy, train_models_auto
@@ -33,10 +33,12 @@ class BaselineConfig:
                                      schedule="multistep", milestones=(0.5, 0.75), gamma=0.1)
 
 
-def get_baseline_config(dataset: str, preset: str = "paper") -> BaselineConfig:
+def get_baseline_config(dataset: str, preset: str = "paper", data=None) -> BaselineConfig:
     """The baseline of `preset` (budgets in `jaxdistill.configs.presets.baseline_budget`): paper ConvNet-3
-    width 128, 50 epochs; cpu / quick width 32, epochs measured to meet `converged` (BUILD_NOTES.md)."""
-    b = baseline_budget(dataset, preset)
+    width 128, 50 epochs; cpu / quick width 32, epochs measured to meet `converged` (BUILD_NOTES.md).
+    A data set without a named setting (a user's npz) with its `data` given: the nearest named set's budget,
+    batch at most the training set (`configs/derive.py`)."""
+    b = baseline_budget_for(dataset, preset, data)
     return BaselineConfig(width=b.width, k=b.k,
                           train=BaselineConfig().train.replace(epochs=b.epochs, batch_size=b.batch_size))
 

@@ -76,8 +76,9 @@ BEST_NOTE = ("best_*: each net's best test accuracy over the evaluation points b
 
 
 def default_depth(image_size: int) -> int:
-    """ConvNet-3 up to 32x32 (28x28 one-channel pads to 32), ConvNet-4 for 64x64, ConvNet-5 for 128x128."""
-    return 3 if image_size <= 32 else (4 if image_size <= 64 else 5)
+    """ConvNet-3 up to 32x32 (28x28 one-channel pads to 32), ConvNet-4 for 64x64, ConvNet-5 for 128x128;
+    images smaller than 8x8 (a user's data) get the blocks their size allows (each block halves the side)."""
+    return min(3 if image_size <= 32 else (4 if image_size <= 64 else 5), max(1, int(image_size).bit_length() - 1))
 
 
 def get_protocol(name: str, *, num_images: int, num_classes: int, image_size: int, preset: str = "paper",

@@ -118,7 +118,7 @@ def repair(data, distilled, key: jax.Array, cfg: RepairConfig = RepairConfig(), 
                               preset=cfg.preset, width=cfg.score_width, rule=cfg.flag_rule, progress=progress)
     y_rep, kept, relabelled = repair_labels(scores.pred_probs, data.y_noisy, scores.flagged, cfg.rule,
                                             cfg.relabel_conf, cfg.drop_below)
-    bcfg = cfg.train or get_baseline_config(data.name, cfg.preset)
+    bcfg = cfg.train or get_baseline_config(data.name, cfg.preset, data)
     repaired = dataclasses.replace(data, x_train=np.asarray(data.x_train)[kept], y_noisy=y_rep[kept],
                                    y_true=None if data.y_true is None else np.asarray(data.y_true)[kept])
     results = {}

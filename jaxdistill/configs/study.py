@@ -90,9 +90,17 @@ def study_config(method: str, dataset: str, ipc: int, noise):
     return get_config(method, dataset, ipc, "paper").replace(**study_overrides(method, dataset, ipc, noise))
 
 
-def run_config(method: str, dataset: str, ipc: int, preset: str, noise):
+def run_config(method: str, dataset: str, ipc: int, preset: str, noise, data=None):
     """The setting a run of `method` uses: at the paper preset the study's own setting for (dataset, ipc,
-    noise) (`study_config`), at the cpu / quick presets the method's CPU setting (no study changes)."""
+    noise) (`study_config`), at the cpu / quick presets the method's CPU setting (no study changes).
+    A data set without a named setting (a user's npz) gets one derived from `data` (`configs/derive.py`;
+    the study's changes do not apply to it)."""
+    from jaxdistill.configs import derive
+
+    d = derive.derive(dataset, data, ipc) if not derive.is_named(dataset) else None
+    if d is not None:
+        _noise(noise)
+        return derive.derived_method_config(method, d, preset)
     if preset == "paper":
         return study_config(method, dataset, ipc, noise)
     from jaxdistill.methods.base import get_config
