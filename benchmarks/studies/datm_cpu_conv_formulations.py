@@ -1,26 +1,32 @@
-"""A/B of a rejected idea (#18 item 6): the CPU patches convolution with a hand-written VJP, so that its
+"""Backs BUILD_NOTES.md "DATM on CPU, a custom VJP for the patches convolution" and "DATM on CPU, a hybrid convolution".
+
+A/B of a rejected idea (#18 item 6): the CPU patches convolution with a hand-written VJP, so that its
 transpose (dx) is itself a patches matmul (the conv of g with the flipped kernel) instead of autodiff's
 9 slices / pads / adds, and the second-order path stays matmul-only; and C, a hybrid whose forward and dx are
 native `lax.conv` in canonical form and only dk is a patches matmul (also rejected: 5.5x slower on XLA:CPU).
 
-One DATM outer step at CIFAR-10 IPC 1 (ConvNet-3 width 128, 10 unrolled steps, batch 10, no DSA, remat) is
-built in one process, A with `nn.conv2d` as it is, B with the custom VJP, C with the hybrid, and they are timed
-interleaved (ABAB.., BABA..) so a loaded machine's drift hits both alike.
+One DATM outer step at CIFAR-10 IPC 1 (ConvNet-3 width 128, 10 unrolled steps, batch 10, no DSA, remat,
+meta_grad="autodiff") is built in one process, A with `nn.conv2d` as it is, B with the custom VJP, C with the
+hybrid, and they are timed interleaved (ABAB.., BABA..) so a loaded machine's drift hits both alike.
 
-  python benchmarks/datm_conv_vjp_ab.py [--reps 10] [--variants BC]
+  python benchmarks/studies/datm_cpu_conv_formulations.py [--reps 10] [--variants BC]
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import statistics
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 
-import jaxdistill.nn as N
-from datm_cpu_profile import setup  # the shared step at these shapes (benchmarks/ is on sys.path)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
+
+import jaxdistill.nn as N  # noqa: E402
+from datm_cpu_profile_and_xla_options import setup  # noqa: E402 (the shared step at these shapes; this folder is on sys.path)
 
 
 def _patches(x, kh, kw, p):
@@ -86,7 +92,8 @@ def _patched_with(conv):
 
 
 def _build():
-    step, fresh, theta0, ts = setup()
+    # reverse-over-reverse, as when this was measured (a custom_vjp has no forward-mode rule for the "jvp" path)
+    step, fresh, theta0, ts = setup(meta_grad="autodiff")
     jax.block_until_ready(step(fresh(), theta0, ts, jax.random.PRNGKey(4)))   # compile (traces conv2d now)
     return step, fresh, theta0, ts
 

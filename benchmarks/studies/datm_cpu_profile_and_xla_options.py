@@ -1,11 +1,14 @@
-"""Where one DATM outer step spends its time on XLA:CPU, and what XLA's CPU options change (issue 18 item 6).
+"""Backs BUILD_NOTES.md "DATM on CPU: where the step's time goes" and the jvp profile in "DATM's meta-gradient".
+
+Where one DATM outer step spends its time on XLA:CPU, and what XLA's CPU options change (issue 18 item 6).
 
 Shapes: CIFAR-10 IPC 1, ConvNet-3 width 128, 10 unrolled steps, batch 10, no DSA, the default meta_grad="jvp"
 (the torch comparison's).
 
-  python benchmarks/datm_cpu_profile.py profile            # trace of 3 steps, summed per HLO op and op kind
-  python benchmarks/datm_cpu_profile.py options [--reps 6]  # the same program compiled with several XLA:CPU
-                                                            # options in one process, timed interleaved
+  python benchmarks/studies/datm_cpu_profile_and_xla_options.py profile
+      # trace of 3 steps, summed per HLO op and op kind
+  python benchmarks/studies/datm_cpu_profile_and_xla_options.py options [--reps 6]
+      # the same program compiled with several XLA:CPU options in one process, timed interleaved
 
 Op kinds in the profile: ynn_fusion = YNNPACK matmul / reduction fusions, dot = XLA's own matmuls, the rest
 elementwise work, copies and transposes. The options mode compiles one lowering with per-compile debug options
@@ -21,6 +24,7 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 
@@ -28,9 +32,11 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from jaxdistill.configs.datm import DATMConfig
-from jaxdistill.methods import datm
-from jaxdistill.nn import NetConfig, make_net
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
+
+from jaxdistill.configs.datm import DATMConfig  # noqa: E402
+from jaxdistill.methods import datm  # noqa: E402
+from jaxdistill.nn import NetConfig, make_net  # noqa: E402
 
 YNN_DOT_REDUCE = "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"
 OPTIONS = {
@@ -43,13 +49,13 @@ OPTIONS = {
 }
 
 
-def setup():
+def setup(meta_grad: str = "jvp"):
     """(jitted outer step, fresh-state factory, theta0, theta_star) at the shapes above."""
     net = make_net(NetConfig(num_classes=10, width=128, depth=3))
     theta0, unravel = ravel_pytree(net.init(jax.random.PRNGKey(0), (32, 32, 3)))
     ts = theta0 + 0.01 * jax.random.normal(jax.random.PRNGKey(1), theta0.shape)
     cfg = DATMConfig(dataset="bench", ipc=1, syn_steps=10, batch_syn=10, dsa=False, remat=True, threshold=1e9,
-                     width=128, max_start_epoch=20, current_max_start_epoch=10)
+                     width=128, max_start_epoch=20, current_max_start_epoch=10, meta_grad=meta_grad)
     x = jax.random.normal(jax.random.PRNGKey(2), (10, 32, 32, 3))
     y = jax.random.normal(jax.random.PRNGKey(3), (10, 10))
     step = datm.make_outer_step(lambda th, xb: net.apply(unravel(th), xb), cfg)

@@ -1,4 +1,6 @@
-"""A/B of a rejected idea (#18 item 6): DATM's hand-written reverse pass with each step's vector-Jacobian
+"""Backs BUILD_NOTES.md "DATM at width 128 against torch, re-measured" (its forward-over-reverse A/B).
+
+A/B of a rejected idea (#18 item 6): DATM's hand-written reverse pass with each step's vector-Jacobian
 products taken forward-over-reverse (jvp of grad_{theta,x,y} L_i in the direction (a, 0, 0), which gives
 H_theta,theta a, H_x,theta a, H_y,theta a and, as its primal, g_i for the lr adjoint <g_i, a>) instead of the
 library's reverse-over-forward (grad of jvp(L_i; a), `methods.datm._unroll_jvp`).
@@ -6,7 +8,7 @@ library's reverse-over-forward (grad of jvp(L_i; a), `methods.datm._unroll_jvp`)
 The gradient of DATM's matching loss through `--steps` unrolled student steps (CIFAR-10 shapes, ConvNet-3,
 no DSA) is built both ways in one process, checked equal, and timed interleaved.
 
-  python benchmarks/datm_metagrad_ab.py [--width 128] [--ipc 1] [--steps 10] [--reps 6]
+  python benchmarks/studies/datm_metagrad_fwd_over_rev.py [--width 128] [--ipc 1] [--steps 10] [--reps 6]
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
 
 from jaxdistill.methods import datm  # noqa: E402
 from jaxdistill.nn import NetConfig, make_net  # noqa: E402

@@ -1,21 +1,32 @@
-"""Before/after figures for issue 16 items 1-3 (run with PYTHONPATH pointing at the tree under test).
+"""Backs BUILD_NOTES.md "Issue 16: RCIG's own protocol" (its digits and Fashion-MNIST before / after tables).
 
-usage: python benchmarks/issue16_before_after.py TAG DATASET [ablate]   (writes /tmp/m16/TAG_DATASET.json)
+Before/after figures for issue 16 items 1-3 (run with PYTHONPATH pointing at the tree under test).
+
+usage: python benchmarks/studies/rcig_dance_eval_changes_before_after.py TAG DATASET [ablate]
+       (writes /tmp/rcig_dance_eval_changes/TAG_DATASET.json)
 Distils RCIG and DANCE (quick preset, IPC 10, symmetric:0.4, seed 0, fixed keys) and evaluates them under
 their own protocol and the standard one (5 nets, key 7). `ablate` (the issue-16 tree only) turns each change
 off in turn: RCIG's evaluation augmentation, flax's init in the evaluation net, the last partial batch, and
 flax's init in RCIG's pool (a second distillation with PyTorch's init).
 """
+import argparse
 import os
 import dataclasses, json, sys, time
+# the repo root last, so that PYTHONPATH=<tree> picks the tree under test
+sys.path.append(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+_ap = argparse.ArgumentParser(description="RCIG and DANCE before / after the evaluation changes (see the docstring)")
+_ap.add_argument("tag", help="a label for the tree under test (before, after)")
+_ap.add_argument("dataset", help="digits or fashion_mnist")
+_ap.add_argument("ablate", nargs="?", choices=("ablate",), help="turn each change off in turn (the new tree only)")
+_args = _ap.parse_args()
 import jax, numpy as np
 from jaxdistill.pipeline import load_noisy_data
 from jaxdistill.methods.base import get_config, distill
 from jaxdistill.evaluate import evaluate, get_protocol
 import jaxdistill.evaluate as E
 
-tag, dataset = sys.argv[1], sys.argv[2]
-ablate = len(sys.argv) > 3
+tag, dataset = _args.tag, _args.dataset
+ablate = _args.ablate is not None
 subset = 2000 if dataset != "digits" else None
 data = load_noisy_data(dataset, "symmetric:0.4", 0, subset, 0.0, None)
 out = {"tag": tag, "dataset": dataset}
@@ -57,5 +68,5 @@ for method, own in (("rcig", "rcig"), ("dance", "dance")):
             CR.RCIGConfig.net_config = orig
             ev("rcig(torch-init pool)/rcig", ds2, p)
             ev("rcig(torch-init pool)/standard", ds2, proto("standard", ds2))
-os.makedirs("/tmp/m16", exist_ok=True)
-json.dump(out, open(f"/tmp/m16/{tag}_{dataset}.json", "w"), indent=1)
+os.makedirs("/tmp/rcig_dance_eval_changes", exist_ok=True)
+json.dump(out, open(f"/tmp/rcig_dance_eval_changes/{tag}_{dataset}.json", "w"), indent=1)

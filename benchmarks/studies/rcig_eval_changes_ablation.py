@@ -1,6 +1,12 @@
-"""Issue 16: RCIG's two evaluation changes turned off in turn on one distilled Fashion-MNIST set (quick preset,
-symmetric 0.4, IPC 10, distillation key 1, evaluation key 7, 5 nets). usage: python benchmarks/issue16_rcig_eval_ablation.py
+"""Backs BUILD_NOTES.md "Issue 16: RCIG's own protocol" (its Fashion-MNIST table, changes turned off).
+
+Issue 16: RCIG's two evaluation changes turned off in turn on one distilled Fashion-MNIST set (quick preset,
+symmetric 0.4, IPC 10, distillation key 1, evaluation key 7, 5 nets).
+usage: python benchmarks/studies/rcig_eval_changes_ablation.py
 """
+import argparse, os, sys
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
+argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
 import dataclasses, json, time, jax
 from jaxdistill.pipeline import load_noisy_data
 from jaxdistill.methods.base import get_config, distill

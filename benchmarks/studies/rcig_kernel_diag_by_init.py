@@ -1,6 +1,12 @@
-"""Mean diagonal of RCIG's feature kernel phi0 phi0^T at init (the K_ss of its ridge regression), PyTorch's vs
-flax's init, 200 real training images in RCIG's working space, 3 inits. usage: python benchmarks/rcig_kernel_diag.py"""
-import sys, numpy as np, jax
+"""Backs BUILD_NOTES.md "Issue 16: RCIG's own protocol" (its feature-kernel diagonal table).
+
+Mean diagonal of RCIG's feature kernel phi0 phi0^T at init (the K_ss of its ridge regression), PyTorch's vs
+flax's init, 200 real training images in RCIG's working space, 3 inits.
+usage: python benchmarks/studies/rcig_kernel_diag_by_init.py"""
+import argparse, os, sys
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
+argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+import numpy as np, jax
 from jaxdistill.data import load_dataset
 from jaxdistill.configs.rcig import get_config
 from jaxdistill.methods.rcig import _preprocessor
