@@ -77,7 +77,7 @@ def cmd_baseline(args) -> int:
     from jaxdistill.report import noise_entry, results_table, write_results
 
     data = _noisy_data(args, val_fraction=args.val_fraction)
-    cfg = get_baseline_config(args.dataset, args.preset)
+    cfg = get_baseline_config(args.dataset, args.preset, data)  # derived from the data for a user's npz
     if args.k:
         cfg = dataclasses.replace(cfg, k=args.k)
     cfg = _resolved(cfg, args, "baseline config")
@@ -100,12 +100,12 @@ def cmd_baseline(args) -> int:
 
 # --------------------------------------------------------------------------------------------- experts
 def cmd_experts(args) -> int:
-    from jaxdistill.methods.base import get_config
+    from jaxdistill.configs.derive import method_config
     from jaxdistill.methods.datm import build_experts
     from jaxdistill.pipeline import stage_key
 
     data = _noisy_data(args)
-    cfg = get_config("datm", args.dataset, args.ipc, args.preset)
+    cfg = method_config("datm", args.dataset, args.ipc, args.preset, data)
     over = {}
     if args.experts:
         over["num_experts"] = args.experts
@@ -149,17 +149,20 @@ def cmd_distill(args) -> int:
     from jaxdistill.evaluate import evaluate
     from jaxdistill.configs.study import run_config
     from jaxdistill.methods.base import DISTILLED_FILE, DistilledSet, distill
-    from jaxdistill.pipeline import stage_key
+    from jaxdistill.pipeline import check_protocols, derived_record, stage_key
     from jaxdistill.report import noise_entry, plot_distilled, results_table, write_results
     from jaxdistill.runlog import MetricsLog
 
-    data = _noisy_data(args)  # a bad data file is named first (user npz files have no method setting)
-    # The config (and every --set) is checked before anything is trained; at the paper preset it is the
-    # study's setting for this noise (configs/study.py), as in `denoise`.
-    cfg = run_config(args.method, args.dataset, args.ipc, args.preset, args.noise)
+    data = _noisy_data(args)  # a bad data file is named first
+    # The config (and every --set) and the evaluation protocols are checked before anything is trained; at
+    # the paper preset it is the study's setting for this noise (configs/study.py), as in `denoise`; a data
+    # set without a named setting (a user's npz) gets one derived from the data (configs/derive.py).
+    cfg = run_config(args.method, args.dataset, args.ipc, args.preset, args.noise, data=data)
     if args.experts and hasattr(cfg, "expert_dir"):
         cfg = dataclasses.replace(cfg, expert_dir=args.experts)
     cfg = _resolved(cfg, args, f"{args.method} config")
+    derived = derived_record(args.dataset, data, args.ipc, args.preset)
+    check_protocols(_protocols(args.method, args.eval), data, cfg.ipc, args.preset)
     from jaxdistill.config_files import save_resolved
     from jaxdistill.methods.base import check_workdir, run_record
 
@@ -183,12 +186,12 @@ def cmd_distill(args) -> int:
     if finished:
         print(f"{args.method}: the run in {args.out} had finished; loaded its set (evaluations not done yet run now)")
     plot_distilled(os.path.join(args.out, f"distilled_{args.method}.png"), ds.to_pixels(), ds.labels,
-                   data.class_names, f"{args.method.upper()} {args.dataset} {args.noise} IPC {args.ipc}")
+                   data.class_names, f"{args.method.upper()} {args.dataset} {args.noise} IPC {cfg.ipc}")
     # Evaluations already in results.json (same protocol, same number of nets) are kept, not redone.
     results = dict(old.get("results", {})) if old.get("config", {}).get("command") == "distill" else {}
-    run = {"command": "distill", "method": args.method, "dataset": args.dataset, "ipc": args.ipc,
-           "preset": args.preset, "seed": args.seed, "method_config": dataclasses.asdict(cfg)}
-    doc = write_results(res_path, run, noise_entry(data), results, distill_seconds=secs)
+    run = {"command": "distill", "method": args.method, "dataset": args.dataset, "ipc": cfg.ipc,
+           "preset": args.preset, "seed": args.seed, "method_config": dataclasses.asdict(cfg), **derived}
+    doc = write_results(res_path, run, noise_entry(data), results, distill_seconds=secs, **derived)
     for proto in _protocols(args.method, args.eval):
         name = f"{args.method}/{proto}"
         if len(results.get(name, {}).get("accs", [])) == args.k:
@@ -197,9 +200,9 @@ def cmd_distill(args) -> int:
         ev = evaluate(ds, data, proto, stage_key(args.seed, f"eval_{args.method}_{proto}"), k=args.k,
                       preset=args.preset, progress=f"eval {proto}",
                       metrics_log=MetricsLog(args.out, f"eval_{proto}"))
-        results[name] = {**ev.to_dict(), "method": args.method, "ipc": args.ipc}
+        results[name] = {**ev.to_dict(), "method": args.method, "ipc": cfg.ipc}
         # Written after each evaluation, so an interrupted command keeps the ones that finished.
-        doc = write_results(res_path, run, noise_entry(data), results, distill_seconds=secs)
+        doc = write_results(res_path, run, noise_entry(data), results, distill_seconds=secs, **derived)
     if results:
         print(results_table(doc["results"]))
     print(f"wrote {path} and {res_path}")
@@ -329,7 +332,7 @@ def _add_beyond(sub) -> None:
         from jaxdistill import cli_beyond
     except ImportError:
         return
-    cli_beyond.add_commands(sub, _common_data, _noisy_data)
+    cli_beyond.add_commands(sub, _common_data, _noisy_data, _config_flags)
 
 
 # Options that must be whole numbers >= 1 wherever a command has them (--experts is a path for distill).

@@ -6,14 +6,27 @@ import os
 import time
 
 
-def _distilled(args, data):
+def _settings(args, data) -> tuple:
+    """The method's config (derived from the data for a user's npz: jaxdistill/configs/derive.py), the
+    `derived_from` record ({} for a named data set) and the scoring protocol, all resolved before any work."""
+    from jaxdistill.config_files import resolve
+    from jaxdistill.configs.derive import method_config
+    from jaxdistill.pipeline import check_protocols, derived_record
+
+    cfg = method_config(args.method, args.dataset, args.ipc, args.preset, data)
+    cfg = resolve(cfg, getattr(args, "config", None), getattr(args, "set", None), f"{args.method} config")
+    derived = derived_record(args.dataset, data, args.ipc, args.preset)
+    check_protocols(["standard"], data, cfg.ipc, args.preset)
+    return cfg, derived
+
+
+def _distilled(args, data, cfg):
     """Distil once per (method, out dir) through the run driver: a re-run loads the finished set (or resumes
     the distillation), and another run's state in the same --out is refused."""
-    from jaxdistill.methods.base import DISTILLED_FILE, DistilledSet, distill, get_config
+    from jaxdistill.methods.base import DISTILLED_FILE, DistilledSet, distill
     from jaxdistill.pipeline import stage_key
 
     workdir = os.path.join(args.out, args.method)
-    cfg = get_config(args.method, args.dataset, args.ipc, args.preset)
     t0 = time.perf_counter()
     distill(args.method, cfg, data, stage_key(args.seed, f"distill/{args.method}"), workdir=workdir)
     return DistilledSet.load(os.path.join(workdir, DISTILLED_FILE)), time.perf_counter() - t0
@@ -69,7 +82,8 @@ def cmd_detect(args, noisy_data) -> int:
 
     use_cleanlab = resolve_cleanlab(args.cleanlab)
     data = noisy_data(args)
-    ds, secs = _distilled(args, data)
+    mcfg, derived = _settings(args, data)
+    ds, secs = _distilled(args, data, mcfg)
     t0 = time.perf_counter()
     scores = score_labels(ds, data, stage_key(args.seed, "detect"), k=args.k, preset=args.preset, progress=True)
     ours_secs = secs + time.perf_counter() - t0
@@ -88,9 +102,9 @@ def cmd_detect(args, noisy_data) -> int:
             m = detection_metrics(cl.quality, cl.flagged, data.y_noisy != data.y_true)
         results["cleanlab"] = {"metrics": m, "flagged": int(cl.flagged.sum()), "seconds": time.perf_counter() - t0}
     write_results(os.path.join(args.out, "results.json"),
-                  {"command": "detect", "method": args.method, "dataset": args.dataset, "ipc": args.ipc,
-                   "preset": args.preset, "seed": args.seed, "k": args.k},
-                  noise_entry(data), results)
+                  {"command": "detect", "method": args.method, "dataset": args.dataset, "ipc": mcfg.ipc,
+                   "preset": args.preset, "seed": args.seed, "k": args.k, **derived},
+                  noise_entry(data), results, **derived)
     print("| detector | flagged | precision | recall | F1 | AUROC | time |")
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
@@ -108,29 +122,32 @@ def cmd_repair(args, noisy_data) -> int:
     from jaxdistill.repair import RepairConfig, repair
     from jaxdistill.report import noise_entry, results_table, write_results
 
+    from jaxdistill.baseline import get_baseline_config
+
     data = noisy_data(args)
-    ds, _ = _distilled(args, data)
-    cfg = RepairConfig(rule=args.rule, preset=args.preset, score_k=args.k)
+    mcfg, derived = _settings(args, data)
+    cfg = RepairConfig(rule=args.rule, preset=args.preset, score_k=args.k,
+                       train=get_baseline_config(args.dataset, args.preset, data))
+    ds, _ = _distilled(args, data, mcfg)
     redistill = None
     if args.redistill:
-        from jaxdistill.methods.base import distill, get_config
+        from jaxdistill.methods.base import distill
 
-        mcfg = get_config(args.method, args.dataset, args.ipc, args.preset)
         redistill = lambda d, key: distill(args.method, mcfg, d, key,  # noqa: E731
                                            workdir=os.path.join(args.out, f"{args.method}_redistilled"))
     res = repair(data, ds, stage_key(args.seed, "repair"), cfg, redistill=redistill, progress=True)
     results = {name: {**r, "method": name, "protocol": "full data" if name != "distilled" else "standard"}
                for name, r in res.results.items()}
     doc = write_results(os.path.join(args.out, "results.json"),
-                        {"command": "repair", "method": args.method, "dataset": args.dataset, "ipc": args.ipc,
-                         "preset": args.preset, "seed": args.seed, "repair": dataclasses.asdict(cfg)},
-                        noise_entry(data), results, label_stats=res.stats)
+                        {"command": "repair", "method": args.method, "dataset": args.dataset, "ipc": mcfg.ipc,
+                         "preset": args.preset, "seed": args.seed, "repair": dataclasses.asdict(cfg), **derived},
+                        noise_entry(data), results, label_stats=res.stats, **derived)
     print(results_table(doc["results"]))
     print("labels:", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.stats.items()})
     return 0
 
 
-def add_commands(sub, common_data, noisy_data) -> None:
+def add_commands(sub, common_data, noisy_data, config_flags=None) -> None:
     s = sub.add_parser("detect", help="find the wrong labels with nets trained on the distilled set (+ cleanlab)")
     common_data(s)
     s.add_argument("--method", default="dance", help="datm | dance | rcig")
@@ -141,6 +158,8 @@ def add_commands(sub, common_data, noisy_data) -> None:
                    help="also run cleanlab's confident learning on cross-validated ConvNets (default: on when "
                         "cleanlab is installed)")
     s.add_argument("--cv-epochs", type=int, default=10, help="epochs of each cross-validation net for cleanlab")
+    if config_flags is not None:
+        config_flags(s)  # --config / --set on the method's config
     s.add_argument("--out", required=True)
     s.set_defaults(fn=lambda a: cmd_detect(a, noisy_data))
 
@@ -151,6 +170,8 @@ def add_commands(sub, common_data, noisy_data) -> None:
     s.add_argument("--k", type=int, default=5)
     s.add_argument("--rule", default="relabel", choices=["relabel", "select", "relabel_select"])
     s.add_argument("--redistill", action="store_true", help="also distil again from the repaired set")
+    if config_flags is not None:
+        config_flags(s)  # --config / --set on the method's config
     s.add_argument("--out", required=True)
     s.set_defaults(fn=lambda a: cmd_repair(a, noisy_data))
 

@@ -181,23 +181,95 @@ def _replace_checked(obj, kw: dict, what: str):
     return dataclasses.replace(obj, **kw)
 
 
-def baseline_config(cfg: DenoiseConfig):
+def baseline_config(cfg: DenoiseConfig, data=None):
+    """The baseline's config for the run (derived from `data` for a data set without a named setting)."""
     from jaxdistill.baseline import get_baseline_config
 
-    b = get_baseline_config(cfg.dataset, cfg.preset)
+    b = get_baseline_config(cfg.dataset, cfg.preset, data)
     ov = cfg.part("baseline")
     train_kw = {k: ov.pop(k) for k in list(ov) if k in ("epochs", "batch_size", "lr")}
     b = _replace_checked(b, ov, "baseline config")
     return dataclasses.replace(b, train=b.train.replace(**train_kw)) if train_kw else b
 
 
-def method_config(cfg: DenoiseConfig, method: str):
+def method_config(cfg: DenoiseConfig, method: str, data=None):
     """The method's setting for the run: at the paper preset the study's own setting for the run's data set,
-    IPC and noise (`configs/study.py`), at the quick preset the CPU setting; then the run's overrides."""
+    IPC and noise (`configs/study.py`), at the quick preset the CPU setting; a data set without a named
+    setting gets one derived from `data` (`configs/derive.py`); then the run's overrides."""
     from jaxdistill.configs.study import run_config
 
-    mcfg = run_config(method, cfg.dataset, cfg.ipc, cfg.preset, cfg.noise)
+    mcfg = run_config(method, cfg.dataset, cfg.ipc, cfg.preset, cfg.noise, data=data)
     return _replace_checked(mcfg, cfg.part(method), f"{method} config")
+
+
+@dataclasses.dataclass
+class RunSettings:
+    """Every setting a denoise run needs, resolved from the config and the loaded data before any work.
+
+    ipc: the IPC the run distils and draws controls at (the requested one, capped at the smallest class for
+    derived data); methods: name -> config (distillers and the extra baselines); protocols: the evaluation
+    protocols it will use, checked at the expected set size; derived_from: `Derivation.to_dict()` for a data
+    set without a named setting, else None."""
+
+    ipc: int
+    baseline: object
+    methods: dict
+    protocols: dict
+    derived_from: Optional[dict] = None
+
+
+class _SetShape:
+    """Stands in for a distilled set when a protocol is checked before the set exists."""
+
+    def __init__(self, num_images: int, image_shape: tuple):
+        self.num_images, self.lr = num_images, None
+        self.images = np.zeros((0, *image_shape), np.float32)
+
+
+def check_protocols(names, data, ipc: int, preset: str) -> None:
+    """Build each evaluation protocol a command will run, at the expected set size, before any work."""
+    shape = _SetShape(ipc * data.num_classes, tuple(data.x_train.shape[1:]))
+    for name in names:
+        protocol_for(name, shape, data.num_classes, preset)
+
+
+def derived_record(dataset: str, data, ipc: Optional[int], preset: str, echo=print) -> dict:
+    """{"derived_from": ...} for a data set without a named setting (its settings are derived from the data,
+    `configs/derive.py`), said once through `echo`; {} for a named data set."""
+    from jaxdistill.configs.derive import derive
+
+    d = derive(dataset, data, ipc)
+    if d is None:
+        return {}
+    dd = d.to_dict(preset)
+    echo(f"settings: derived from the data ({'x'.join(map(str, dd['image_shape']))} images, {dd['num_classes']} "
+         f"classes, {dd['n_train']} training images): template {dd['template']}"
+         + (f"; {dd['ipc_note']}" if "ipc_note" in dd else ""))
+    return {"derived_from": dd}
+
+
+def resolve_settings(cfg: DenoiseConfig, data) -> RunSettings:
+    """Resolve the baseline config, every method's config and every evaluation protocol of the run up front
+    (right after the data is loaded), so a missing or bad setting fails in the first second with its
+    ConfigError, before the baseline trains."""
+    from jaxdistill.configs.derive import derive
+
+    _check_methods(cfg.methods)
+    d = derive(cfg.dataset, data, cfg.ipc)
+    ipc = cfg.ipc if d is None else d.ipc
+    run_cfg = dataclasses.replace(cfg, ipc=ipc) if ipc != cfg.ipc else cfg
+    methods = {m: (_extra_config(m, run_cfg) if m in EXTRA_METHODS else method_config(run_cfg, m, data))
+               for m in cfg.methods}
+    shape = _SetShape(ipc * data.num_classes, tuple(data.x_train.shape[1:]))
+    names = {own_protocol(m) if p == "own" else "standard" for m in cfg.methods if m not in EXTRA_METHODS
+             for p in cfg.protocols}
+    if cfg.controls:
+        names.add("standard")
+        if cfg.control_protocols == "all":
+            names |= {own_protocol(m) for m in cfg.methods if m not in EXTRA_METHODS}
+    protocols = {p: eval_protocol(cfg, p, shape, data.num_classes) for p in sorted(names)}
+    return RunSettings(ipc=ipc, baseline=baseline_config(cfg, data), methods=methods, protocols=protocols,
+                       derived_from=None if d is None else d.to_dict(cfg.preset))
 
 
 def eval_protocol(cfg: DenoiseConfig, name: str, distilled, num_classes: int):
@@ -237,6 +309,10 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
     t0 = time.perf_counter()
     data = load_noisy_data(cfg.dataset, cfg.noise, cfg.seed, cfg.effective_subset(), cfg.val_fraction, cfg.data_dir)
     timings["data + noise"] = time.perf_counter() - t0
+    # Every setting the run needs (baseline, methods, evaluation protocols; derived for a data set without
+    # a named setting) is resolved here, so a bad one fails now and not after the baseline has trained.
+    settings = resolve_settings(cfg, data)
+    ipc = settings.ipc
     noise = report.noise_entry(data)
     atomic_save_npz(os.path.join(out_dir, "noisy_labels.npz"), y_noisy=data.y_noisy,
                     y_true=data.y_true if data.y_true is not None else np.zeros(0, np.int32),
@@ -251,13 +327,18 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
                                f"{cfg.dataset}, {noise.get('spec')}: realized rate {100 * noise['realized']:.2f}%")
     echo(f"data: {cfg.dataset}, {len(data.y_noisy)} training images, noise {noise.get('spec')} "
          f"(realized {100 * (noise['realized'] or 0):.2f}%)")
+    if settings.derived_from is not None:
+        dd = settings.derived_from
+        echo(f"settings: derived from the data ({'x'.join(map(str, dd['image_shape']))} images, {dd['num_classes']} "
+             f"classes, {dd['n_train']} training images): template {dd['template']}"
+             + (f"; {dd['ipc_note']}" if "ipc_note" in dd else ""))
 
     results: dict = {}
     # 1. baselines on the full noisy set (and clean labels)
     b = stages.get("baseline")
     if b is None:
         t = time.perf_counter()
-        b = run_baseline(data, baseline_config(cfg), stage_key(cfg.seed, "baseline"),
+        b = run_baseline(data, settings.baseline, stage_key(cfg.seed, "baseline"),
                          clean=cfg.clean_baseline, progress=progress, run_dir=os.path.join(out_dir, "baseline"))
         b = stages.put("baseline", {"results": b, "seconds": time.perf_counter() - t})
     timings["baseline"] = b["seconds"]
@@ -284,8 +365,8 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
 
     # control name -> (set, protocols beyond the common one it is also evaluated under with control_protocols='all')
     own = sorted({own_protocol(m) for m in cfg.methods if m not in EXTRA_METHODS} - {"standard"})
-    controls: dict = {n: (ds, own) for n, ds in random_controls(data, cfg.ipc, cfg.seed).items() if n in cfg.controls}
-    extra_draws = {n: [random_control(data, cfg.ipc, n, cfg.seed, draw=d) for d in range(1, cfg.control_draws)]
+    controls: dict = {n: (ds, own) for n, ds in random_controls(data, ipc, cfg.seed).items() if n in cfg.controls}
+    extra_draws = {n: [random_control(data, ipc, n, cfg.seed, draw=d) for d in range(1, cfg.control_draws)]
                    for n in controls}
 
     # 2. each method: distill (resumable inside its workdir), then evaluate
@@ -294,7 +375,7 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
             r = stages.get(method)
             if r is None:
                 t = time.perf_counter()
-                r = _run_extra(method, data, cfg, stage_key(cfg.seed, method))
+                r = _run_extra(method, data, cfg, stage_key(cfg.seed, method), settings.methods[method])
                 r["seconds"] = time.perf_counter() - t
                 stages.put(method, r)
             timings[method] = r["seconds"]
@@ -304,7 +385,7 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
         path = os.path.join(workdir, "distilled.npz")
         st = stages.get(f"distill_{method}")
         if st is None or not os.path.exists(path):
-            mcfg = method_config(cfg, method)
+            mcfg = settings.methods[method]
             t = time.perf_counter()
             ds = distill(method, mcfg, data, stage_key(cfg.seed, f"distill/{method}"), workdir=workdir,
                          progress=progress)
@@ -315,11 +396,11 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
         timings[f"distill {method}"] = st["seconds"]
         ds = DistilledSet.load(path)
         report.plot_distilled(os.path.join(out_dir, f"distilled_{method}.png"), ds.to_pixels(), ds.labels,
-                              data.class_names, f"{method.upper()}, {cfg.dataset}, {noise.get('spec')}, IPC {cfg.ipc}")
+                              data.class_names, f"{method.upper()}, {cfg.dataset}, {noise.get('spec')}, IPC {ipc}")
         for proto in cfg.protocols:
             pname = "standard" if proto == "standard" else own_protocol(method)
             r = eval_stage(method, ds, pname)
-            results[f"{method}/{pname}"] = {**r, "method": method, "ipc": cfg.ipc,
+            results[f"{method}/{pname}"] = {**r, "method": method, "ipc": ipc,
                                             "seconds": r["seconds"] + st["seconds"]}
             echo(f"{method} ({pname} protocol): {100 * r['acc_mean']:.2f} +- {100 * r['acc_std']:.2f}%")
         initial = os.path.join(workdir, INITIAL_FILE)
@@ -339,12 +420,13 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
                            for d, dd in enumerate(extra_draws.get(name, []), start=1)]
             if len(draws) > 1:
                 r = _pool_draws(draws)
-            results[f"control/{name}/{pname}"] = {**r, "method": name, "control": True, "ipc": cfg.ipc}
+            results[f"control/{name}/{pname}"] = {**r, "method": name, "control": True, "ipc": ipc}
             echo(f"control {name} ({pname} protocol): {100 * r['acc_mean']:.2f} +- {100 * r['acc_std']:.2f}%")
 
     report.plot_run_curves(out_dir, [m for m in cfg.methods if m not in EXTRA_METHODS])
+    extra = {} if settings.derived_from is None else {"derived_from": settings.derived_from}
     doc = report.write_results(os.path.join(out_dir, "results.json"), dataclasses.asdict(cfg), noise, results,
-                               timings=timings, seed=cfg.seed)
+                               timings=timings, seed=cfg.seed, **extra)
     report.write_report(out_dir, doc)
     return doc
 
@@ -359,19 +441,26 @@ def _pool_draws(draws: list[dict]) -> dict:
             "seconds": float(sum(r["seconds"] for r in draws))}
 
 
-def _run_extra(method: str, data, cfg: DenoiseConfig, key) -> dict:
-    """Co-teaching / JoCoR: trained on the full noisy set with the baseline's net and budget."""
+def _extra_config(method: str, cfg: DenoiseConfig):
+    """Co-teaching / JoCoR config: the baseline's net and budget, the run's overrides (checked by name)."""
     try:
         from jaxdistill.baselines import coteaching, jocor
     except ImportError as e:  # pragma: no cover - the module ships with the package
         raise ConfigError(f"method {method!r} is not available: {e}") from e
     from jaxdistill.noise import parse_noise_spec
 
-    ov = cfg.part(method)
     if method == "coteaching":
-        mcfg, train = coteaching.get_coteaching_config(cfg.dataset, cfg.preset, **ov), coteaching.train_coteaching
+        mcfg = coteaching.get_coteaching_config(cfg.dataset, cfg.preset)
     else:
-        kind = parse_noise_spec(cfg.noise).kind
-        mcfg, train = jocor.get_jocor_config(cfg.dataset, cfg.preset, kind, **ov), jocor.train_jocor
+        mcfg = jocor.get_jocor_config(cfg.dataset, cfg.preset, parse_noise_spec(cfg.noise).kind)
+    return _replace_checked(mcfg, cfg.part(method), f"{method} config")
+
+
+def _run_extra(method: str, data, cfg: DenoiseConfig, key, mcfg=None) -> dict:
+    """Co-teaching / JoCoR: trained on the full noisy set with the baseline's net and budget."""
+    from jaxdistill.baselines import coteaching, jocor
+
+    mcfg = mcfg if mcfg is not None else _extra_config(method, cfg)
+    train = coteaching.train_coteaching if method == "coteaching" else jocor.train_jocor
     out = train(data, mcfg, key)
     return {k: v for k, v in out.items() if isinstance(v, (int, float, str, list, dict, type(None)))}
