@@ -82,6 +82,18 @@ def test_mixmatch_loss_against_numpy_and_rampup():
                                 np.array([0.0, 0.0, 0.5, 1.0]))
 
 
+def test_anchor_clean_prob_is_the_mixture_on_anchor_losses():
+    rs = np.random.RandomState(8)
+    y = rs.randint(0, 3, 400)
+    wrong = rs.rand(400) < 0.4
+    p = np.full((400, 3), 0.05)
+    p[np.arange(400), np.where(wrong, (y + 1) % 3, y)] = 0.9  # the anchor believes the true class
+    w = dm.anchor_clean_prob(p, y)
+    ce = -np.log(p[np.arange(400), y])
+    chex.assert_trees_all_close(w, dm.gmm_clean_prob(dm.minmax(ce)))
+    assert (w[~wrong] > 0.5).all() and (w[wrong] < 0.5).all()
+
+
 def test_split_batches():
     w = np.array([[0.9, 0.1, 0.8, 0.7, 0.2, 0.6, 0.95, 0.3]])
     il, wl, iu, active, frac = dm._split_batches(w, 0.5, steps=2, b=2, rs=np.random.RandomState(0))
@@ -116,6 +128,11 @@ def test_tiny_run_and_lambda_u_selection():
     assert len(r["loss"]) == 4 and len(r["labelled_fraction"]) == 2 * 2  # 2 divided epochs x 2 nets
     assert all(0.0 <= f <= 1.0 for f in r["labelled_fraction"] + r["label_precision"])
     assert len(r["label_scores"]) == len(data.y_noisy)
+    # The anchor's split replaces the nets' own for the first anchor_epochs divided epochs, with no warm-up.
+    anchor = np.where(data.y_noisy == data.y_true, 0.9, 0.1)
+    ra = dm.train_dividemix(data, cfg.replace(warmup=0, anchor_epochs=1), jax.random.PRNGKey(1), anchor_w=anchor)
+    assert ra["labelled_fraction"][:2] == [float((anchor > 0.5).mean())] * 2
+    assert ra["label_precision"][:2] == [1.0, 1.0] and ra["config"]["anchor"] and len(ra["loss"]) == 4
     with pytest.raises(ConfigError, match="val_fraction"):
         dm.train_dividemix_select(make_noisy_data(load_dataset("digits"), "symmetric:0.4", subset=100), cfg,
                                   jax.random.PRNGKey(0))

@@ -123,3 +123,42 @@ def test_tiny_elr_run_last_best_and_flags(small_data):
 
         assert roc_auc_score(wrong, scores) > 0.7  # the targets disagree with the wrong labels
         assert len(r["flagged"]) == len(wrong)
+
+
+def test_estimate_transition_against_a_naive_loop():
+    rs = np.random.RandomState(6)
+    n, c = 200, 4
+    true = rs.randint(0, c, n)
+    flip = {0: 1, 1: 0, 2: 2, 3: 2}
+    noisy = np.where(rs.rand(n) < 0.3, [flip[t] for t in true], true)
+    anchor = np.eye(c)[true] * 0.9 + 0.1 / c       # a confident anchor that knows the true classes
+    t = rb.estimate_transition(anchor, noisy, c)
+    expect = np.zeros((c, c))
+    for i in range(c):
+        for j in range(c):
+            expect[i, j] = sum(anchor[m, i] for m in range(n) if noisy[m] == j) / anchor[:, i].sum()
+    chex.assert_trees_all_close(t, expect, rtol=1e-12)
+    chex.assert_trees_all_close(t.sum(1), np.ones(c))
+    # An anchor that never predicts class 3 leaves the identity row there
+    a2 = np.eye(c)[np.minimum(true, 2)]
+    chex.assert_trees_all_close(rb.estimate_transition(a2, noisy, c)[3], np.eye(c)[3])
+
+
+def test_forward_loss_value_gradient_and_config():
+    rs = np.random.RandomState(7)
+    z, y = rs.randn(5, 3), rs.randint(0, 3, 5)
+    t = np.array([[0.8, 0.2, 0.0], [0.1, 0.9, 0.0], [0.0, 0.3, 0.7]])
+    f = lambda zz: -np.log((_np_softmax(zz) @ t)[np.arange(5), y])
+    got = rb.forward_loss(jnp.asarray(z), jnp.asarray(y), jnp.asarray(t))
+    chex.assert_trees_all_close(np.asarray(got), f(z), rtol=1e-10)
+    g = jax.grad(lambda zz: rb.forward_loss(zz, jnp.asarray(y), jnp.asarray(t)).sum())(jnp.asarray(z))
+    chex.assert_trees_all_close(np.asarray(g), _fd_grad(lambda zz: float(f(zz).sum()), z), atol=1e-7)
+    # the identity matrix gives plain cross-entropy
+    ce = -np.log(_np_softmax(z)[np.arange(5), y])
+    chex.assert_trees_all_close(np.asarray(rb.forward_loss(jnp.asarray(z), jnp.asarray(y), jnp.eye(3))), ce,
+                                rtol=1e-10)
+    with pytest.raises(ConfigError, match="row-stochastic"):
+        rb.RobustConfig(loss="forward")
+    with pytest.raises(ConfigError, match="row-stochastic"):
+        rb.RobustConfig(loss="forward", transition=((0.5, 0.4), (0.0, 1.0)))
+    assert rb.RobustConfig(loss="forward", transition=tuple(map(tuple, t))).transition[2][2] == 0.7

@@ -57,6 +57,7 @@ class DivideMixConfig:
     lambda_u: float = 25.0
     rampup: int = 16
     crop_pad: int | None = None
+    anchor_epochs: int = 0
     gmm_iters: int = 10
     gmm_tol: float = 1e-2
     gmm_reg: float = 5e-4
@@ -65,8 +66,10 @@ class DivideMixConfig:
         checks = [("p_threshold", 0.0 < self.p_threshold < 1.0, "in (0, 1)"), ("T", self.T > 0, "> 0"),
                   ("alpha", self.alpha > 0, "> 0"), ("lambda_u", self.lambda_u >= 0, ">= 0"),
                   ("rampup", self.rampup >= 1, ">= 1"), ("k", self.k >= 1, ">= 1"),
-                  ("warmup", self.warmup is None or 1 <= self.warmup <= self.train.epochs,
-                   f"in [1, epochs={self.train.epochs}] or None")]
+                  ("warmup", self.warmup is None or 0 <= self.warmup <= self.train.epochs,
+                   f"in [0, epochs={self.train.epochs}] or None"),
+                  ("anchor_epochs", 0 <= self.anchor_epochs <= self.train.epochs,
+                   f"in [0, epochs={self.train.epochs}]")]
         for name, ok, allowed in checks:
             if not ok:
                 raise ConfigError(f"DivideMix {name}={getattr(self, name)!r}; allowed {allowed}")
@@ -76,7 +79,7 @@ class DivideMixConfig:
 
     @property
     def warmup_epochs(self) -> int:
-        return self.warmup or max(1, round(0.1 * self.train.epochs))
+        return self.warmup if self.warmup is not None else max(1, round(0.1 * self.train.epochs))
 
 
 def get_dividemix_config(dataset: str, preset: str = "paper", **overrides) -> DivideMixConfig:
@@ -131,6 +134,14 @@ def gmm_clean_prob(losses: np.ndarray, max_iter: int = 10, tol: float = 1e-2, re
     return resp[:, int(np.argmin(mu))]
 
 
+def anchor_clean_prob(pred_probs: np.ndarray, labels: np.ndarray, **gmm) -> np.ndarray:
+    """Clean probabilities from an anchor's predictions (N, C) on the training images: the same mixture DivideMix
+    fits, on the anchor's min-max normalised cross-entropy of each given label."""
+    p = np.clip(np.asarray(pred_probs, np.float64), 1e-12, 1.0)
+    ce = -np.log(p[np.arange(len(labels)), np.asarray(labels)])
+    return gmm_clean_prob(minmax(ce), **gmm)
+
+
 def minmax(v: np.ndarray) -> np.ndarray:
     """(v - min) / (max - min) along the last axis (DivideMix normalises each net's losses so)."""
     lo, hi = v.min(-1, keepdims=True), v.max(-1, keepdims=True)
@@ -178,8 +189,14 @@ def mixmatch_loss(logits: jax.Array, targets: jax.Array, n_labelled: int, lambda
 
 TEST_CURVE = 2000  # test images scored after every epoch for the curve (never used for a choice)
 
-def train_dividemix(data, cfg: DivideMixConfig, key: jax.Array, progress: bool = False) -> dict:
+def train_dividemix(data, cfg: DivideMixConfig, key: jax.Array, progress: bool = False,
+                    anchor_w: np.ndarray | None = None) -> dict:
     """DivideMix on data.x_train / data.y_noisy; cfg.k independent runs.
+
+    anchor_w (N,): clean probabilities from elsewhere (jaxdistill's anchor: nets trained on the distilled set,
+    which never saw the noisy labels); the first cfg.anchor_epochs divided epochs use it as both nets' split
+    instead of their own mixtures (then the nets' own mixtures take over), so the warm-up on the noisy labels
+    can be shortened or dropped (warmup=0).
 
     Returns dict(method, acc_mean / acc_std / accs (last epoch, the two nets' summed logits), best_* (the epoch
     the noisy validation split picks, where there is one), val_curve, labelled_fraction and label_precision
@@ -290,8 +307,11 @@ def train_dividemix(data, cfg: DivideMixConfig, key: jax.Array, progress: bool =
             lse = mx + np.log(np.exp(lg - mx[..., None]).sum(-1))
             ce = lse - lg[..., np.arange(n), y]                        # (k, 2, N) per-sample cross-entropy
             norm = minmax(ce)
-            w = np.stack([[gmm_clean_prob(norm[r, j], cfg.gmm_iters, cfg.gmm_tol, cfg.gmm_reg) for j in range(2)]
-                          for r in range(kr)])
+            if anchor_w is not None and e < warm + cfg.anchor_epochs:
+                w = np.broadcast_to(np.asarray(anchor_w, np.float64), (kr, 2, n)).copy()
+            else:
+                w = np.stack([[gmm_clean_prob(norm[r, j], cfg.gmm_iters, cfg.gmm_tol, cfg.gmm_reg)
+                               for j in range(2)] for r in range(kr)])
             losses = []
             for j in (0, 1):                                           # net j learns from the other net's split
                 il, wl, iu, active, frac = _split_batches(w[:, 1 - j], cfg.p_threshold, steps, b, rs)
@@ -336,6 +356,8 @@ def train_dividemix(data, cfg: DivideMixConfig, key: jax.Array, progress: bool =
            "config": {"width": cfg.width, "k": kr, "epochs": epochs, "warmup": warm, "batch": b,
                       "steps_per_epoch": steps, "p_threshold": cfg.p_threshold, "T": cfg.T, "alpha": cfg.alpha,
                       "lambda_u": cfg.lambda_u, "rampup": cfg.rampup, "crop_pad": pad,
+                      "anchor": anchor_w is not None,
+                      "anchor_epochs": cfg.anchor_epochs if anchor_w is not None else 0,
                       "train": dataclasses.asdict(tc)}}
     if has_val:
         best = test(jax.tree_util.tree_map(jnp.asarray, best_params))
@@ -372,14 +394,15 @@ def _split_batches(w: np.ndarray, tau: float, steps: int, b: int, rs: np.random.
 
 
 def train_dividemix_select(data, cfg: DivideMixConfig, key: jax.Array, lambda_us=(0.0, 25.0),
-                           progress: bool = False) -> dict:
+                           progress: bool = False, anchor_w: np.ndarray | None = None) -> dict:
     """Train DivideMix once per lambda_u (same key) and keep the run whose last-epoch noisy-validation accuracy
     is highest (no test labels involved). Needs a validation split. Returns the chosen run's dict with
     `lambda_u_candidates` {lambda_u: {final_val, acc_mean}} beside it."""
     if getattr(data, "x_val", None) is None or len(data.x_val) == 0:
         raise ConfigError("DivideMix chooses lambda_u on the noisy validation split, and this data has none: "
                           "make the data with val_fraction > 0 (e.g. make_noisy_data(..., val_fraction=0.1))")
-    runs = {float(lu): train_dividemix(data, cfg.replace(lambda_u=float(lu)), key, progress) for lu in lambda_us}
+    runs = {float(lu): train_dividemix(data, cfg.replace(lambda_u=float(lu)), key, progress, anchor_w)
+            for lu in lambda_us}
     chosen = max(runs, key=lambda lu: runs[lu]["final_val"])
     out = dict(runs[chosen])
     out["lambda_u_candidates"] = {str(lu): {"final_val": r["final_val"], "acc_mean": r["acc_mean"]}

@@ -1,4 +1,5 @@
-"""Noise-robust losses for one net: GCE (Zhang & Sabuncu, NeurIPS 2018) and ELR (Liu et al., NeurIPS 2020).
+"""Noise-robust losses for one net: GCE (Zhang & Sabuncu, NeurIPS 2018), ELR (Liu et al., NeurIPS 2020) and
+forward loss correction (Patrini et al., CVPR 2017) with a transition matrix estimated by an anchor.
 
 - GCE: L_q(p, y) = (1 - p_y^q) / q with q = 0.7: cross-entropy as q -> 0, MAE at q = 1; it down-weights the
   samples the net finds unlikely, which are mostly the wrong labels.
@@ -7,6 +8,9 @@
   The regulariser pushes p_i towards the net's own early-learning prediction t_i, so the net keeps predicting
   what it learned before memorising. A label is flagged wrong where argmax t_i != y_i; the score 1 - t_i[y_i]
   ranks the labels for the detection table.
+- forward: -log (softmax(z) T)_y, T[i, j] = P(noisy j | true i). jaxdistill estimates T from an anchor that never
+  saw the noisy labels (nets trained on the distilled set): `estimate_transition` (its predicted class
+  distribution of each sample against the sample's noisy label). The test prediction is softmax(z) itself.
 
 The training recipe is the noisy-data baseline's (`get_baseline_config`: net, epochs, batch, SGD + momentum,
 step decay), so each method gets the baseline's budget. `k` independent seeds train in one jitted program
@@ -31,13 +35,14 @@ from jaxdistill.evaluate import default_depth
 from jaxdistill.nn import NetConfig, make_net
 from jaxdistill.train import TrainConfig, accuracy, make_optimizer, steps_per_epoch
 
-LOSSES = ("ce", "gce", "elr")
+LOSSES = ("ce", "gce", "elr", "forward")
 ELR_CLIP = 1e-4
 
 
 @dataclasses.dataclass(frozen=True)
 class RobustConfig:
-    """loss 'ce' | 'gce' | 'elr'; q for GCE; lam (lambda) and beta for ELR."""
+    """loss 'ce' | 'gce' | 'elr' | 'forward'; q for GCE; lam (lambda) and beta for ELR; transition (C rows of C
+    floats, row-stochastic) for forward correction."""
 
     loss: str = "gce"
     width: int = 128
@@ -48,8 +53,15 @@ class RobustConfig:
     q: float = 0.7
     lam: float = 3.0
     beta: float = 0.7
+    transition: tuple | None = None
 
     def __post_init__(self):
+        if self.loss == "forward":
+            t = np.asarray(self.transition if self.transition is not None else np.zeros((0, 0)), np.float64)
+            if t.ndim != 2 or t.shape[0] != t.shape[1] or t.shape[0] == 0 or np.any(t < 0) \
+                    or not np.allclose(t.sum(1), 1.0, atol=1e-4):
+                raise ConfigError(f"loss='forward' needs transition = a row-stochastic C x C matrix; got "
+                                  f"{None if self.transition is None else t.shape}")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss={self.loss!r}; allowed {', '.join(LOSSES)}")
         if not 0.0 < self.q <= 1.0:
@@ -76,6 +88,23 @@ def gce_loss(logits: jax.Array, y: jax.Array, q: float) -> jax.Array:
     """Per-example GCE (1 - p_y^q) / q: logits (B, C), y (B,) int -> (B,)."""
     log_py = jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1)[:, 0]
     return (1.0 - jnp.exp(q * log_py)) / q
+
+
+def estimate_transition(anchor_probs: np.ndarray, noisy: np.ndarray, num_classes: int) -> np.ndarray:
+    """T[i, j] = sum_n a[n, i] [y_n = j] / sum_n a[n, i]: the noisy-label distribution of the samples the anchor
+    puts in class i (soft counts). (N, C), (N,) -> (C, C), row-stochastic (a class the anchor never predicts
+    gets the identity row)."""
+    a = np.asarray(anchor_probs, np.float64)
+    y = np.eye(num_classes)[np.asarray(noisy)]
+    counts = a.T @ y
+    mass = counts.sum(1, keepdims=True)
+    return np.where(mass > 0, counts / np.maximum(mass, 1e-12), np.eye(num_classes))
+
+
+def forward_loss(logits: jax.Array, y: jax.Array, transition: jax.Array) -> jax.Array:
+    """Per-example forward-corrected cross-entropy -log (softmax(z) T)_y: (B, C), (B,), (C, C) -> (B,)."""
+    q = jax.nn.softmax(logits) @ transition
+    return -jnp.log(jnp.clip(jnp.take_along_axis(q, y[:, None], 1)[:, 0], 1e-12, 1.0))
 
 
 def elr_target_update(t: jax.Array, logits: jax.Array, beta: float) -> jax.Array:
@@ -123,6 +152,7 @@ def train_robust(data, cfg: RobustConfig, key: jax.Array, progress: bool = False
     epochs = tc.epochs
     net = make_net(NetConfig(c, width=cfg.width, depth=cfg.depth or default_depth(x.shape[1])))
     tx = make_optimizer(tc, epochs * n_steps)
+    trans = jnp.asarray(np.asarray(cfg.transition, np.float32)) if cfg.loss == "forward" else None
 
     def batch_loss(params, xb, yb, tb):
         logits = net.apply(params, xb)
@@ -132,6 +162,8 @@ def train_robust(data, cfg: RobustConfig, key: jax.Array, progress: bool = False
         elif cfg.loss == "elr":
             t_new = elr_target_update(tb, logits, cfg.beta)
             per = elr_loss(logits, yb, t_new, cfg.lam)
+        elif cfg.loss == "forward":
+            per, t_new = forward_loss(logits, yb, trans), tb
         else:
             per = -jnp.take_along_axis(jax.nn.log_softmax(logits), yb[:, None], 1)[:, 0]
             t_new = tb

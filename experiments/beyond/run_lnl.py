@@ -1,0 +1,315 @@
+"""One comparison of every noisy-label method on the same noisy labels, net and budget (issue 31).
+
+Per (noise, seed): Fashion-MNIST's 5000-image cpu subset with a noisy validation split (10%, carved from the
+noisy training set, never the test labels); one ConvNet (the baseline's width and recipe at --preset) per method
+and seed. Methods (cells), each written to --runs atomically as soon as it finishes, so a stop loses at most the
+cell under way and a later session goes on where this one stopped:
+
+    baseline        the ConvNet on all noisy labels: `baseline_last` (last epoch) and `baseline_best` (the epoch
+                    the noisy validation split picks)
+    coteaching, jocor, gce, elr, dividemix (lambda_u chosen from {0, 25} on the noisy validation split),
+    cleanlearning   cleanlab's confident learning: 5-fold CV probabilities, find_label_issues, prune, refit
+    distilled_set   the DANCE set (IPC 10) under the common protocol; its nets score every label (our detector)
+    jaxdistill_repair_select / _relabel / _relabel_select: the repair rules on those scores, then the baseline
+    jaxdistill_forward   forward loss correction, the transition matrix estimated from the distilled-set nets'
+                    predictions against the noisy labels
+    jaxdistill_anchor_dividemix: DivideMix whose first fifth of the epochs divide by the distilled-set nets'
+                    clean probabilities instead of a warm-up on the noisy labels
+
+The distilled set of each (noise, seed) is saved under --sets (small; committed) so the jaxdistill_ cells of a
+later session reuse it. Then `aggregate` writes the issue's JSON ({noise: {method: {acc_mean, acc_std, seeds,
+best_acc_mean, auroc}}}), a Markdown table and a plot.
+
+    python experiments/beyond/run_lnl.py run --noise symmetric:0.4 --seeds 0 1 2
+    python experiments/beyond/run_lnl.py aggregate
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+import numpy as np
+
+from jaxdistill.checkpoint import atomic_write_json, atomic_write_text, read_json
+from jaxdistill.errors import ConfigError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+METHODS = ("baseline", "gce", "elr", "coteaching", "jocor", "cleanlearning", "distilled_set",
+           "jaxdistill_repair_select", "jaxdistill_repair_relabel", "jaxdistill_repair_relabel_select",
+           "jaxdistill_forward", "dividemix", "jaxdistill_anchor_dividemix")
+# Args that change what a cell means: a resumed run must agree on them.
+RESULT_ARGS = ("dataset", "subset", "val_fraction", "preset", "ipc", "distiller", "cv_folds", "epochs")
+
+
+def cell_key(noise: str, seed: int, method: str) -> str:
+    return f"{noise}|seed{seed}|{method}"
+
+
+def _strip(d: dict) -> dict:
+    """Drop per-sample arrays (kept only as detection metrics) and curves from a result dict."""
+    return {k: v for k, v in d.items() if k not in ("label_scores", "flagged", "curve", "params")}
+
+
+def _detect(scores, flagged, data) -> dict | None:
+    from jaxdistill.detect import detection_metrics
+
+    if data.y_true is None:
+        return None
+    return detection_metrics(-np.asarray(scores, np.float64), np.asarray(flagged, bool),
+                             np.asarray(data.y_noisy) != np.asarray(data.y_true))
+
+
+def _entry(r: dict, best: dict | None = None) -> dict:
+    out = {"acc_mean": r["acc_mean"], "acc_std": r.get("acc_std", 0.0), "accs": r.get("accs", [r["acc_mean"]])}
+    if best is not None:
+        out.update(best_acc_mean=best["acc_mean"], best_accs=best.get("accs"))
+    elif "best_acc_mean" in r:
+        out.update(best_acc_mean=r["best_acc_mean"], best_accs=r.get("best_accs"))
+    return out
+
+
+def _distilled(data, seed: int, a, sets_dir: str, tag: str):
+    """The distilled set of this (noise, seed): loaded from --sets when a previous session made it."""
+    from jaxdistill.methods.base import DistilledSet
+    from jaxdistill.pipeline import stage_key
+
+    sys.path.insert(0, HERE)
+    from run_beyond import make_distilled
+
+    path = os.path.join(sets_dir, f"{tag}.npz")
+    if os.path.exists(path):
+        return DistilledSet.load(path)
+    d, _, _ = make_distilled(a.distiller, data, stage_key(seed, "distill"), a.ipc, a.preset, {})
+    os.makedirs(sets_dir, exist_ok=True)
+    d.save(path)
+    return d
+
+
+def _anchor(data, seed: int, a, ctx: dict):
+    """(the distilled set, LabelScores of one net trained on it under the common protocol): the anchor every
+    jaxdistill_ method builds on; computed once per (noise, seed)."""
+    from jaxdistill.detect import score_labels
+    from jaxdistill.evaluate import get_protocol
+    from jaxdistill.pipeline import stage_key
+
+    if "scores" not in ctx:
+        d = _distilled(data, seed, a, a.sets, ctx["tag"])
+        prot = get_protocol("standard", num_images=d.num_images, num_classes=data.num_classes,
+                            image_size=d.images.shape[1], preset=a.preset)
+        ctx["distilled"], ctx["scores"] = d, score_labels(d, data, stage_key(seed, "score"), k=1, protocol=prot)
+    return ctx["distilled"], ctx["scores"]
+
+
+def run_cell(method: str, data, seed: int, a, ctx: dict) -> dict:
+    """One method on one (noise, seed): a JSON-ready dict with acc_mean / best_acc_mean / detect / seconds."""
+    from jaxdistill import baselines as B
+    from jaxdistill.baseline import get_baseline_config, run_baseline
+    from jaxdistill.pipeline import stage_key
+
+    bcfg = get_baseline_config(data.name, a.preset)
+    bcfg = dataclasses.replace(bcfg, k=1, train=bcfg.train.replace(epochs=a.epochs or bcfg.train.epochs))
+    key = stage_key(seed, method)
+    t0 = time.perf_counter()
+    res: dict
+    if method == "baseline":
+        r = run_baseline(data, bcfg, stage_key(seed, "train"), clean=False)
+        res = {"last": _entry(r["baseline_noisy"]), "best": _entry(r["baseline_noisy_valselected"]),
+               "convergence": r["baseline_noisy"].get("convergence")}
+    elif method in ("gce", "elr"):
+        r = B.train_robust(data, B.get_robust_config(method, data.name, a.preset, width=bcfg.width, k=1,
+                                                     train=bcfg.train), key)
+        res = {**_entry(r), "config": r["config"]}
+        if method == "elr":
+            res["detect"] = _detect(r["label_scores"], r["flagged"], data)
+    elif method in ("coteaching", "jocor"):
+        ep = bcfg.train.epochs
+        adam = bcfg.train.replace(optimizer="adam", lr=1e-3, momentum=0.0, weight_decay=0.0)
+        kw = {"width": bcfg.width, "k": 1, "num_gradual": max(1, ep // 5), "train": adam}
+        if method == "coteaching":
+            r = B.train_coteaching(data, B.get_coteaching_config(data.name, a.preset, **kw), key)
+        else:
+            r = B.train_jocor(data, B.get_jocor_config(data.name, a.preset, noise_kind=ctx["kind"], **kw), key)
+        res = {**_entry(r), "tau": r.get("tau")}
+    elif method == "dividemix":
+        cfg = B.get_dividemix_config(data.name, a.preset, width=bcfg.width, k=1, train=bcfg.train)
+        r = B.train_dividemix_select(data, cfg, key)
+        res = {**_entry(r), "lambda_u": r["lambda_u"], "lambda_u_candidates": r["lambda_u_candidates"],
+               "detect": _detect(r["label_scores"], r["flagged"], data), "config": r["config"]}
+    elif method == "cleanlearning":
+        from jaxdistill.detect import cleanlab_scores, cross_val_pred_probs
+
+        probs = cross_val_pred_probs(data, stage_key(seed, "cv"), folds=a.cv_folds, epochs=bcfg.train.epochs,
+                                     width=bcfg.width, train_cfg=bcfg.train)
+        cl = cleanlab_scores(probs, data.y_noisy)
+        kept = ~cl.flagged
+        pruned = dataclasses.replace(data, x_train=np.asarray(data.x_train)[kept],
+                                     y_noisy=np.asarray(data.y_noisy)[kept],
+                                     y_true=None if data.y_true is None else np.asarray(data.y_true)[kept])
+        r = run_baseline(pruned, bcfg, stage_key(seed, "train"), clean=False)
+        res = {**_entry(r["baseline_noisy"], r.get("baseline_noisy_valselected")),
+               "kept_fraction": float(kept.mean()), "cv_epochs": bcfg.train.epochs,
+               "detect": _detect(-cl.quality, cl.flagged, data)}
+    elif method == "jaxdistill_forward":
+        d, scores = _anchor(data, seed, a, ctx)
+        t = B.robust.estimate_transition(scores.pred_probs, data.y_noisy, data.num_classes)
+        r = B.train_robust(data, B.get_robust_config("forward", data.name, a.preset, width=bcfg.width, k=1,
+                                                     train=bcfg.train, transition=tuple(map(tuple, t))), key)
+        res = {**_entry(r), "transition": t.tolist(), "detect": scores.meta.get("metrics")}
+        if data.noise is not None:
+            res["transition_error"] = float(np.abs(t - np.asarray(data.noise.transition)).sum(1).mean())
+    elif method == "jaxdistill_anchor_dividemix":
+        from jaxdistill.baselines.dividemix import anchor_clean_prob
+
+        d, scores = _anchor(data, seed, a, ctx)
+        w = anchor_clean_prob(scores.pred_probs, data.y_noisy)
+        ep = bcfg.train.epochs
+        cfg = B.get_dividemix_config(data.name, a.preset, width=bcfg.width, k=1, train=bcfg.train, warmup=0,
+                                     anchor_epochs=max(1, round(0.2 * ep)))
+        r = B.train_dividemix_select(data, cfg, key, anchor_w=w)
+        res = {**_entry(r), "lambda_u": r["lambda_u"], "lambda_u_candidates": r["lambda_u_candidates"],
+               "detect": _detect(r["label_scores"], r["flagged"], data),
+               "anchor_detect": _detect(1.0 - w, w < 0.5, data), "config": r["config"]}
+    elif method == "distilled_set" or method.startswith("jaxdistill_repair_"):
+        from jaxdistill.repair import RepairConfig, repair
+
+        d, scores = _anchor(data, seed, a, ctx)
+        if method == "distilled_set":
+            accs = scores.meta["test_accs"]
+            res = {"acc_mean": float(np.mean(accs)), "acc_std": float(np.std(accs)), "accs": list(accs),
+                   "protocol": "standard", "detect": scores.meta.get("metrics"), "num_images": d.num_images}
+        else:
+            rule = method[len("jaxdistill_repair_"):]
+            rr = repair(data, d, stage_key(seed, "repair"),
+                        RepairConfig(rule=rule, score_k=1, preset=a.preset, train=bcfg, baseline=False),
+                        scores=scores)
+            res = {**_entry(rr.results["repair"], rr.results.get("repair_valselected")), "stats": rr.stats,
+                   "detect": scores.meta.get("metrics")}
+    else:
+        raise ConfigError(f"method {method!r}; allowed {', '.join(METHODS)}")
+    res["seconds"] = time.perf_counter() - t0
+    return res
+
+
+def cmd_run(a) -> int:
+    from jaxdistill.data import load_dataset, make_noisy_data
+
+    bad = [m for m in a.methods if m not in METHODS]
+    if bad:
+        raise ConfigError(f"--methods {bad}; allowed {', '.join(METHODS)}")
+    store = read_json(a.runs) if os.path.exists(a.runs) else {"args": {}, "cells": {}}
+    args = {k: getattr(a, k) for k in RESULT_ARGS}
+    if store["args"] and store["args"] != args:
+        diff = {k: (store["args"].get(k), v) for k, v in args.items() if store["args"].get(k) != v}
+        raise ConfigError(f"{a.runs} was made with other settings {diff} (stored, given); use another --runs")
+    store["args"] = args
+    ds = load_dataset(a.dataset)
+    for noise in a.noise:
+        for seed in a.seeds:
+            todo = [m for m in a.methods if cell_key(noise, seed, m) not in store["cells"]]
+            if not todo:
+                continue
+            data = make_noisy_data(ds, noise, seed=seed, subset=a.subset or None, val_fraction=a.val_fraction)
+            ctx = {"kind": noise.split(":")[0], "tag": f"{noise.replace(':', '_')}_seed{seed}"}
+            for m in todo:
+                print(f"[{noise} seed {seed}] {m} ...", flush=True)
+                r = run_cell(m, data, seed, a, ctx)
+                r.update(noise=noise, seed=seed, method=m,
+                         command=f"python experiments/beyond/run_lnl.py run --noise {noise} --seeds {seed} "
+                                 f"--methods {m}", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                store["cells"][cell_key(noise, seed, m)] = r
+                atomic_write_json(a.runs, store)
+                acc = r["last"]["acc_mean"] if m == "baseline" else r["acc_mean"]
+                print(f"[{noise} seed {seed}] {m}: {100 * acc:.2f} ({r['seconds']:.0f} s)", flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- aggregate
+
+def aggregate(cells: dict) -> dict:
+    """cells -> {noise: {method: {acc_mean, acc_std, seeds, best_acc_mean?, auroc?}}} (means over seeds)."""
+    groups: dict = {}
+    for c in cells.values():
+        rows = ([("baseline_last", c["last"]), ("baseline_best", c["best"])] if c["method"] == "baseline"
+                else [(c["method"], c)])
+        for name, r in rows:
+            groups.setdefault(c["noise"], {}).setdefault(name, []).append((r, c.get("detect")))
+    out: dict = {}
+    for noise, methods in groups.items():
+        for name, rs in methods.items():
+            accs = [r["acc_mean"] for r, _ in rs]
+            e = {"acc_mean": float(np.mean(accs)), "acc_std": float(np.std(accs)), "seeds": len(rs)}
+            best = [r["best_acc_mean"] for r, _ in rs if r.get("best_acc_mean") is not None]
+            if len(best) == len(rs):
+                e["best_acc_mean"] = float(np.mean(best))
+            au = [d["auroc"] for _, d in rs if d]
+            if len(au) == len(rs):
+                e["auroc"] = float(np.mean(au))
+                e["auroc_std"] = float(np.std(au))
+            out.setdefault(noise, {})[name] = e
+    return out
+
+
+def table(agg: dict) -> str:
+    lines = ["# Noisy-label methods side by side (Fashion-MNIST, cpu preset)", "",
+             "Test accuracy %, mean +- std over seeds (one net per seed), at the **last** epoch (headline) and at "
+             "the epoch the noisy validation split picks (best). AUROC: how well the method's own score ranks the "
+             "wrong labels. Made by `python experiments/beyond/run_lnl.py aggregate`; each cell's command and "
+             "finish time are in `lnl_fmnist_cpu_runs.json`.", ""]
+    for noise, methods in agg.items():
+        lines += [f"## {noise}", "", "| method | last | best (noisy val) | seeds | AUROC |", "|---|---|---|---|---|"]
+        for name, e in sorted(methods.items(), key=lambda kv: -kv[1]["acc_mean"]):
+            best = f"{100 * e['best_acc_mean']:.2f}" if "best_acc_mean" in e else ""
+            au = f"{e['auroc']:.3f} +- {e['auroc_std']:.3f}" if "auroc" in e else ""
+            lines.append(f"| {name} | {100 * e['acc_mean']:.2f} +- {100 * e['acc_std']:.2f} | {best} | "
+                         f"{e['seeds']} | {au} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def cmd_aggregate(a) -> int:
+    store = read_json(a.runs)
+    agg = aggregate(store["cells"])
+    atomic_write_json(a.out, agg)
+    atomic_write_text(a.table, table(agg) + "\n")
+    print(table(agg))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--dataset", default="fashion_mnist")
+    r.add_argument("--subset", type=int, default=5000)
+    r.add_argument("--val-fraction", type=float, default=0.1)
+    r.add_argument("--preset", default="cpu")
+    r.add_argument("--ipc", type=int, default=10)
+    r.add_argument("--distiller", default="dance")
+    r.add_argument("--cv-folds", type=int, default=5)
+    r.add_argument("--epochs", type=int, default=None, help="full-data epochs (default: the preset baseline's)")
+    r.add_argument("--noise", nargs="+", default=["symmetric:0.4"])
+    r.add_argument("--seeds", nargs="+", type=int, default=[0])
+    r.add_argument("--methods", nargs="+", default=list(METHODS))
+    r.add_argument("--runs", default=os.path.join(HERE, "lnl_fmnist_cpu_runs.json"))
+    r.add_argument("--sets", default=os.path.join(HERE, "lnl_sets"))
+    g = sub.add_parser("aggregate")
+    g.add_argument("--runs", default=os.path.join(HERE, "lnl_fmnist_cpu_runs.json"))
+    g.add_argument("--out", default=os.path.join(HERE, "lnl_fmnist_cpu.json"))
+    g.add_argument("--table", default=os.path.join(HERE, "lnl_fmnist_cpu.md"))
+    return p
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        return cmd_run(a) if a.cmd == "run" else cmd_aggregate(a)
+    except ConfigError as e:
+        print(f"run_lnl: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""experiments/beyond/run_lnl.py: aggregation over seeds (against NumPy), the table, the resume guard and the
+method check. The training paths are the methods' own (tests/test_dividemix.py, test_robust_losses.py, ...)."""
+import importlib.util
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from jaxdistill.checkpoint import atomic_write_json
+from jaxdistill.errors import ConfigError
+
+_PATH = os.path.join(os.path.dirname(__file__), "..", "experiments", "beyond", "run_lnl.py")
+_spec = importlib.util.spec_from_file_location("run_lnl", _PATH)
+rl = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(rl)
+
+
+def _cells():
+    cells = {}
+    for s, (last, best, dm, au) in enumerate([(0.80, 0.84, 0.86, 0.95), (0.78, 0.85, 0.88, 0.97),
+                                              (0.76, 0.83, 0.87, 0.96)]):
+        cells[rl.cell_key("symmetric:0.4", s, "baseline")] = {
+            "noise": "symmetric:0.4", "seed": s, "method": "baseline",
+            "last": {"acc_mean": last}, "best": {"acc_mean": best}}
+        cells[rl.cell_key("symmetric:0.4", s, "dividemix")] = {
+            "noise": "symmetric:0.4", "seed": s, "method": "dividemix", "acc_mean": dm, "best_acc_mean": dm + 0.01,
+            "detect": {"auroc": au}}
+    cells[rl.cell_key("asymmetric:0.4", 0, "gce")] = {"noise": "asymmetric:0.4", "seed": 0, "method": "gce",
+                                                      "acc_mean": 0.7}
+    return cells
+
+
+def test_aggregate_means_over_seeds_against_numpy():
+    agg = rl.aggregate(_cells())
+    sym = agg["symmetric:0.4"]
+    np.testing.assert_allclose(sym["baseline_last"]["acc_mean"], np.mean([0.80, 0.78, 0.76]))
+    np.testing.assert_allclose(sym["baseline_last"]["acc_std"], np.std([0.80, 0.78, 0.76]))
+    np.testing.assert_allclose(sym["baseline_best"]["acc_mean"], np.mean([0.84, 0.85, 0.83]))
+    np.testing.assert_allclose(sym["dividemix"]["best_acc_mean"], np.mean([0.87, 0.89, 0.88]))
+    np.testing.assert_allclose(sym["dividemix"]["auroc"], 0.96)
+    assert sym["dividemix"]["seeds"] == 3 and "auroc" not in sym["baseline_last"]
+    assert agg["asymmetric:0.4"]["gce"] == {"acc_mean": 0.7, "acc_std": 0.0, "seeds": 1}
+    md = rl.table(agg)
+    rows = [ln for ln in md.splitlines() if ln.startswith("| dividemix |")]
+    assert rows == [f"| dividemix | 87.00 +- {100 * np.std([0.86, 0.88, 0.87]):.2f} | 88.00 | 3 | 0.960 +- "
+                    f"{np.std([0.95, 0.97, 0.96]):.3f} |"]
+    # sorted best first within a noise
+    section = md.split("## symmetric:0.4")[1].split("## ")[0]
+    sym_rows = [ln.split("|")[1].strip() for ln in section.splitlines() if ln.startswith("| ")]
+    assert sym_rows[1:] == ["dividemix", "baseline_best", "baseline_last"]
+
+
+def test_run_refuses_other_settings_and_unknown_methods(tmp_path):
+    runs = tmp_path / "runs.json"
+    a = rl.build_parser().parse_args(["run", "--runs", str(runs), "--methods", "baseline"])
+    atomic_write_json(str(runs), {"args": {**{k: getattr(a, k) for k in rl.RESULT_ARGS}, "subset": 123},
+                                  "cells": {}})
+    with pytest.raises(ConfigError, match=r"other settings.*subset.*123, 5000"):
+        rl.cmd_run(a)
+    bad = rl.build_parser().parse_args(["run", "--runs", str(runs), "--methods", "mixup"])
+    with pytest.raises(ConfigError, match=r"\['mixup'\].*allowed baseline, gce"):
+        rl.cmd_run(bad)
+    assert rl.main(["run", "--runs", str(runs), "--methods", "mixup"]) == 2
