@@ -3,7 +3,8 @@
 `load_dataset(name)` -> Dataset (float32 NHWC [0,1] images, int32 labels); `make_noisy_data(ds, spec)`
 -> NoisyData (noise on the training split only). Importing this package does not import TensorFlow.
 """
-from jaxdistill.data.registry import Dataset, describe_datasets, list_datasets, load_dataset
+from jaxdistill.data.dataset import Dataset
+from jaxdistill.data.registry import describe_datasets, list_datasets, load_dataset
 from jaxdistill.data.split import check_ipc, class_buckets, stratified_split, stratified_subset
 from jaxdistill.data.noisy import NoisyData, make_noisy_data
 from jaxdistill.data.idx import parse_idx, read_idx

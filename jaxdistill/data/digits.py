@@ -11,7 +11,8 @@ from importlib import resources
 
 import numpy as np
 
-from jaxdistill.data.registry import Dataset, register
+from jaxdistill.data.dataset import Dataset
+from jaxdistill.data.registry import register
 from jaxdistill.data.split import stratified_split
 from jaxdistill.errors import DataError
 

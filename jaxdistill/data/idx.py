@@ -7,7 +7,8 @@ import zlib
 
 import numpy as np
 
-from jaxdistill.data.registry import Dataset, ENV_DATA_DIR, candidate_dirs, register, to_float_images
+from jaxdistill.data.dataset import Dataset
+from jaxdistill.data.registry import ENV_DATA_DIR, candidate_dirs, register, to_float_images
 from jaxdistill.errors import DataError
 
 # IDX type byte -> big-endian numpy dtype (http://yann.lecun.com/exdb/mnist/).

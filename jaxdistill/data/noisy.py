@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxdistill.data.registry import Dataset
+from jaxdistill.data.dataset import Dataset
 from jaxdistill.data.split import stratified_split, stratified_subset
 from jaxdistill.errors import ConfigError, DataError
 

@@ -11,8 +11,8 @@ import zipfile
 
 import numpy as np
 
+from jaxdistill.data.dataset import Dataset
 from jaxdistill.data.split import stratified_split
-from jaxdistill.data.registry import Dataset
 from jaxdistill.errors import DataError
 
 TEST_FRACTION = 0.1

@@ -10,7 +10,8 @@ import re
 
 import numpy as np
 
-from jaxdistill.data.registry import Dataset, ENV_DATA_DIR, register, to_float_images
+from jaxdistill.data.dataset import Dataset
+from jaxdistill.data.registry import ENV_DATA_DIR, register, to_float_images
 from jaxdistill.errors import DataError
 
 ENV_DOWNLOAD = "JAXDISTILL_TFDS_DOWNLOAD"

@@ -5,7 +5,8 @@ import os
 
 import numpy as np
 
-from jaxdistill.data.registry import Dataset, ENV_DATA_DIR, candidate_dirs, register, to_float_images
+from jaxdistill.data.dataset import Dataset
+from jaxdistill.data.registry import ENV_DATA_DIR, candidate_dirs, register, to_float_images
 from jaxdistill.errors import DataError
 
 _EXTS = (".jpeg", ".jpg", ".png")
