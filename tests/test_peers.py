@@ -205,3 +205,18 @@ def test_datm_yaml_reads_back_with_yacs_types(tmp_path):
     assert y["Iteration"] == 50 and y["eval_it"] == 50 and y["skip_first_eva"] is True
     assert y["zca"] is True and y["epoch_eval_train"] == 100 and y["num_eval"] == 5
     assert y["dataset"] == "FashionMNIST" and y["noise_rate"] == pytest.approx(0.4)
+
+
+def test_jaxdistill_ms_per_iter_from_chunked_metrics(tmp_path):
+    import json
+
+    from experiments.peers import run_peers as R
+
+    rows = [{"stage": "distill_dance", "step": s, "wall_s": w} for s, w in
+            [(1, 10.0), (2, 10.0), (3, 12.0), (4, 12.0), (5, 14.0), (6, 14.0)]]   # chunks of 2; first compiles
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    ms, note = R._ms_per_iter_jax(str(tmp_path))
+    assert ms == pytest.approx(1000.0) and "compile excluded" in note        # (14 - 10) s over steps 2..6
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps({**r, "wall_s": 5.0}) for r in rows) + "\n")
+    ms, note = R._ms_per_iter_jax(str(tmp_path))
+    assert ms == pytest.approx(5000.0 / 6) and "compile included" in note

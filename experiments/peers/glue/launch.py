@@ -260,25 +260,43 @@ def patch_wandb(a):
     os.environ.setdefault("WANDB_SILENT", "true")
     import wandb
 
-    orig_log, orig_finish = wandb.log, wandb.finish
+    # wandb.init rebinds the module's `log` (and `finish`) to the new run's methods, so the wrappers are
+    # installed again after every init.
+    def wrap_log(orig_log):
+        def log(data=None, *args, **kw):
+            if isinstance(data, dict) and "Progress" in data:
+                STATE["marks"].append((int(data["Progress"]), time.perf_counter()))
+            try:
+                return orig_log(data, *args, **kw)
+            except Exception:  # a disabled run may refuse histograms/images: they are not needed here
+                return None
+        log._peers = True
+        return log
 
-    def log(data=None, *args, **kw):
-        if isinstance(data, dict) and "Progress" in data:
-            STATE["marks"].append((int(data["Progress"]), time.perf_counter()))
-        try:
-            return orig_log(data, *args, **kw)
-        except Exception:  # a disabled run may refuse histograms/images: they are not needed here
-            return None
+    def wrap_finish(orig_finish):
+        def finish(*args, **kw):
+            frame = sys._getframe(1)
+            try:
+                if not STATE["final"]:
+                    capture(frame.f_locals, a)
+            finally:
+                del frame
+            return orig_finish(*args, **kw)
+        finish._peers = True
+        return finish
 
-    def finish(*args, **kw):
-        frame = sys._getframe(1)
-        try:
-            capture(frame.f_locals, a)
-        finally:
-            del frame
-        return orig_finish(*args, **kw)
+    orig_init = wandb.init
 
-    wandb.log, wandb.finish = log, finish
+    def init(*args, **kw):
+        run = orig_init(*args, **kw)
+        if not getattr(wandb.log, "_peers", False):
+            wandb.log = wrap_log(wandb.log)
+        if not getattr(wandb.finish, "_peers", False):
+            wandb.finish = wrap_finish(wandb.finish)
+        return run
+
+    wandb.init = init
+    wandb.log, wandb.finish = wrap_log(wandb.log), wrap_finish(wandb.finish)
 
 
 def capture(loc, a):
