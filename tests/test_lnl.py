@@ -2,7 +2,6 @@
 method check. The training paths are the methods' own (tests/test_dividemix.py, test_robust_losses.py, ...)."""
 import importlib.util
 import os
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -62,3 +61,39 @@ def test_run_refuses_other_settings_and_unknown_methods(tmp_path):
     with pytest.raises(ConfigError, match=r"\['mixup'\].*allowed baseline, gce"):
         rl.cmd_run(bad)
     assert rl.main(["run", "--runs", str(runs), "--methods", "mixup"]) == 2
+
+
+def test_cleanlearning_prunes_what_cleanlab_flags(monkeypatch):
+    """CV probabilities that know the true classes: cleanlab flags the wrong labels, and the refit sees exactly
+    the kept rows (the training itself is the baseline's, tested elsewhere)."""
+    pytest.importorskip("cleanlab")
+    import jax
+
+    from jaxdistill.baseline import get_baseline_config
+    from jaxdistill.baselines import cleanlearning as clm
+
+    rs = np.random.RandomState(0)
+    n, c = 300, 3
+    y_true = rs.randint(0, c, n)
+    y = np.where(rs.rand(n) < 0.3, (y_true + 1) % c, y_true)
+    probs = np.full((n, c), 0.05)
+    probs[np.arange(n), y_true] = 0.9
+    from jaxdistill.data import NoisyData
+
+    data = NoisyData("toy", rs.rand(n, 4, 4, 1).astype(np.float32), y, y_true, rs.rand(5, 4, 4, 1), np.zeros(5),
+                     c, ["a", "b", "c"])
+    seen = {}
+    monkeypatch.setattr(clm, "cross_val_pred_probs", lambda d, k, folds, epochs, width, train_cfg, progress: probs)
+
+    def fake_baseline(d, cfg, key, clean, progress):
+        seen["y"], seen["y_true"] = d.y_noisy, d.y_true
+        return {"baseline_noisy": {"acc_mean": 0.5, "acc_std": 0.0, "accs": [0.5]}}
+
+    monkeypatch.setattr(clm, "run_baseline", fake_baseline)
+    r = clm.train_cleanlearning(data, get_baseline_config("digits", "quick"), jax.random.PRNGKey(0), folds=2)
+    wrong = y != y_true
+    assert r["kept_fraction"] == pytest.approx(1 - wrong.mean())
+    np.testing.assert_array_equal(seen["y"], y[~wrong])
+    np.testing.assert_array_equal(seen["y"], seen["y_true"])     # every kept label is right
+    assert r["detect"]["precision"] == 1.0 and r["detect"]["recall"] == 1.0 and r["detect"]["auroc"] == 1.0
+    assert "best_acc_mean" not in r and r["acc_mean"] == 0.5

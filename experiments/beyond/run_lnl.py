@@ -139,19 +139,11 @@ def run_cell(method: str, data, seed: int, a, ctx: dict) -> dict:
         res = {**_entry(r), "lambda_u": r["lambda_u"], "lambda_u_candidates": r["lambda_u_candidates"],
                "detect": _detect(r["label_scores"], r["flagged"], data), "config": r["config"]}
     elif method == "cleanlearning":
-        from jaxdistill.detect import cleanlab_scores, cross_val_pred_probs
+        from jaxdistill.baselines.cleanlearning import train_cleanlearning
 
-        probs = cross_val_pred_probs(data, stage_key(seed, "cv"), folds=a.cv_folds, epochs=bcfg.train.epochs,
-                                     width=bcfg.width, train_cfg=bcfg.train)
-        cl = cleanlab_scores(probs, data.y_noisy)
-        kept = ~cl.flagged
-        pruned = dataclasses.replace(data, x_train=np.asarray(data.x_train)[kept],
-                                     y_noisy=np.asarray(data.y_noisy)[kept],
-                                     y_true=None if data.y_true is None else np.asarray(data.y_true)[kept])
-        r = run_baseline(pruned, bcfg, stage_key(seed, "train"), clean=False)
-        res = {**_entry(r["baseline_noisy"], r.get("baseline_noisy_valselected")),
-               "kept_fraction": float(kept.mean()), "cv_epochs": bcfg.train.epochs,
-               "detect": _detect(-cl.quality, cl.flagged, data)}
+        r = train_cleanlearning(data, bcfg, stage_key(seed, "cleanlearning"), folds=a.cv_folds)
+        res = {**_entry(r), "kept_fraction": r["kept_fraction"], "cv_epochs": r["cv_epochs"],
+               "detect": r.get("detect")}
     elif method == "jaxdistill_forward":
         d, scores = _anchor(data, seed, a, ctx)
         t = B.robust.estimate_transition(scores.pred_probs, data.y_noisy, data.num_classes)
