@@ -48,7 +48,7 @@ def synthetic_data(num_classes: int, per_class: int, size: int, channels: int, s
 
 def method_config(method: str, small: bool, ipc: int, width: int, checkpoint_every: int, chunk: int):
     """The paper config of CIFAR-10 at `ipc`, shrunk like benchmarks/run.py's builders for --small."""
-    from jaxdistill.methods.base import get_config
+    from jaxdistill.methods import get_config
 
     cfg = get_config(method, "cifar10", ipc, "paper")
     over = dict(ipc=ipc, width=width, checkpoint_every=checkpoint_every)
@@ -97,7 +97,7 @@ def whole_run(method: str, small: bool = True, ipc: int = 1, n1: int = 50, n2: i
 
     import jax
 
-    from jaxdistill.methods.base import distill
+    from jaxdistill.methods import distill
 
     size, width, per_class = (16, 16, 40) if small else (32, 128, 500)
     data = synthetic_data(10, per_class, size, 3)

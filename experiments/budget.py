@@ -75,7 +75,7 @@ def run(a) -> int:
     from jaxdistill.checkpoint import atomic_write_json
     from jaxdistill.configs.presets import training_subset
     from jaxdistill.controls import random_controls
-    from jaxdistill.methods.base import distill, get_config
+    from jaxdistill.methods import distill, get_config
     from jaxdistill.pipeline import stage_key
 
     subset = a.subset if a.subset is not None else training_subset(a.dataset, a.preset)

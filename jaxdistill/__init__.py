@@ -12,8 +12,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "load_dataset": "jaxdistill.data", "make_noisy_data": "jaxdistill.data", "list_datasets": "jaxdistill.data",
     "apply_noise": "jaxdistill.noise", "parse_noise_spec": "jaxdistill.noise",
-    "distill": "jaxdistill.methods.base", "get_config": "jaxdistill.methods.base",
-    "list_methods": "jaxdistill.methods.base", "DistilledSet": "jaxdistill.methods.base",
+    "distill": "jaxdistill.methods", "get_config": "jaxdistill.methods",
+    "list_methods": "jaxdistill.methods", "DistilledSet": "jaxdistill.methods.base",
     "evaluate": "jaxdistill.evaluate", "run_baseline": "jaxdistill.baseline",
     "run_denoise": "jaxdistill.pipeline", "DenoiseConfig": "jaxdistill.pipeline",
     "NetConfig": "jaxdistill.nn", "make_net": "jaxdistill.nn",

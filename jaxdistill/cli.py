@@ -148,7 +148,7 @@ def cmd_distill(args) -> int:
     from jaxdistill.checkpoint import read_json
     from jaxdistill.evaluate import evaluate
     from jaxdistill.configs.study import run_config
-    from jaxdistill.methods.base import DISTILLED_FILE, DistilledSet, distill
+    from jaxdistill.methods import DISTILLED_FILE, DistilledSet, distill
     from jaxdistill.pipeline import check_protocols, derived_record, stage_key
     from jaxdistill.report import noise_entry, plot_distilled, results_table, write_results
     from jaxdistill.runlog import MetricsLog
@@ -363,7 +363,7 @@ def check_args(args) -> None:
 
         parse_noise_spec(args.noise)
     if args.command in ("distill", "detect", "repair"):
-        from jaxdistill.methods.base import get_method
+        from jaxdistill.methods import get_method
 
         get_method(args.method)
     if args.command == "denoise":

@@ -23,7 +23,7 @@ def _settings(args, data) -> tuple:
 def _distilled(args, data, cfg):
     """Distil once per (method, out dir) through the run driver: a re-run loads the finished set (or resumes
     the distillation), and another run's state in the same --out is refused."""
-    from jaxdistill.methods.base import DISTILLED_FILE, DistilledSet, distill
+    from jaxdistill.methods import DISTILLED_FILE, DistilledSet, distill
     from jaxdistill.pipeline import stage_key
 
     workdir = os.path.join(args.out, args.method)
@@ -131,7 +131,7 @@ def cmd_repair(args, noisy_data) -> int:
     ds, _ = _distilled(args, data, mcfg)
     redistill = None
     if args.redistill:
-        from jaxdistill.methods.base import distill
+        from jaxdistill.methods import distill
 
         redistill = lambda d, key: distill(args.method, mcfg, d, key,  # noqa: E731
                                            workdir=os.path.join(args.out, f"{args.method}_redistilled"))

@@ -19,7 +19,6 @@ Reads are memory-mapped (`np.load(mmap_mode='r')`), so 100 experts x 100 epochs 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -30,11 +29,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from jaxdistill.checkpoint import Interrupted, StopRequest, atomic_save_npz, atomic_write_json, read_json
+from jaxdistill.checkpoint import (Interrupted, StopRequest, _json_default, atomic_save_npz, atomic_write_json,
+                                   read_json)
+from jaxdistill.data.fingerprint import labels_fingerprint
 from jaxdistill.errors import ConfigError, StoreError
 from jaxdistill.nn import Net
-from jaxdistill.sharding import is_primary, sync, to_host, train_models_sharded
-from jaxdistill.train import train_models
+from jaxdistill.runlog import MetricsLog
+from jaxdistill.sharding import is_primary, model_mesh, resolve_devices, sync, to_host
+from jaxdistill.train import init_state, make_optimizer, steps_per_epoch, train_models, train_models_sharded
 
 STORE_VERSION = 1
 STORE_FILE = "store.json"
@@ -45,16 +47,8 @@ class ExpertRunInterrupted(Interrupted):
     """A stop request (SIGTERM/SIGINT) ended expert training after the last epoch was committed."""
 
 
-def labels_fingerprint(y) -> str:
-    """Short SHA-1 of an integer label array: changes whenever the (noisy) labels change."""
-    y = np.ascontiguousarray(np.asarray(y).astype(np.int64))
-    return hashlib.sha1(y.tobytes()).hexdigest()[:16]
-
-
 def _jsonable(v: Any) -> Any:
     """Round-trip through JSON so stored and expected meta compare equal (tuples -> lists etc.)."""
-    from jaxdistill.checkpoint import _json_default
-
     return json.loads(json.dumps(v, default=_json_default))
 
 
@@ -218,15 +212,12 @@ def train_experts(net: Net, x, y, train_cfg, num_experts: int, key: jax.Array, d
     snapshot_epochs: epochs to keep (0 = init), default all 0..E; e.g. [0, E] for DANCE's pool.
     group_size: experts trained together in one vmapped program (memory bound); default all.
     devices: as the distillers' `devices` (0 = all visible, 1 = one device, n = the first n): each group's
-    nets are split over a `models` mesh (`sharding.train_models_sharded`; a group size that is not a multiple
+    nets are split over a `models` mesh (`train.train_models_sharded`; a group size that is not a multiple
     of n is padded with copies of its last net, as the evaluator does). Not part of the store's identity:
     the snapshots equal one device's to float tolerance, and a store may resume with another count.
     on_epoch(group, epoch): called after each epoch is committed (for tests / logging).
     Reruns with the same arguments resume an interrupted run; a different setting raises StoreError.
     """
-    from jaxdistill.sharding import model_mesh, resolve_devices
-    from jaxdistill.train import init_state, make_optimizer, steps_per_epoch
-
     if num_experts < 1:
         raise ConfigError(f"num_experts={num_experts} must be >= 1")
     x = np.asarray(x, np.float32)
@@ -355,8 +346,6 @@ def _train_group(net, x, y, cfg, key, gi, members, directory, snaps, row_of, num
 
     if start < total_epochs:
         label = f"experts {members[0]}-{members[-1]}" if progress else False
-        from jaxdistill.runlog import MetricsLog
-
         # Curves of this group (mean over its nets) in the store's metrics.jsonl, e.g. stage 'experts/g000'.
         log = MetricsLog(directory, f"{os.path.basename(os.path.normpath(directory))}/g{gi:03d}")
         kw = dict(state=state, start_epoch=start, on_epoch=on_ep, progress=label,

@@ -121,7 +121,7 @@ def load_noisy_data(dataset: str, noise: str, seed: int = 0, subset: Optional[in
 
 
 def _check_methods(methods) -> None:
-    from jaxdistill.methods.base import list_methods
+    from jaxdistill.methods import list_methods
 
     allowed = list_methods() + list(EXTRA_METHODS)
     for m in methods:
@@ -296,7 +296,7 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
     """Run (or resume) the whole job; returns the results.json document."""
     from jaxdistill.baseline import run_baseline
     from jaxdistill.evaluate import evaluate
-    from jaxdistill.methods.base import INITIAL_FILE, DistilledSet, distill
+    from jaxdistill.methods import INITIAL_FILE, DistilledSet, distill
     from jaxdistill import report
     from jaxdistill.runlog import MetricsLog
 

@@ -4,7 +4,7 @@ Four patterns cover jaxdistill's parallel work, each on a 1-D mesh (axis name = 
 
   models       the one training loop (experts, pools, evaluator nets) is vmapped over K models; putting
                the stacked state's leading axis K across devices partitions it with no communication
-               (`shard_models`, `train_models_sharded`).
+               (`shard_models`; `train.train_models_sharded` trains that way).
   data         a mean gradient over a batch split across devices: shard_map + `lax.pmean`
                (`sharded_mean_grad`; RCIG's real batch).
   trajectories several independent meta-gradients per iteration (DATM: one unrolled trajectory each),
@@ -21,7 +21,7 @@ this on 4 forced host devices). On one device they run unchanged, so callers nee
 
 Wiring (each a drop-in for one existing call):
   evaluate/experts/baseline:  train_models(net, x, y, cfg, key, k, **kw)
-                          ->  train_models_sharded(net, x, y, cfg, key, k, mesh=model_mesh(), **kw)
+                          ->  train.train_models_sharded(net, x, y, cfg, key, k, mesh=model_mesh(), **kw)
   RCIG Problem.step:      jax.value_and_grad(self.outer_loss, argnums=(0, 1), has_aux=True)(delta, psi, theta0, xt, yt)
                           ->  sharded_mean_grad(lambda dp, b: self.outer_loss(dp[0], dp[1], theta0, *b),
                                                 (delta, psi), (xt, yt), data_mesh(), has_aux=True)
@@ -151,63 +151,6 @@ def is_sharded_along(x: jax.Array, mesh: Mesh) -> bool:
     sh = getattr(x, "sharding", None)
     return (isinstance(sh, NamedSharding) and sh.mesh.devices.size == mesh.size and len(sh.spec) > 0
             and sh.spec[0] == _axis(mesh) and len({s.device for s in x.addressable_shards}) == mesh.size)
-
-
-# ------------------------------------------------------------------------------------------------
-# Models axis: the one training loop, K models split across devices
-# ------------------------------------------------------------------------------------------------
-
-def _initial_state(net, x, cfg, key, num_models: int, init_params=None):
-    """The TrainState train_models would build for itself (same key use, same optimiser), so a sharded
-    run starts from exactly the single-device run's state."""
-    from jaxdistill import train as T
-
-    n = x.shape[0]
-    n_steps, _ = T.steps_per_epoch(n, cfg.batch_size, cfg.drop_last)
-    epochs = cfg.epochs if cfg.steps is None else math.ceil(cfg.steps / n_steps)
-    tx = T.make_optimizer(cfg, epochs * n_steps)
-    return T.init_state(net, cfg, key, num_models, tuple(x.shape[1:]), tx, init_params)
-
-
-def train_models_sharded(net, x, y, cfg, key: jax.Array, num_models: int = 1, mesh: Optional[Mesh] = None,
-                         **kw):
-    """`train.train_models` with the models axis split across devices; same result as one device.
-
-    x: (N, H, W, C) and y: (N,) or (N, C) are replicated; the TrainState (params, optimiser state, per-model
-    keys and steps, leading axis K) is placed with NamedSharding(mesh, P('models')), and the training loop's
-    jitted, vmapped epochs then run partitioned along K (XLA's sharding propagation; the models never
-    communicate). K not divisible by the device count: the state is padded with copies of the last model,
-    trained, and sliced back to K (params, state, snapshots, history).
-    kw: passed to train_models (snapshots, init_params, state + start_epoch to resume, eval_data, ...).
-    Returns train.TrainResult with params stacked over K (sharded when K is a multiple of the devices).
-    """
-    from jaxdistill import train as T
-
-    mesh = mesh if mesh is not None else model_mesh()
-    x = jnp.asarray(x, jnp.float32)
-    if x.ndim != 4:
-        from jaxdistill.errors import DataError
-
-        raise DataError(f"x must be (N, H, W, C); got shape {x.shape}")
-    state = kw.pop("state", None)
-    init_params = kw.pop("init_params", None)
-    if state is None:
-        state = _initial_state(net, x, cfg, key, num_models, init_params)
-    k = _leading(state.params)
-    kp = padded_size(k, mesh.size)
-    state = shard_models(state, mesh, pad=True)
-    cut = lambda t: tmap(lambda a: a[:k], t)  # noqa: E731
-    if kp != k and kw.get("on_epoch") is not None:
-        user_cb = kw["on_epoch"]
-        kw["on_epoch"] = lambda epoch, st: user_cb(epoch, cut(st))  # callbacks never see the padding models
-    res = T.train_models(net, replicate(x, mesh), y, cfg, key, k, state=state, **kw)
-    if kp == k:
-        return res
-    hist = dict(res.history)
-    hist["loss"] = [list(row)[:k] if np.ndim(row) else row for row in hist.get("loss", [])]
-    hist["test_acc"] = [(e, list(a)[:k]) for e, a in hist.get("test_acc", [])]
-    snaps = None if res.snapshots is None else [cut(s) for s in res.snapshots]
-    return T.TrainResult(cut(res.params), cut(res.state), snaps, hist)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -17,9 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from jaxdistill.errors import ConfigError, DataError
 from jaxdistill.nn import Net, NetConfig, make_net
+from jaxdistill.sharding import model_mesh, padded_size, replicate, shard_models, to_host
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "multistep", "warmup_cosine")
@@ -328,8 +330,6 @@ def train_models(net: Net, x, y, cfg: TrainConfig, key: jax.Array, num_models: i
     lr = _lr_arg(cfg.lr)
     if state is None:
         state = init_state(net, cfg, key, num_models, tuple(x.shape[1:]), tx, init_params)
-    from jaxdistill.sharding import to_host
-
     # A state passed in may carry padding models (train_models_sharded pads K to a multiple of the devices):
     # losses, accuracies and the metrics log cover the first num_models only.
     snaps = [to_host(state.params)] if snapshots and start_epoch == 0 else ([] if snapshots else None)
@@ -424,8 +424,6 @@ def _predict_fn(cfg: NetConfig) -> Callable:
 def accuracy(net: Net, params_stacked: Any, x, y, batch: Optional[int] = None) -> np.ndarray:
     """Test accuracy of each model, (K,), in [0, 1]."""
     logits = predict(net, params_stacked, x, batch)
-    from jaxdistill.sharding import to_host
-
     return to_host((jnp.argmax(logits, -1) == jnp.asarray(y)[None]).mean(-1))
 
 
@@ -437,11 +435,56 @@ def timed(fn: Callable, *args, **kw):
     return out, time.perf_counter() - t0
 
 
+def _initial_state(net, x, cfg, key, num_models: int, init_params=None):
+    """The TrainState train_models would build for itself (same key use, same optimiser), so a sharded
+    run starts from exactly the single-device run's state."""
+    n = x.shape[0]
+    n_steps, _ = steps_per_epoch(n, cfg.batch_size, cfg.drop_last)
+    epochs = cfg.epochs if cfg.steps is None else math.ceil(cfg.steps / n_steps)
+    tx = make_optimizer(cfg, epochs * n_steps)
+    return init_state(net, cfg, key, num_models, tuple(x.shape[1:]), tx, init_params)
+
+
+def train_models_sharded(net, x, y, cfg, key: jax.Array, num_models: int = 1, mesh: Optional[Mesh] = None,
+                         **kw):
+    """`train_models` with the models axis split across devices; same result as one device.
+
+    x: (N, H, W, C) and y: (N,) or (N, C) are replicated; the TrainState (params, optimiser state, per-model
+    keys and steps, leading axis K) is placed with NamedSharding(mesh, P('models')), and the training loop's
+    jitted, vmapped epochs then run partitioned along K (XLA's sharding propagation; the models never
+    communicate). K not divisible by the device count: the state is padded with copies of the last model,
+    trained, and sliced back to K (params, state, snapshots, history).
+    kw: passed to train_models (snapshots, init_params, state + start_epoch to resume, eval_data, ...).
+    Returns TrainResult with params stacked over K (sharded when K is a multiple of the devices).
+    """
+    mesh = mesh if mesh is not None else model_mesh()
+    x = jnp.asarray(x, jnp.float32)
+    if x.ndim != 4:
+        raise DataError(f"x must be (N, H, W, C); got shape {x.shape}")
+    state = kw.pop("state", None)
+    init_params = kw.pop("init_params", None)
+    if state is None:
+        state = _initial_state(net, x, cfg, key, num_models, init_params)
+    k = int(np.shape(jax.tree_util.tree_leaves(state.params)[0])[0])  # shard_models checks every leaf
+    kp = padded_size(k, mesh.size)
+    state = shard_models(state, mesh, pad=True)
+    cut = lambda t: jax.tree_util.tree_map(lambda a: a[:k], t)  # noqa: E731
+    if kp != k and kw.get("on_epoch") is not None:
+        user_cb = kw["on_epoch"]
+        kw["on_epoch"] = lambda epoch, st: user_cb(epoch, cut(st))  # callbacks never see the padding models
+    res = train_models(net, replicate(x, mesh), y, cfg, key, k, state=state, **kw)
+    if kp == k:
+        return res
+    hist = dict(res.history)
+    hist["loss"] = [list(row)[:k] if np.ndim(row) else row for row in hist.get("loss", [])]
+    hist["test_acc"] = [(e, list(a)[:k]) for e, a in hist.get("test_acc", [])]
+    snaps = None if res.snapshots is None else [cut(s) for s in res.snapshots]
+    return TrainResult(cut(res.params), cut(res.state), snaps, hist)
+
+
 def train_models_auto(net: Net, x, y, cfg: TrainConfig, key: jax.Array, num_models: int = 1, **kw) -> TrainResult:
     """`train_models`, with the models axis split across devices when there are several (same results as
     one device to float tolerance; see jaxdistill.sharding)."""
     if jax.device_count() > 1 and num_models > 1 and kw.get("state") is None:
-        from jaxdistill.sharding import model_mesh, train_models_sharded
-
         return train_models_sharded(net, x, y, cfg, key, num_models, mesh=model_mesh(), **kw)
     return train_models(net, x, y, cfg, key, num_models, **kw)

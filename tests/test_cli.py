@@ -137,7 +137,7 @@ def test_unknown_protocol(capsys, tmp_path):
 def test_unknown_preset(capsys, tmp_path):
     _argparse_fails(capsys, "distill", "--method", "datm", "--preset", "fast", "--out", str(tmp_path),
                     match=["invalid choice: 'fast'", "quick", "paper"])
-    from jaxdistill.methods.base import get_config
+    from jaxdistill.methods import get_config
     from jaxdistill.pipeline import DenoiseConfig
 
     for m in ("datm", "dance", "rcig"):
@@ -275,7 +275,7 @@ def tiny_store(tmp_path_factory):
 
     from jaxdistill.cli import _overrides
     from jaxdistill.data import load_dataset, make_noisy_data
-    from jaxdistill.methods.base import get_config
+    from jaxdistill.methods import get_config
     from jaxdistill.methods.datm import build_experts
 
     data = make_noisy_data(load_dataset("digits"), "symmetric:0.2", seed=0, subset=200)
@@ -381,7 +381,7 @@ def test_distill_at_the_paper_preset_uses_the_study_setting_for_the_noise(capsys
     """`distill --preset paper` runs what `denoise --preset paper` runs: the study's changes for this noise
     (configs/study.py) over the method paper's row, then --set."""
     import jaxdistill.configs.study as study
-    import jaxdistill.methods.base as base
+    import jaxdistill.methods as methods
 
     seen = {}
 
@@ -397,10 +397,10 @@ def test_distill_at_the_paper_preset_uses_the_study_setting_for_the_noise(capsys
         raise Stop
 
     monkeypatch.setattr(study, "study_overrides", fake_overrides)
-    monkeypatch.setattr(base, "distill", fake_distill)
+    monkeypatch.setattr(methods, "distill", fake_distill)
     with pytest.raises(Stop):
         cli.main(["distill", "--dataset", "digits", "--subset", "200", "--noise", "asymmetric:0.2", "--method",
                   "dance", "--preset", "paper", "--ipc", "10", "--set", "mom_img=0.75", "--out", str(tmp_path / "o")])
     assert seen["args"] == ("dance", "digits", 10, "asymmetric:0.2")
     assert (seen["cfg"].iterations, seen["cfg"].mom_img, seen["cfg"].preset) == (7, 0.75, "paper")
-    assert study.run_config("dance", "digits", 10, "quick", "clean") == base.get_config("dance", "digits", 10, "quick")
+    assert study.run_config("dance", "digits", 10, "quick", "clean") == methods.get_config("dance", "digits", 10, "quick")

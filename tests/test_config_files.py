@@ -66,7 +66,7 @@ def test_baseline_round_trip_repeats_the_run(tmp_path, capsys):
 @pytest.mark.parametrize("command", ["distill", "experts", "denoise"])
 def test_round_trip_of_the_resolved_config(tmp_path, monkeypatch, command):
     """The config each command resolves from --set is saved; --config of that file resolves to the same."""
-    import jaxdistill.methods.base as mb
+    import jaxdistill.methods as mb
     import jaxdistill.methods.datm as datm
     import jaxdistill.pipeline as pl
 

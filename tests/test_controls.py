@@ -108,7 +108,7 @@ def test_presets_live_in_one_place():
     assert training_subset("fashion_mnist", "paper") is None
     with pytest.raises(ConfigError, match="allowed: \\['paper', 'cpu', 'quick'\\]"):
         eval_budget("fast", 28)
-    from jaxdistill.methods.base import get_config
+    from jaxdistill.methods import get_config
 
     for m in ("datm", "dance", "rcig"):
         assert get_config(m, "fashion_mnist", 10, "cpu").preset == "cpu"

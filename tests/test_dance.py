@@ -369,7 +369,7 @@ def test_configs_named_settings_and_validation():
 
 
 def test_registered_in_method_registry():
-    from jaxdistill.methods.base import get_config as reg_config, get_method
+    from jaxdistill.methods import get_config as reg_config, get_method
 
     assert get_method("dance") is D.distill
     assert reg_config("dance", "digits", 10, "quick") == get_config("digits", 10, "quick")

@@ -108,7 +108,7 @@ def test_digits_symmetric40_detection_auroc():
     import tempfile
 
     from jaxdistill.data import load_dataset, make_noisy_data
-    from jaxdistill.methods.base import distill, get_config
+    from jaxdistill.methods import distill, get_config
 
     data = make_noisy_data(load_dataset("digits"), "symmetric:0.4", seed=0)
     cfg = get_config("dance", "digits", 10, "quick").replace(

@@ -114,7 +114,7 @@ def test_run_loop_compiles_one_program_per_chunk_length():
 def test_chunked_distillation_equals_the_per_iteration_loop(method, tmp_path):
     from distill_run import SEED, tiny_config, tiny_data
 
-    from jaxdistill.methods.base import distill
+    from jaxdistill.methods import distill
 
     data = tiny_data()
     key = jax.random.PRNGKey(SEED)

@@ -24,7 +24,7 @@ import numpy as np, jax
 from jaxdistill.data import load_dataset, make_noisy_data
 from jaxdistill.configs.dance import DanceConfig
 from jaxdistill.evaluate import evaluate, get_protocol
-from jaxdistill.methods.base import DistilledSet, distill
+from jaxdistill.methods import DistilledSet, distill
 workdir = os.environ["WORKDIR"]
 data = make_noisy_data(load_dataset("digits"), "symmetric:0.2", seed=0, subset=120)
 # pool of 3 over 2 devices: the padded models path; batched_classes: the class-split view
@@ -98,7 +98,7 @@ print("JSON" + json.dumps({"process": jax.process_index(), "used": ds.meta["devi
 @pytest.mark.parametrize("method", ["datm", "rcig"])
 def test_two_processes_datm_rcig_like_one(tmp_path, method):
     head = ("import json, os\nimport numpy as np, jax\nfrom jaxdistill.data import load_dataset, make_noisy_data\n"
-            "from jaxdistill.methods.base import distill\n"
+            "from jaxdistill.methods import distill\n"
             "data = make_noisy_data(load_dataset('digits'), 'symmetric:0.2', seed=0, subset=200)\n"
             f"METHOD = {method!r}\n")
     script = head + textwrap.dedent(OTHERS[method]) + OTHER_RUN

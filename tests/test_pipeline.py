@@ -74,7 +74,7 @@ def test_tiny_denoise_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
     # Resume: nothing finished is recomputed (every expensive entry point would raise).
     import jaxdistill.baseline as b
     import jaxdistill.evaluate as e
-    import jaxdistill.methods.base as m
+    import jaxdistill.methods as m
 
     def boom(*a, **k):
         raise AssertionError("a finished stage was recomputed")

@@ -20,7 +20,7 @@ import pytest
 
 from helpers import distill_run  # the reliability tests' tiny digits configs for all three distillers
 from jaxdistill.evaluate import PROTOCOLS, evaluate, get_protocol
-from jaxdistill.methods.base import DistilledSet, distill
+from jaxdistill.methods import DistilledSet, distill
 from jaxdistill.nn import NetConfig, make_net
 from jaxdistill.train import TrainConfig, make_epoch_fn, make_optimizer, steps_per_epoch, train_models
 

@@ -37,7 +37,7 @@ cfg = T.TrainConfig(epochs=2, batch_size=8, lr=0.1, momentum=0.9)
 key = jax.random.PRNGKey(3)
 mesh = S.model_mesh()
 ref4 = T.train_models(net, x, y, cfg, key, 4)
-sh4 = S.train_models_sharded(net, x, y, cfg, key, 4, mesh=mesh)
+sh4 = T.train_models_sharded(net, x, y, cfg, key, 4, mesh=mesh)
 out["train4_maxdiff"] = maxdiff(ref4.params, sh4.params)
 out["train4_moved"] = maxdiff(ref4.params, T.init_state(net, cfg, key, 4, (8, 8, 1),
                                                          T.make_optimizer(cfg, 4)).params)
@@ -46,7 +46,7 @@ out["train4_sharded"] = all(S.is_sharded_along(l, mesh) for l in jax.tree_util.t
 out["train4_spec"] = [str(a) for a in jax.tree_util.tree_leaves(sh4.params)[0].sharding.spec]
 # partitioned along K with no communication between models
 tx = T.make_optimizer(cfg, 4)
-st = S.shard_models(S._initial_state(net, jnp.asarray(x), cfg, key, 4), mesh)
+st = S.shard_models(T._initial_state(net, jnp.asarray(x), cfg, key, 4), mesh)
 t = jnp.asarray(T.as_targets(y, 3))
 hlo = T.make_epoch_fn(net, cfg, 16, tx).lower(st, S.replicate(jnp.asarray(x), mesh), S.replicate(t, mesh),
                                               1).compile().as_text()
@@ -54,7 +54,7 @@ out["collectives"] = sorted(set(re.findall(r"all-gather|all-reduce|collective-pe
                                            hlo)))
 ref3 = T.train_models(net, x, y, cfg, key, 3, snapshots=True)
 seen = []
-sh3 = S.train_models_sharded(net, x, y, cfg, key, 3, mesh=mesh, snapshots=True,
+sh3 = T.train_models_sharded(net, x, y, cfg, key, 3, mesh=mesh, snapshots=True,
                              on_epoch=lambda e, st: seen.append(int(st.step.shape[0])))
 out["train3_callback_k"] = seen
 out["train3_maxdiff"] = maxdiff(ref3.params, sh3.params)

@@ -21,7 +21,7 @@ _ap.add_argument("ablate", nargs="?", choices=("ablate",), help="turn each chang
 _args = _ap.parse_args()
 import jax, numpy as np
 from jaxdistill.pipeline import load_noisy_data
-from jaxdistill.methods.base import get_config, distill
+from jaxdistill.methods import get_config, distill
 from jaxdistill.evaluate import evaluate, get_protocol
 import jaxdistill.evaluate as E
 

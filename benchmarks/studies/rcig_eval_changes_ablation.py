@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
 import dataclasses, json, time, jax
 from jaxdistill.pipeline import load_noisy_data
-from jaxdistill.methods.base import get_config, distill
+from jaxdistill.methods import get_config, distill
 from jaxdistill.evaluate import evaluate, get_protocol
 data = load_noisy_data("fashion_mnist", "symmetric:0.4", 0, 2000, 0.0, None)
 ds = distill("rcig", get_config("rcig", "fashion_mnist", 10, "quick"), data, jax.random.PRNGKey(1), progress=False)

@@ -76,7 +76,7 @@ def make_distilled(name: str, data, key, ipc: int, preset: str, overrides: dict)
 
     if name == "prototype":
         return prototype_set(data, ipc), 0, {"ipc": ipc}
-    from jaxdistill.methods.base import distill, get_config
+    from jaxdistill.methods import distill, get_config
 
     cfg = get_config(name, data.name, ipc, preset)
     if overrides:

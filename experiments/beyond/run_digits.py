@@ -33,7 +33,7 @@ def make_distilled(name, data, key, ipc):
     n = len(data.y_noisy)
     if name == "prototype":
         return prototype_set(data, ipc), 0
-    from jaxdistill.methods.base import distill, get_config
+    from jaxdistill.methods import distill, get_config
 
     cfg = get_config(name, "digits", ipc, "quick")
     with tempfile.TemporaryDirectory() as wd:

@@ -85,7 +85,7 @@ def study_overrides(method: str, dataset: str, ipc: int, noise) -> dict:
 
 def study_config(method: str, dataset: str, ipc: int, noise):
     """The method's paper setting for (dataset, ipc) with the study's changes for `noise` applied."""
-    from jaxdistill.methods.base import get_config
+    from jaxdistill.methods import get_config
 
     return get_config(method, dataset, ipc, "paper").replace(**study_overrides(method, dataset, ipc, noise))
 
@@ -103,6 +103,6 @@ def run_config(method: str, dataset: str, ipc: int, preset: str, noise, data=Non
         return derive.derived_method_config(method, d, preset)
     if preset == "paper":
         return study_config(method, dataset, ipc, noise)
-    from jaxdistill.methods.base import get_config
+    from jaxdistill.methods import get_config
 
     return get_config(method, dataset, ipc, preset)

@@ -1,14 +1,20 @@
-"""DistilledSet and the method registry: every distiller is `distill(config, data, key, *, workdir=None)`."""
+"""DistilledSet, the method registry's `register` decorator and a run's record.
+
+Every distiller is `distill(config, data, key, *, workdir=None)`, registered here by its own module
+(`@register("datm", get_config)`). This module imports none of them: `jaxdistill.methods` (the package) imports
+this module and the three distillers and owns the lookup (`get_method`, `list_methods`, `get_config`) and the
+run driver `distill`.
+"""
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 from typing import Any, Callable, Optional
 
 import numpy as np
 
+from jaxdistill.data.fingerprint import images_fingerprint, labels_fingerprint
 from jaxdistill.errors import ConfigError, DataError, StoreError
 
 TARGET_KINDS = ("hard", "soft_logits", "regression")
@@ -17,8 +23,6 @@ INITIAL_FILE = "initial.npz"
 RUN_FILE = "run.json"
 # What a saved set's JSON header must hold (DistilledSet.save writes all of them).
 _HEADER_KEYS = ("method", "target_kind", "lr", "has_preprocessor", "preprocessor", "meta")
-
-log = logging.getLogger("jaxdistill")
 
 
 @dataclasses.dataclass
@@ -188,35 +192,6 @@ def register(name: str, get_config: Callable[..., Any]):
     return deco
 
 
-def _ensure_loaded():
-    # Importing the method modules registers them; done lazily so `import jaxdistill` stays light.
-    import importlib
-
-    for mod in ("datm", "dance", "rcig"):
-        try:
-            importlib.import_module(f"jaxdistill.methods.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"jaxdistill.methods.{mod}":
-                raise
-
-
-def list_methods() -> list[str]:
-    _ensure_loaded()
-    return sorted(_METHODS)
-
-
-def get_method(name: str) -> DistillFn:
-    _ensure_loaded()
-    if name not in _METHODS:
-        raise ConfigError(f"unknown method {name!r}; available: {sorted(_METHODS)}")
-    return _METHODS[name]
-
-
-def get_config(method: str, dataset: str, ipc: int, preset: str = "paper"):
-    get_method(method)
-    return _CONFIGS[method](dataset, ipc, preset)
-
-
 def _key_data(key) -> list:
     import jax
     import jax.numpy as jnp
@@ -232,23 +207,19 @@ def run_record(method: str, config, data, key) -> dict:
     state. The device count, the chunk length, DANCE's class_chunk and DATM's meta_grad are left out: they
     change speed and memory, not the set (results equal to float tolerance).
     """
-    import hashlib
-
-    from jaxdistill.experts import labels_fingerprint
-
     cfg = json.loads(json.dumps(dataclasses.asdict(config), default=_json_default))
     cfg.pop("devices", None)
     cfg.pop("chunk_iters", None)
     cfg.pop("class_chunk", None)
     cfg.pop("meta_grad", None)
-    x = np.ascontiguousarray(np.asarray(data.x_train, np.float32))
+    x = np.asarray(data.x_train)
     noise = getattr(data, "noise", None)
     return {"method": method, "config": cfg,
             "data": {"dataset": str(getattr(data, "name", "?")),
                      "noise": None if noise is None else str(getattr(noise, "spec", noise)),
                      "noise_seed": None if noise is None else getattr(noise, "seed", None),
                      "num_train": int(x.shape[0]), "image_shape": list(x.shape[1:]),
-                     "images_sha1": hashlib.sha1(x.tobytes()).hexdigest()[:16],
+                     "images_sha1": images_fingerprint(x),
                      "labels_sha1": labels_fingerprint(data.y_noisy)},
             "key": _key_data(key)}
 
@@ -295,42 +266,3 @@ def check_workdir(workdir: str, record: dict) -> bool:
         return False
     atomic_write_json(path, record)
     return True
-
-
-def distill(method: str, config, data, key, *, workdir: Optional[str] = None, progress: bool = True) -> DistilledSet:
-    """The one run driver: distil with `method`, resumably inside `workdir`.
-
-    With a workdir, the run is first checked against the one recorded there (`run.json`): another run's
-    state is refused (StoreError), never reused or deleted. A finished run (its distilled.npz present) is
-    loaded, not redone; an unfinished one resumes from its last checkpoint. SIGINT/SIGTERM make the
-    distillers checkpoint and raise `jaxdistill.checkpoint.Interrupted`; re-running resumes. The set the
-    distiller started from (`DistilledSet.initial`, the `selected` control) is saved beside it as initial.npz.
-    """
-    fn = get_method(method)
-    if workdir is None:
-        return fn(config, data, key, workdir=None, progress=progress)
-    record = run_record(method, config, data, key)
-    claimed = check_workdir(workdir, record)
-    from jaxdistill.sharding import sync
-
-    # A multi-process run: every process has looked at the workdir before process 0 writes into it.
-    sync("distill/claimed")
-    path = os.path.join(workdir, DISTILLED_FILE)
-    if os.path.exists(path) and claimed:
-        log.info("%s: the run in %s has finished; loading its set", method, workdir)
-        ds = DistilledSet.load(path)
-        init = os.path.join(workdir, INITIAL_FILE)
-        ds.initial = DistilledSet.load(init) if os.path.exists(init) else None
-        return ds
-    ds = fn(config, data, key, workdir=workdir, progress=progress)
-    if ds.initial is not None:
-        ds.initial.save(os.path.join(workdir, INITIAL_FILE))
-    if not os.path.exists(path):
-        ds.save(path)
-    if not claimed:
-        from jaxdistill.checkpoint import atomic_write_json
-
-        atomic_write_json(os.path.join(workdir, RUN_FILE), record)
-    # Callers read distilled.npz / initial.npz next (pipeline, CLI): in a multi-process run they exist by now.
-    sync("distill/saved")
-    return ds

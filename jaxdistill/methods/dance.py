@@ -43,11 +43,12 @@ from jaxdistill.augment import dance_condense
 from jaxdistill.configs.dance import DanceConfig, get_config
 from jaxdistill.runlog import MetricsLog
 from jaxdistill.errors import ConfigError, DataError
+from jaxdistill.experts import train_experts
 from jaxdistill.methods.base import DistilledSet, register
 from jaxdistill.methods.loop import auto_chunk, compile_chunk, run_loop
 from jaxdistill.nn import Net, NetConfig, make_net
-from jaxdistill.sharding import resolve_devices, to_host
-from jaxdistill.train import TrainConfig, train_models
+from jaxdistill.sharding import model_mesh, resolve_devices, to_host
+from jaxdistill.train import TrainConfig, train_models, train_models_sharded
 
 Array = jax.Array
 tmap = jax.tree_util.tree_map
@@ -159,8 +160,6 @@ def pretrain_pool(cfg: DanceConfig, data, x_norm: np.ndarray, key: Array, net: N
     y = np.asarray(data.y_noisy)
     if directory is None:
         return _train_pool(cfg, x_norm, y, key, net, tc, progress)
-    from jaxdistill.experts import train_experts
-
     # The shared expert store keeps only epoch 0 (theta_0) and the last epoch (theta_T) of each model,
     # resumes an interrupted pretraining, and raises StoreError if reused for other data/labels/net.
     store = train_experts(net, x_norm, y, tc, cfg.pool_size, key, directory, meta=meta or {},
@@ -177,8 +176,6 @@ def _train_pool(cfg, x_norm, y, key, net, tc, progress):
     kw = dict(init_params=tmap(jnp.copy, th0), progress="dance pool" if progress else False)
     n_dev = resolve_devices(cfg.devices, "DANCE")
     if n_dev > 1:  # the pool's nets split over the devices (padded to a multiple of them, as the evaluator)
-        from jaxdistill.sharding import model_mesh, train_models_sharded
-
         res = train_models_sharded(net, x_norm, y, tc, k_train, cfg.pool_size, mesh=model_mesh(n_dev), **kw)
     else:
         res = train_models(net, x_norm, y, tc, k_train, cfg.pool_size, **kw)

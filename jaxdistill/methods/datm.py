@@ -29,8 +29,10 @@ import numpy as np
 import optax
 
 from jaxdistill.configs.datm import DATMConfig, get_config
+from jaxdistill.data.fingerprint import labels_fingerprint
 from jaxdistill.runlog import MetricsLog
 from jaxdistill.errors import ConfigError, StoreError
+from jaxdistill.experts import ExpertStore, _template_from_layout, train_experts
 from jaxdistill.methods.base import DistilledSet, register
 from jaxdistill.methods.loop import auto_chunk, compile_chunk, run_loop
 from jaxdistill.sharding import resolve_devices, to_host
@@ -338,8 +340,6 @@ def flat_apply(net, store) -> ApplyFlat:
 def _flat_apply(net, layout_json: str) -> ApplyFlat:
     from jax.flatten_util import ravel_pytree
 
-    from jaxdistill.experts import _template_from_layout
-
     _, unravel = ravel_pytree(_template_from_layout(json.loads(layout_json)))
     return lambda theta, xb: net.apply(unravel(theta), xb)
 
@@ -441,11 +441,7 @@ def prepare(cfg: DATMConfig, data):
 def build_experts(cfg: DATMConfig, data, key: jax.Array, directory: str, progress: bool = True, *,
                   prepared=None):
     """Train (or resume, or reuse) the expert store DATM needs in `directory`. -> ExpertStore."""
-    from jaxdistill.experts import ExpertStore, train_experts
-
     pre, x, net = prepared or prepare(cfg, data)
-    from jaxdistill.experts import labels_fingerprint
-
     meta = expert_meta(data, cfg)
     try:
         store = ExpertStore.open(directory, expect_meta={**meta, "labels_sha1": labels_fingerprint(data.y_noisy)})
@@ -465,8 +461,6 @@ def _check_store(store, cfg: DATMConfig, net, data):
     if list(store.meta.get("input_shape", [])) != list(data.x_train.shape[1:]):
         raise StoreError(f"expert store {store.directory!r} was trained on images {store.meta.get('input_shape')}; "
                          f"data has {list(data.x_train.shape[1:])}")
-    from jaxdistill.experts import labels_fingerprint
-
     if store.meta.get("labels_sha1") not in (None, labels_fingerprint(data.y_noisy)):
         raise StoreError(f"expert store {store.directory!r} was trained on other labels (labels_sha1 "
                          f"{store.meta.get('labels_sha1')} != {labels_fingerprint(data.y_noisy)}): another noise "

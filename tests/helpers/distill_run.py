@@ -15,7 +15,7 @@ usage: python distill_run.py METHOD WORKDIR [--pause-before-save N SECONDS] [--p
   the method's loop body (`iteration_body`), selecting the iteration from the traced index inside the
   compiled chunk.
 --max-nonfinite K: override the config's max_nonfinite.
-The run goes through the run driver (`jaxdistill.methods.base.distill`) inside the command line's
+The run goes through the run driver (`jaxdistill.methods.distill`) inside the command line's
 `run_command`, as `jaxdistill distill` does: a SIGINT/SIGTERM checkpoints, prints "interrupted; re-run the
 same command to resume" and exits with status 130. Writes WORKDIR/distilled.npz and prints "done"; a
 JaxDistillError prints "ERROR <type>: <message>" and exits with status 3.
@@ -40,7 +40,7 @@ SEED = 3
 
 def tiny_config(method: str):
     """get_config(method, 'digits', 1, 'quick') shrunk to width 8, 12 iterations, checkpoints every 4."""
-    from jaxdistill.methods.base import get_config
+    from jaxdistill.methods import get_config
 
     cfg = get_config(method, "digits", 1, "quick")
     common = dict(width=8, depth=1, iterations=12, checkpoint_every=4)
@@ -59,7 +59,7 @@ def tiny_config(method: str):
 
 def cli_args(method: str) -> list[str]:
     """`jaxdistill distill` arguments for the tiny setting of `method` (every changed field as --set)."""
-    from jaxdistill.methods.base import get_config
+    from jaxdistill.methods import get_config
 
     base, tiny = dataclasses.asdict(get_config(method, "digits", 1, "quick")), dataclasses.asdict(tiny_config(method))
     sets = [f"{k}={json.dumps(v)}" for k, v in tiny.items() if v != base[k]]
@@ -172,7 +172,7 @@ def main(argv: list[str]) -> int:
     from jaxdistill import checkpoint
     from jaxdistill.cli import run_command
     from jaxdistill.errors import JaxDistillError
-    from jaxdistill.methods.base import distill
+    from jaxdistill.methods import distill
 
     # Resume and damaged-checkpoint messages go to the log the tests read.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
