@@ -162,3 +162,5 @@ def test_forward_loss_value_gradient_and_config():
     with pytest.raises(ConfigError, match="row-stochastic"):
         rb.RobustConfig(loss="forward", transition=((0.5, 0.4), (0.0, 1.0)))
     assert rb.RobustConfig(loss="forward", transition=tuple(map(tuple, t))).transition[2][2] == 0.7
+    c = rb.get_robust_config("forward", "digits", "quick", transition=((1.0, 0.0), (0.2, 0.8)), k=2)
+    assert c.transition == ((1.0, 0.0), (0.2, 0.8)) and c.k == 2

@@ -81,7 +81,7 @@ def get_robust_config(loss: str, dataset: str, preset: str = "paper", **override
     """The noisy-data baseline's net and training recipe with `loss` (GCE q = 0.7; ELR lambda = 3, beta = 0.7,
     the papers' CIFAR-10 settings)."""
     b = get_baseline_config(dataset, preset)
-    return RobustConfig(loss=loss, width=b.width, k=b.k, train=b.train).replace(**overrides)
+    return RobustConfig(**{"loss": loss, "width": b.width, "k": b.k, "train": b.train, **overrides})
 
 
 def gce_loss(logits: jax.Array, y: jax.Array, q: float) -> jax.Array:
