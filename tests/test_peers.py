@@ -220,3 +220,18 @@ def test_jaxdistill_ms_per_iter_from_chunked_metrics(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps({**r, "wall_s": 5.0}) for r in rows) + "\n")
     ms, note = R._ms_per_iter_jax(str(tmp_path))
     assert ms == pytest.approx(5000.0 / 6) and "compile included" in note
+
+
+def test_datm_yaml_values_take_the_yacs_default_types(tmp_path):
+    from experiments.peers import run_peers as R
+
+    (tmp_path / "DATM+ours" / "utils").mkdir(parents=True)
+    (tmp_path / "DATM+ours" / "utils" / "cfg.py").write_text(
+        "CFG.lr_img = 1000  # int in the original\nCFG.lr_y = 2.\nCFG.batch_syn = None\nCFG.zca = True\n")
+    t = R.datm_default_types(str(tmp_path))
+    assert t == {"lr_img": int, "lr_y": float, "batch_syn": type(None), "zca": bool}
+    got = R.coerce_to_defaults({"lr_img": 100.0, "lr_y": 2, "batch_syn": 100, "zca": True}, t)
+    assert got == {"lr_img": 100, "lr_y": 2.0, "batch_syn": 100, "zca": True}
+    assert type(got["lr_img"]) is int and type(got["lr_y"]) is float
+    with pytest.raises(SystemExit):
+        R.coerce_to_defaults({"lr_img": 100.5}, t)

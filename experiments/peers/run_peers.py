@@ -105,6 +105,7 @@ def original_commands(method, cfg, *, python, peer_dir, labels, odir, seed, thre
              "buffer_path": buf, "data_path": "unused", "eval_it": cfg.iterations, "skip_first_eva": True,
              "project": "peers", "noise_type": noise.partition(":")[0],
              "noise_rate": float(noise.partition(":")[2] or 0)}
+        y = coerce_to_defaults(y, datm_default_types(peer_dir))
         os.makedirs(odir, exist_ok=True)
         ypath = os.path.join(odir, "datm.yaml")
         with open(ypath, "w") as f:
@@ -117,6 +118,42 @@ def original_commands(method, cfg, *, python, peer_dir, labels, odir, seed, thre
                 ("distill", glue_cmd(python, peer_dir, "DATM+ours/distill/DATM_tesla.py", labels, odir, seed, threads,
                                      None, patches, ["--cfg", ypath], idx_dir, 1), os.path.join(odir, "final_set.npz"))]
     raise SystemExit(f"method {method!r}: only dance and datm are wired (RCIG: README.md)")
+
+
+def datm_default_types(peer_dir: str) -> dict:
+    """{key: type} of DATM's yacs defaults (`DATM+ours/utils/cfg.py`, `CFG.key = literal` lines): yacs refuses
+    a YAML value whose type differs from the default's (e.g. a float lr_img where the default is int 1000)."""
+    import ast
+    import re
+
+    path = os.path.join(peer_dir, "DATM+ours", "utils", "cfg.py")
+    out = {}
+    if not os.path.exists(path):
+        return out
+    for line in open(path):
+        m = re.match(r"^CFG\.(\w+)\s*=\s*(.+?)\s*(#.*)?$", line)
+        if not m:
+            continue
+        try:
+            out[m.group(1)] = type(ast.literal_eval(m.group(2)))
+        except (ValueError, SyntaxError):
+            continue
+    return out
+
+
+def coerce_to_defaults(values: dict, types: dict) -> dict:
+    """Values cast to the type of DATM's default where that is lossless (100.0 -> 100 for an int default)."""
+    out = {}
+    for k, v in values.items():
+        t = types.get(k)
+        if t is int and isinstance(v, float) and not isinstance(v, bool):
+            if not float(v).is_integer():
+                raise SystemExit(f"DATM's default for {k!r} is an int; {v!r} cannot be given through its YAML")
+            v = int(v)
+        elif t is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        out[k] = v
+    return out
 
 
 def _yaml_scalar(v) -> str:
