@@ -260,6 +260,11 @@ def resolve_settings(cfg: DenoiseConfig, data) -> RunSettings:
     run_cfg = dataclasses.replace(cfg, ipc=ipc) if ipc != cfg.ipc else cfg
     methods = {m: (_extra_config(m, run_cfg) if m in EXTRA_METHODS else method_config(run_cfg, m, data))
                for m in cfg.methods}
+    from jaxdistill.configs.datm import check_batch_syn
+
+    for mcfg in methods.values():
+        if hasattr(mcfg, "batch_syn"):  # DATM's synthetic batches slice the C*ipc images evenly
+            check_batch_syn(mcfg.batch_syn, ipc * data.num_classes)
     shape = _SetShape(ipc * data.num_classes, tuple(data.x_train.shape[1:]))
     names = {own_protocol(m) if p == "own" else "standard" for m in cfg.methods if m not in EXTRA_METHODS
              for p in cfg.protocols}

@@ -213,7 +213,8 @@ def write_report(out_dir: str, doc: dict, title: str = "jaxdistill denoise") -> 
 # ------------------------------------------------------------------------------------------ pictures
 def plot_distilled(path: str, images: np.ndarray, labels: np.ndarray, class_names: list[str],
                    title: str = "", max_per_class: int = 10) -> None:
-    """Grid: one row per class, up to max_per_class images. images (M,H,W,C) in [0,1]."""
+    """Grid: one row per class, up to max_per_class images. images (M,H,W,C) in [0,1]; images with other than
+    one or three channels (a user's npz) are drawn as the mean over their channels, in grey."""
     plt = pyplot()
     classes = sorted(set(int(c) for c in labels))
     cols = max(1, min(max_per_class, max(int((labels == c).sum()) for c in classes)))
@@ -229,8 +230,8 @@ def plot_distilled(path: str, images: np.ndarray, labels: np.ndarray, class_name
                 s.set_visible(False)
             if j < len(idx):
                 im = images[idx[j]]
-                ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap="gray" if im.shape[-1] == 1 else None,
-                          vmin=0, vmax=1)
+                grey = im.shape[-1] != 3
+                ax.imshow(im.mean(-1) if grey else im, cmap="gray" if grey else None, vmin=0, vmax=1)
         axes[r, 0].set_ylabel(class_names[c] if c < len(class_names) else str(c), rotation=0, ha="right",
                               va="center", fontsize=8)
     if title:

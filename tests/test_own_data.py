@@ -119,6 +119,9 @@ def test_caps_for_a_small_three_class_set():
         assert derive.baseline_budget_for("npz:mine.npz", preset, data).batch_size <= 90
     assert derive.derived_method_config("dance", d, "quick").batch_real == 20  # the template's 64 was capped
     assert derive.derived_method_config("datm", d, "quick").batch_syn == 60
+    # DATM's batch_syn must divide the C*ipc synthetic images: 3 x 50 = 150 -> 75, not the template's 100
+    big = derive.derive("npz:m", _Data((12, 12, 3), [60, 60, 60]), 50)
+    assert derive.derived_method_config("datm", big, "quick").batch_syn == 75
     # the paper tables hold IPC 1, 10, 50: the nearest row lends its values
     assert derive.derive("npz:m", data, 3).template_ipc("paper") == 1
     assert derive.derive("npz:m", data, 7).template_ipc("paper") == 10
@@ -147,6 +150,7 @@ def test_unknown_shapes_still_get_a_setting():
     ({"rcig": {"preprocess": "zca"}}, ["preprocess='zca'", "zca_rcig"]),
     ({"eval": {"stepz": 3}}, ["'stepz'", "evaluation train config", "steps"]),
     ({"baseline": {"widht": 3}}, ["'widht'", "baseline config", "width"]),
+    ({"datm": {"batch_syn": 7}}, ["batch_syn=7", "100 synthetic images", "allowed: [1, 2, 4, 5, 10, 20, 25, 50, 100]"]),
 ])
 def test_bad_setting_fails_before_the_baseline(capsys, tmp_path, monkeypatch, overrides, match):
     import jaxdistill.baseline as baseline

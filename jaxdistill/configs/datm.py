@@ -187,6 +187,20 @@ def _cpu(dataset: str, ipc: int) -> dict:
     )
 
 
+def check_batch_syn(batch_syn: int, n_syn: int) -> None:
+    """DATM draws its synthetic batches as equal slices of a permutation: batch_syn divides the C*ipc
+    synthetic images or covers them all."""
+    if batch_syn < n_syn and n_syn % batch_syn:
+        divs = [d for d in range(1, n_syn + 1) if n_syn % d == 0]
+        raise ConfigError(f"DATM batch_syn={batch_syn} must divide the {n_syn} synthetic images (C*ipc) or be >= "
+                          f"{n_syn}; allowed: {divs} or >= {n_syn}")
+
+
+def largest_batch_syn(cap: int, n_syn: int) -> int:
+    """The largest batch_syn <= cap that `check_batch_syn` accepts for n_syn synthetic images."""
+    return n_syn if cap >= n_syn else max(d for d in range(1, cap + 1) if n_syn % d == 0)
+
+
 def known_settings() -> list[str]:
     return [f"{d}/ipc{i}" for d, i in sorted(PAPER)]
 

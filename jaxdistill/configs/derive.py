@@ -11,7 +11,8 @@ The one rule, used for every method (DATM, DANCE, RCIG), the baseline and the ev
    - ipc: the requested IPC, capped at the number of training images of the smallest class (given labels);
    - dataset: the data's own name; per-channel normalisation constants: none (fitted on the data);
    - depth: at most what the image size allows (each ConvNet block halves the side; `max_depth`);
-   - batch sizes not above the set they draw from: DATM `batch_syn` <= ipc x classes, `expert_batch` <=
+   - batch sizes not above the set they draw from: DATM `batch_syn` <= ipc x classes (and dividing it),
+     `expert_batch` <=
      training images; DANCE `batch_real` <= the smallest class, `pretrain_batch` <= training images; RCIG
      `real_batch` <= training images;
 3. the baseline: the template's budget (`presets.baseline_budget`) with its batch <= training images;
@@ -160,7 +161,9 @@ def derived_method_config(method: str, d: Derivation, preset: str):
     n_syn = d.ipc * d.num_classes
     kw: dict = dict(dataset=d.dataset, ipc=d.ipc, depth=min(cfg.depth, d.max_depth))
     if method == "datm":
-        kw.update(batch_syn=min(cfg.batch_syn, n_syn), expert_batch=min(cfg.expert_batch, d.n_train))
+        from jaxdistill.configs.datm import largest_batch_syn
+
+        kw.update(batch_syn=largest_batch_syn(cfg.batch_syn, n_syn), expert_batch=min(cfg.expert_batch, d.n_train))
     elif method == "dance":
         kw.update(batch_real=min(cfg.batch_real, d.smallest_class), pretrain_batch=min(cfg.pretrain_batch, d.n_train),
                   mean=None, std=None)
