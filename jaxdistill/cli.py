@@ -82,6 +82,9 @@ def cmd_baseline(args) -> int:
         cfg = dataclasses.replace(cfg, k=args.k)
     cfg = _resolved(cfg, args, "baseline config")
     from jaxdistill.config_files import save_resolved
+    from jaxdistill.pipeline import derived_record
+
+    derived = derived_record(args.dataset, data, None, args.preset)
 
     save_resolved(args.out, cfg)
     t0 = time.perf_counter()
@@ -91,8 +94,8 @@ def cmd_baseline(args) -> int:
     doc = write_results(os.path.join(args.out, "results.json"),
                         {"command": "baseline", "dataset": args.dataset, "preset": args.preset, "seed": args.seed,
                          "subset": len(data.y_noisy), "val_fraction": args.val_fraction,
-                         "baseline": dataclasses.asdict(cfg)},
-                        noise_entry(data), res, seconds=time.perf_counter() - t0)
+                         "baseline": dataclasses.asdict(cfg), **derived},
+                        noise_entry(data), res, seconds=time.perf_counter() - t0, **derived)
     print(results_table(doc["results"]))
     print(f"wrote {os.path.join(args.out, 'results.json')}")
     return 0
