@@ -138,11 +138,11 @@ def test_import_numpy_dance_set_and_evaluate(tmp_path):
     from jaxdistill.methods.base import DistilledSet
 
     rng = np.random.default_rng(2)
-    imgs = rng.random((20, 1, 28, 28)).astype(np.float32)          # DANCE: NCHW pixels
-    labs = np.repeat(np.arange(10), 2)
+    imgs = rng.random((10, 1, 28, 28)).astype(np.float32)          # DANCE: NCHW pixels
+    labs = np.arange(10)
     np.savez(tmp_path / "final_set.npz", images=imgs, labels=labs)
     s = I.import_dance(str(tmp_path / "final_set.npz"))
-    assert s.images.shape == (20, 28, 28, 1) and s.target_kind == "hard"
+    assert s.images.shape == (10, 28, 28, 1) and s.target_kind == "hard"
     np.testing.assert_allclose(s.images[:, :, :, 0], (imgs[:, 0] - 0.2861) / 0.3530, rtol=1e-5, atol=1e-5)
     assert str(np.asarray(s.preprocessor["kind"])) == "meanstd"
     np.testing.assert_allclose(s.to_pixels()[..., 0], np.clip(imgs[:, 0], 0, 1), atol=1e-5)
@@ -174,8 +174,9 @@ def test_import_numpy_datm_set_with_zca(tmp_path):
     assert pre.kind == "zca_datm"
     ref = I.fitted_preprocessor("zca_datm", x_train)
     np.testing.assert_allclose(pre.zca_mean, ref["zca_mean"], atol=1e-6)
-    r = evaluate(s, _Test(), _tiny_protocol(), jax.random.PRNGKey(1), k=1)
-    assert 0.0 <= float(np.asarray(r.accs)[0]) <= 1.0
+    r = evaluate(s, _Test(), _tiny_protocol(), jax.random.PRNGKey(1), k=2)   # same shapes: no new compile
+    accs = np.asarray(r.accs)
+    assert accs.shape == (2,) and np.all((accs >= 0) & (accs <= 1))
 
 
 def test_import_torch_saved_dance_file(tmp_path):
