@@ -134,7 +134,9 @@ def get_config(dataset: str, ipc: int, preset: str = "paper") -> DanceConfig:
     if preset not in PRESETS:
         raise ConfigError(f"preset={preset!r} is not one of {list(PRESETS)}")
     if dataset not in PAPER_DATASETS:
-        raise ConfigError(f"DANCE has no setting for dataset={dataset!r}; known: {list(PAPER_DATASETS)}")
+        raise ConfigError(f"DANCE has no setting for dataset={dataset!r}; known: {list(PAPER_DATASETS)}; other data "
+                          f"(npz:PATH) gets one derived from the data: jaxdistill.configs.derive.method_config("
+                          f"'dance', dataset, ipc, preset, data), as every command does")
     if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc < 1:
         raise ConfigError(f"ipc={ipc!r} must be a positive int; known paper settings: {list(PAPER_IPCS)}")
     mean, std = _norm(dataset)
