@@ -334,7 +334,8 @@ def aggregate(path, md_path):
              "budget and seeds; both final sets evaluated by jaxdistill's evaluator (the method's own protocol,",
              "same nets and key). acc: mean +- std (over seeds, or over the k nets for one seed). ms/iter: the",
              "original's median per-iteration wall time (glue timing) and jaxdistill's from its metrics log.",
-             "`own eval`: the original's own evaluation of its final set (its own trainer).", "",
+             "`own eval`: the original's own evaluation of its final set (its own trainer). Wall times are the",
+             "running machine's (its CPU and load: experiments/peers/README.md).", "",
              "| cell | seeds | original acc | jaxdistill acc | original ms/iter | jaxdistill ms/iter | own eval | command |",
              "|---|---|---|---|---|---|---|---|"]
     for key in sorted(allr):
