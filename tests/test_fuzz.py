@@ -160,7 +160,9 @@ def _valid(rs) -> dict:
     x = rs.randint(0, 256, size=shape).astype(np.uint8) if xd == np.uint8 else rs.rand(*shape).astype(xd)
     c = int(rs.randint(1, 5))
     yd = _Y_DTYPES[rs.randint(len(_Y_DTYPES))]
-    y = rs.randint(0, 2 if yd == np.bool_ else c, size=n).astype(yd)
+    if yd == np.bool_:
+        c = 2  # bool labels are 0/1: two classes, so class_names below must name both
+    y = rs.randint(0, c, size=n).astype(yd)
     out = {"x": x, "y": y}
     if rs.rand() < 0.3:
         out["y_true"] = rs.randint(0, c, size=n)
