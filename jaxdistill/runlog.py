@@ -131,12 +131,12 @@ def plot_curves(path: str, series: dict[str, list[dict]], title: str = "") -> Op
     fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.2), squeeze=False)
     for ax, (name, rows) in zip(axes[0], series.items()):
         acc_ax = None
-        for k in ("loss", "train_loss", "val_acc", "test_acc", "test_acc_selected"):
+        for k in ("loss", "train_loss", "val_acc", "test_acc", "test_acc_selected", "wrong_fit"):
             pts = [(r["step"], r[k]) for r in rows if isinstance(r.get(k), float)]
             if not pts:
                 continue
             xs, ys = zip(*pts)
-            if "acc" in k:  # accuracies on their own [0, 1] axis, beside the loss
+            if "acc" in k or k == "wrong_fit":  # accuracies and the wrong-label fit on a [0, 1] axis
                 acc_ax = acc_ax or ax.twinx()
                 acc_ax.plot(xs, ys, "o--" if len(pts) < 4 else "--", color=f"C{2 + len(acc_ax.lines)}", label=k)
                 acc_ax.set_ylim(0, 1)

@@ -28,7 +28,7 @@ def test_json_py_and_sets_resolve_nested_fields(tmp_path):
 
 def test_errors_name_the_bad_value(tmp_path):
     base = get_baseline_config("digits", "quick")
-    with pytest.raises(ConfigError, match=r"key 'widht' does not exist; known keys: \['k', 'train', 'width'\]"):
+    with pytest.raises(ConfigError, match=r"key 'widht' does not exist; known keys: \['k', 'memorise', 'train', 'width'\]"):
         apply_mapping(base, {"widht": 3}, "baseline config")
     with pytest.raises(ConfigError, match="train.*'epoch' does not exist"):
         resolve(base, None, ["train.epoch=3"])
