@@ -339,8 +339,8 @@ def _add_beyond(sub) -> None:
 
 
 # Options that must be whole numbers >= 1 wherever a command has them (--experts is a path for distill).
-_POSITIVE_INTS = ("k", "ipc", "experts", "epochs", "classes", "top", "cv_epochs")
-_OUT_DIR_COMMANDS = ("baseline", "experts", "distill", "denoise", "detect", "repair")
+_POSITIVE_INTS = ("k", "ipc", "experts", "epochs", "classes", "top", "cv_epochs", "width")
+_OUT_DIR_COMMANDS = ("baseline", "experts", "distill", "denoise", "detect", "repair", "lnl")
 
 
 def check_args(args) -> None:

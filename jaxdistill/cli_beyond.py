@@ -1,4 +1,5 @@
-"""`jaxdistill detect` and `jaxdistill repair`: thin front-ends over jaxdistill.detect / jaxdistill.repair."""
+"""`jaxdistill detect`, `jaxdistill repair` and `jaxdistill lnl`: thin front-ends over jaxdistill.detect,
+jaxdistill.repair and jaxdistill.baselines."""
 from __future__ import annotations
 
 import dataclasses
@@ -147,6 +148,83 @@ def cmd_repair(args, noisy_data) -> int:
     return 0
 
 
+LNL_METHODS = ("gce", "elr", "dividemix", "coteaching", "jocor", "cleanlearning")
+
+
+def run_lnl_method(method: str, data, bcfg, key, noise_kind: str = "symmetric", cv_folds: int = 5) -> dict:
+    """One established noisy-label method with the baseline's net and recipe `bcfg`: its result dict
+    (acc_mean / accs at the last epoch, best_acc_mean where data has a validation split, detect where it flags)."""
+    from jaxdistill import baselines as B
+    from jaxdistill.errors import ConfigError
+
+    if method in ("gce", "elr"):
+        return B.train_robust(data, B.RobustConfig(loss=method, width=bcfg.width, k=bcfg.k, train=bcfg.train), key)
+    if method == "dividemix":
+        return B.train_dividemix_select(data, B.DivideMixConfig(width=bcfg.width, k=bcfg.k, train=bcfg.train), key)
+    if method in ("coteaching", "jocor"):
+        from jaxdistill.baselines.jocor import LAM_ASYMMETRIC, LAM_SYMMETRIC
+
+        adam = bcfg.train.replace(optimizer="adam", lr=1e-3, momentum=0.0, weight_decay=0.0)
+        cfg = B.CoTeachingConfig(width=bcfg.width, k=bcfg.k, train=adam, num_gradual=max(1, bcfg.train.epochs // 5))
+        if method == "coteaching":
+            return B.train_coteaching(data, cfg, key)
+        lam = LAM_ASYMMETRIC if noise_kind in ("asymmetric", "pairflip") else LAM_SYMMETRIC
+        return B.train_jocor(data, cfg.replace(lam=lam), key)
+    if method == "cleanlearning":
+        from jaxdistill.baselines.cleanlearning import train_cleanlearning
+
+        return train_cleanlearning(data, bcfg, key, folds=cv_folds)
+    raise ConfigError(f"--method {method!r}; allowed {', '.join(LNL_METHODS)}")
+
+
+def cmd_lnl(args, noisy_data) -> int:
+    from jaxdistill.baseline import get_baseline_config
+    from jaxdistill.pipeline import derived_record, stage_key
+    from jaxdistill.report import noise_entry, results_table, write_results
+
+    from jaxdistill.errors import ConfigError
+
+    if args.cv_folds < 2:
+        raise ConfigError(f"--cv-folds={args.cv_folds} must be >= 2")
+    data = noisy_data(args, val_fraction=args.val_fraction)
+    bcfg = get_baseline_config(args.dataset, args.preset, data)
+    bcfg = dataclasses.replace(bcfg, k=args.k or bcfg.k, width=args.width or bcfg.width,
+                               train=bcfg.train.replace(epochs=args.epochs or bcfg.train.epochs))
+    derived = derived_record(args.dataset, data, None, args.preset)
+    t0 = time.perf_counter()
+    r = run_lnl_method(args.method, data, bcfg, stage_key(args.seed, f"lnl/{args.method}"),
+                       noise_kind=args.noise.split(":")[0], cv_folds=args.cv_folds)
+    if "label_scores" in r and "detect" not in r and getattr(data, "y_true", None) is not None:
+        import numpy as np
+
+        from jaxdistill.detect import detection_metrics
+
+        r["detect"] = detection_metrics(-np.asarray(r["label_scores"], np.float64), np.asarray(r["flagged"], bool),
+                                        np.asarray(data.y_noisy) != np.asarray(data.y_true))
+    keep = {k: v for k, v in r.items() if k not in ("label_scores", "flagged")}
+    results = {args.method: {**keep, "method": args.method, "protocol": "full data",
+                             "seconds": time.perf_counter() - t0}}
+    if "best_acc_mean" in r:
+        results[f"{args.method} valselected"] = {"acc_mean": r["best_acc_mean"], "acc_std": r.get("best_acc_std", 0.0),
+                                                 "accs": r.get("best_accs"), "method": f"{args.method} valselected",
+                                                 "protocol": "full data"}
+    if "label_scores" in r:
+        import numpy as np
+
+        np.save(os.path.join(args.out, "label_scores.npy"), np.asarray(r["label_scores"], np.float32))
+    doc = write_results(os.path.join(args.out, "results.json"),
+                        {"command": "lnl", "method": args.method, "dataset": args.dataset, "preset": args.preset,
+                         "seed": args.seed, "val_fraction": args.val_fraction,
+                         "baseline": dataclasses.asdict(bcfg), **derived},
+                        noise_entry(data), results, **derived)
+    print(results_table(doc["results"]))
+    if r.get("detect"):
+        d = r["detect"]
+        print(f"its wrong-label flags: precision {d['precision']:.3f} recall {d['recall']:.3f} AUROC {d['auroc']:.3f}")
+    print(f"wrote {os.path.join(args.out, 'results.json')}")
+    return 0
+
+
 def add_commands(sub, common_data, noisy_data, config_flags=None) -> None:
     s = sub.add_parser("detect", help="find the wrong labels with nets trained on the distilled set (+ cleanlab)")
     common_data(s)
@@ -174,6 +252,19 @@ def add_commands(sub, common_data, noisy_data, config_flags=None) -> None:
         config_flags(s)  # --config / --set on the method's config
     s.add_argument("--out", required=True)
     s.set_defaults(fn=lambda a: cmd_repair(a, noisy_data))
+
+    s = sub.add_parser("lnl", help="train with an established noisy-label method (GCE, ELR, DivideMix, Co-teaching, "
+                                   "JoCoR, CleanLearning) on the baseline's net and recipe")
+    common_data(s)
+    s.add_argument("--method", required=True, choices=list(LNL_METHODS))
+    s.add_argument("--k", type=int, default=None, help="independent runs (default: the baseline's nets)")
+    s.add_argument("--width", type=int, default=None, help="ConvNet width (default: the baseline's)")
+    s.add_argument("--epochs", type=int, default=None, help="training epochs (default: the baseline's)")
+    s.add_argument("--val-fraction", type=float, default=0.1,
+                   help="noisy validation split for the best-epoch figure and DivideMix's lambda_u (default 0.1)")
+    s.add_argument("--cv-folds", type=int, default=5, help="CleanLearning's cross-validation folds")
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=lambda a: cmd_lnl(a, noisy_data))
 
 
 def argparse_bool():

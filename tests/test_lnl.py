@@ -97,3 +97,27 @@ def test_cleanlearning_prunes_what_cleanlab_flags(monkeypatch):
     np.testing.assert_array_equal(seen["y"], seen["y_true"])     # every kept label is right
     assert r["detect"]["precision"] == 1.0 and r["detect"]["recall"] == 1.0 and r["detect"]["auroc"] == 1.0
     assert "best_acc_mean" not in r and r["acc_mean"] == 0.5
+
+
+def test_lnl_command_runs_a_method_and_writes_its_results(tmp_path, capsys):
+    import json
+
+    from jaxdistill.cli import main
+
+    out = tmp_path / "elr"
+    rc = main(["lnl", "--dataset", "digits", "--method", "elr", "--preset", "quick", "--epochs", "2", "--k", "1",
+               "--width", "8", "--out", str(out)])
+    assert rc == 0
+    doc = json.loads((out / "results.json").read_text())
+    r = doc["results"]
+    assert set(r) == {"elr", "elr valselected"} and doc["config"]["baseline"]["train"]["epochs"] == 2
+    assert 0.0 <= r["elr"]["acc_mean"] <= 1.0 and len(r["elr"]["accs"]) == 1 and r["elr"]["config"]["width"] == 8
+    scores = np.load(out / "label_scores.npy")
+    d = r["elr"]["detect"]
+    assert len(scores) == round(d["num_issues"] / d["base_rate"]) > 0     # one score per training label
+    assert np.all((0 <= scores) & (scores <= 1)) and 0.0 <= r["elr"]["detect"]["auroc"] <= 1.0
+    assert "AUROC" in capsys.readouterr().out
+    assert main(["lnl", "--dataset", "digits", "--method", "elr", "--cv-folds", "1", "--out", str(tmp_path / "b")]) == 2
+    assert "--cv-folds=1 must be >= 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["lnl", "--dataset", "digits", "--method", "mixup", "--out", str(tmp_path / "c")])
