@@ -34,6 +34,7 @@ import time
 import numpy as np
 
 from jaxdistill.checkpoint import atomic_write_json, atomic_write_text, read_json
+from jaxdistill.cli_beyond import LNL_METHODS, run_lnl_method
 from jaxdistill.errors import ConfigError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -118,32 +119,15 @@ def run_cell(method: str, data, seed: int, a, ctx: dict) -> dict:
         r = run_baseline(data, bcfg, stage_key(seed, "train"), clean=False)
         res = {"last": _entry(r["baseline_noisy"]), "best": _entry(r["baseline_noisy_valselected"]),
                "convergence": r["baseline_noisy"].get("convergence")}
-    elif method in ("gce", "elr"):
-        r = B.train_robust(data, B.get_robust_config(method, data.name, a.preset, width=bcfg.width, k=1,
-                                                     train=bcfg.train), key)
-        res = {**_entry(r), "config": r["config"]}
-        if method == "elr":
+    elif method in LNL_METHODS:
+        # The CLI's `jaxdistill lnl` runs the same function: the baseline's net and recipe, one key per method.
+        r = run_lnl_method(method, data, bcfg, key, noise_kind=ctx["kind"], cv_folds=a.cv_folds)
+        res = {**_entry(r), **{k: r[k] for k in ("config", "tau", "lambda_u", "lambda_u_candidates",
+                                                  "kept_fraction", "cv_epochs") if k in r}}
+        if "detect" in r:
+            res["detect"] = r["detect"]
+        elif "label_scores" in r:
             res["detect"] = _detect(r["label_scores"], r["flagged"], data)
-    elif method in ("coteaching", "jocor"):
-        ep = bcfg.train.epochs
-        adam = bcfg.train.replace(optimizer="adam", lr=1e-3, momentum=0.0, weight_decay=0.0)
-        kw = {"width": bcfg.width, "k": 1, "num_gradual": max(1, ep // 5), "train": adam}
-        if method == "coteaching":
-            r = B.train_coteaching(data, B.get_coteaching_config(data.name, a.preset, **kw), key)
-        else:
-            r = B.train_jocor(data, B.get_jocor_config(data.name, a.preset, noise_kind=ctx["kind"], **kw), key)
-        res = {**_entry(r), "tau": r.get("tau")}
-    elif method == "dividemix":
-        cfg = B.get_dividemix_config(data.name, a.preset, width=bcfg.width, k=1, train=bcfg.train)
-        r = B.train_dividemix_select(data, cfg, key)
-        res = {**_entry(r), "lambda_u": r["lambda_u"], "lambda_u_candidates": r["lambda_u_candidates"],
-               "detect": _detect(r["label_scores"], r["flagged"], data), "config": r["config"]}
-    elif method == "cleanlearning":
-        from jaxdistill.baselines.cleanlearning import train_cleanlearning
-
-        r = train_cleanlearning(data, bcfg, stage_key(seed, "cleanlearning"), folds=a.cv_folds)
-        res = {**_entry(r), "kept_fraction": r["kept_fraction"], "cv_epochs": r["cv_epochs"],
-               "detect": r.get("detect")}
     elif method == "jaxdistill_forward":
         d, scores = _anchor(data, seed, a, ctx)
         t = B.robust.estimate_transition(scores.pred_probs, data.y_noisy, data.num_classes)
