@@ -121,3 +121,18 @@ def test_lnl_command_runs_a_method_and_writes_its_results(tmp_path, capsys):
     assert "--cv-folds=1 must be >= 2" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["lnl", "--dataset", "digits", "--method", "mixup", "--out", str(tmp_path / "c")])
+
+
+def test_aggregate_writes_the_plot_with_the_tables_numbers(tmp_path):
+    runs = tmp_path / "runs.json"
+    atomic_write_json(str(runs), {"args": {}, "cells": _cells()})
+    out, md, png = tmp_path / "agg.json", tmp_path / "t.md", tmp_path / "p.png"
+    assert rl.main(["aggregate", "--runs", str(runs), "--out", str(out), "--table", str(md), "--plot", str(png)]) == 0
+    assert png.stat().st_size > 0 and "![methods](p.png)" in md.read_text()
+    drawn = rl.plot(str(tmp_path / "p2.png"), rl.aggregate(_cells()))
+    acc, au = drawn
+    # groups in insertion order: symmetric first, asymmetric second
+    np.testing.assert_allclose(acc["baseline_last"], [100 * np.mean([0.80, 0.78, 0.76]), np.nan], rtol=1e-6)
+    np.testing.assert_allclose(acc["gce"], [np.nan, 70.0], rtol=1e-6)
+    np.testing.assert_allclose(au["dividemix"], [0.96, np.nan], rtol=1e-6)
+    assert set(au) == {"dividemix"}
