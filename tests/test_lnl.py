@@ -136,3 +136,21 @@ def test_aggregate_writes_the_plot_with_the_tables_numbers(tmp_path):
     np.testing.assert_allclose(acc["gce"], [np.nan, 70.0], rtol=1e-6)
     np.testing.assert_allclose(au["dividemix"], [0.96, np.nan], rtol=1e-6)
     assert set(au) == {"dividemix"}
+
+
+def test_run_refuses_a_store_made_with_another_baseline_recipe(tmp_path):
+    runs = tmp_path / "runs.json"
+    a = rl.build_parser().parse_args(["run", "--dataset", "digits", "--runs", str(runs), "--methods", "baseline",
+                                      "--noise", "symmetric:0.4", "--seeds", "0"])
+    args = {k: getattr(a, k) for k in rl.RESULT_ARGS}
+    done = {rl.cell_key("symmetric:0.4", 0, "baseline"): {"method": "baseline"}}
+    atomic_write_json(str(runs), {"args": args, "cells": done, "recipe": {"width": 999}})
+    with pytest.raises(ConfigError, match=r"another baseline recipe \{'width': 999\}"):
+        rl.cmd_run(a)
+    # an older store without a recorded recipe takes the current one (every cell is done, so nothing trains)
+    atomic_write_json(str(runs), {"args": args, "cells": done})
+    assert rl.cmd_run(a) == 0
+    import json
+
+    stored = json.loads(runs.read_text())["recipe"]
+    assert stored["k"] == 1 and stored["train"]["epochs"] >= 1

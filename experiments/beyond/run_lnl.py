@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -182,6 +183,18 @@ def cmd_run(a) -> int:
         raise ConfigError(f"{a.runs} was made with other settings {diff} (stored, given); use another --runs")
     store["args"] = args
     ds = load_dataset(a.dataset)
+    # The cells share the baseline's recipe at --preset: if a later change of the preset's baseline (issue 30's
+    # memorising schedule, say) would give other cells, refuse to mix them into this store.
+    from jaxdistill.baseline import get_baseline_config
+
+    b = get_baseline_config(ds.name, a.preset)
+    recipe = json.loads(json.dumps(dataclasses.asdict(dataclasses.replace(
+        b, k=1, train=b.train.replace(epochs=a.epochs or b.train.epochs)))))
+    if store.get("recipe") not in (None, recipe):
+        raise ConfigError(f"{a.runs} was made with another baseline recipe {store['recipe']} (now {recipe}); "
+                          f"use another --runs")
+    store["recipe"] = recipe
+    atomic_write_json(a.runs, store)
     for noise in a.noise:
         for seed in a.seeds:
             todo = [m for m in a.methods if cell_key(noise, seed, m) not in store["cells"]]
