@@ -151,9 +151,30 @@ def cmd_repair(args, noisy_data) -> int:
 LNL_METHODS = ("gce", "elr", "dividemix", "coteaching", "jocor", "cleanlearning")
 
 
+def flag_metrics(data, label_scores, flagged) -> dict | None:
+    """Detection metrics of a method's own wrong-label scores (high = likely wrong) and flags, where the true
+    labels are known (else None)."""
+    import numpy as np
+
+    from jaxdistill.detect import detection_metrics
+
+    if getattr(data, "y_true", None) is None:
+        return None
+    return detection_metrics(-np.asarray(label_scores, np.float64), np.asarray(flagged, bool),
+                             np.asarray(data.y_noisy) != np.asarray(data.y_true))
+
+
 def run_lnl_method(method: str, data, bcfg, key, noise_kind: str = "symmetric", cv_folds: int = 5) -> dict:
     """One established noisy-label method with the baseline's net and recipe `bcfg`: its result dict
-    (acc_mean / accs at the last epoch, best_acc_mean where data has a validation split, detect where it flags)."""
+    (acc_mean / accs at the last epoch, best_acc_mean where data has a validation split, and `detect` where the
+    method flags labels and the true labels are known)."""
+    r = _train_lnl_method(method, data, bcfg, key, noise_kind, cv_folds)
+    if "label_scores" in r and "detect" not in r:
+        r["detect"] = flag_metrics(data, r["label_scores"], r["flagged"])
+    return r
+
+
+def _train_lnl_method(method: str, data, bcfg, key, noise_kind: str, cv_folds: int) -> dict:
     from jaxdistill import baselines as B
     from jaxdistill.errors import ConfigError
 
@@ -162,14 +183,13 @@ def run_lnl_method(method: str, data, bcfg, key, noise_kind: str = "symmetric", 
     if method == "dividemix":
         return B.train_dividemix_select(data, B.DivideMixConfig(width=bcfg.width, k=bcfg.k, train=bcfg.train), key)
     if method in ("coteaching", "jocor"):
-        from jaxdistill.baselines.jocor import LAM_ASYMMETRIC, LAM_SYMMETRIC
+        from jaxdistill.baselines.jocor import jocor_lam
 
         adam = bcfg.train.replace(optimizer="adam", lr=1e-3, momentum=0.0, weight_decay=0.0)
         cfg = B.CoTeachingConfig(width=bcfg.width, k=bcfg.k, train=adam, num_gradual=max(1, bcfg.train.epochs // 5))
         if method == "coteaching":
             return B.train_coteaching(data, cfg, key)
-        lam = LAM_ASYMMETRIC if noise_kind in ("asymmetric", "pairflip") else LAM_SYMMETRIC
-        return B.train_jocor(data, cfg.replace(lam=lam), key)
+        return B.train_jocor(data, cfg.replace(lam=jocor_lam(noise_kind)), key)
     if method == "cleanlearning":
         from jaxdistill.baselines.cleanlearning import train_cleanlearning
 
@@ -194,13 +214,6 @@ def cmd_lnl(args, noisy_data) -> int:
     t0 = time.perf_counter()
     r = run_lnl_method(args.method, data, bcfg, stage_key(args.seed, f"lnl/{args.method}"),
                        noise_kind=args.noise.split(":")[0], cv_folds=args.cv_folds)
-    if "label_scores" in r and "detect" not in r and getattr(data, "y_true", None) is not None:
-        import numpy as np
-
-        from jaxdistill.detect import detection_metrics
-
-        r["detect"] = detection_metrics(-np.asarray(r["label_scores"], np.float64), np.asarray(r["flagged"], bool),
-                                        np.asarray(data.y_noisy) != np.asarray(data.y_true))
     keep = {k: v for k, v in r.items() if k not in ("label_scores", "flagged")}
     results = {args.method: {**keep, "method": args.method, "protocol": "full data",
                              "seconds": time.perf_counter() - t0}}

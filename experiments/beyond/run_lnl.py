@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 from jaxdistill.checkpoint import atomic_write_json, atomic_write_text, read_json
-from jaxdistill.cli_beyond import LNL_METHODS, run_lnl_method
+from jaxdistill.cli_beyond import LNL_METHODS, flag_metrics, run_lnl_method
 from jaxdistill.errors import ConfigError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -53,15 +53,6 @@ def cell_key(noise: str, seed: int, method: str) -> str:
 def _strip(d: dict) -> dict:
     """Drop per-sample arrays (kept only as detection metrics) and curves from a result dict."""
     return {k: v for k, v in d.items() if k not in ("label_scores", "flagged", "curve", "params")}
-
-
-def _detect(scores, flagged, data) -> dict | None:
-    from jaxdistill.detect import detection_metrics
-
-    if data.y_true is None:
-        return None
-    return detection_metrics(-np.asarray(scores, np.float64), np.asarray(flagged, bool),
-                             np.asarray(data.y_noisy) != np.asarray(data.y_true))
 
 
 def _entry(r: dict, best: dict | None = None) -> dict:
@@ -105,14 +96,22 @@ def _anchor(data, seed: int, a, ctx: dict):
     return ctx["distilled"], ctx["scores"]
 
 
-def run_cell(method: str, data, seed: int, a, ctx: dict) -> dict:
-    """One method on one (noise, seed): a JSON-ready dict with acc_mean / best_acc_mean / detect / seconds."""
+def full_data_recipe(dataset: str, a):
+    """The BaselineConfig every full-data method of the store trains with: the preset baseline's net and recipe,
+    one net per seed, --epochs where given."""
+    from jaxdistill.baseline import get_baseline_config
+
+    b = get_baseline_config(dataset, a.preset)
+    return dataclasses.replace(b, k=1, train=b.train.replace(epochs=a.epochs or b.train.epochs))
+
+
+def run_cell(method: str, data, seed: int, a, ctx: dict, bcfg) -> dict:
+    """One method on one (noise, seed) with the full-data recipe `bcfg` (`full_data_recipe`): a JSON-ready dict
+    with acc_mean / best_acc_mean / detect / seconds."""
     from jaxdistill import baselines as B
-    from jaxdistill.baseline import get_baseline_config, run_baseline
+    from jaxdistill.baseline import run_baseline
     from jaxdistill.pipeline import stage_key
 
-    bcfg = get_baseline_config(data.name, a.preset)
-    bcfg = dataclasses.replace(bcfg, k=1, train=bcfg.train.replace(epochs=a.epochs or bcfg.train.epochs))
     key = stage_key(seed, method)
     t0 = time.perf_counter()
     res: dict
@@ -124,11 +123,7 @@ def run_cell(method: str, data, seed: int, a, ctx: dict) -> dict:
         # The CLI's `jaxdistill lnl` runs the same function: the baseline's net and recipe, one key per method.
         r = run_lnl_method(method, data, bcfg, key, noise_kind=ctx["kind"], cv_folds=a.cv_folds)
         res = {**_entry(r), **{k: r[k] for k in ("config", "tau", "lambda_u", "lambda_u_candidates",
-                                                  "kept_fraction", "cv_epochs") if k in r}}
-        if "detect" in r:
-            res["detect"] = r["detect"]
-        elif "label_scores" in r:
-            res["detect"] = _detect(r["label_scores"], r["flagged"], data)
+                                                  "kept_fraction", "cv_epochs", "detect") if r.get(k) is not None}}
     elif method == "jaxdistill_forward":
         d, scores = _anchor(data, seed, a, ctx)
         t = B.robust.estimate_transition(scores.pred_probs, data.y_noisy, data.num_classes)
@@ -147,8 +142,8 @@ def run_cell(method: str, data, seed: int, a, ctx: dict) -> dict:
                                      anchor_epochs=max(1, round(0.2 * ep)))
         r = B.train_dividemix_select(data, cfg, key, anchor_w=w)
         res = {**_entry(r), "lambda_u": r["lambda_u"], "lambda_u_candidates": r["lambda_u_candidates"],
-               "detect": _detect(r["label_scores"], r["flagged"], data),
-               "anchor_detect": _detect(1.0 - w, w < 0.5, data), "config": r["config"]}
+               "detect": flag_metrics(data, r["label_scores"], r["flagged"]),
+               "anchor_detect": flag_metrics(data, 1.0 - w, w < 0.5), "config": r["config"]}
     elif method == "distilled_set" or method.startswith("jaxdistill_repair_"):
         from jaxdistill.repair import RepairConfig, repair
 
@@ -185,11 +180,8 @@ def cmd_run(a) -> int:
     ds = load_dataset(a.dataset)
     # The cells share the baseline's recipe at --preset: if a later change of the preset's baseline (issue 30's
     # memorising schedule, say) would give other cells, refuse to mix them into this store.
-    from jaxdistill.baseline import get_baseline_config
-
-    b = get_baseline_config(ds.name, a.preset)
-    recipe = json.loads(json.dumps(dataclasses.asdict(dataclasses.replace(
-        b, k=1, train=b.train.replace(epochs=a.epochs or b.train.epochs)))))
+    bcfg = full_data_recipe(ds.name, a)
+    recipe = json.loads(json.dumps(dataclasses.asdict(bcfg)))
     if store.get("recipe") not in (None, recipe):
         raise ConfigError(f"{a.runs} was made with another baseline recipe {store['recipe']} (now {recipe}); "
                           f"use another --runs")
@@ -204,7 +196,7 @@ def cmd_run(a) -> int:
             ctx = {"kind": noise.split(":")[0], "tag": f"{noise.replace(':', '_')}_seed{seed}"}
             for m in todo:
                 print(f"[{noise} seed {seed}] {m} ...", flush=True)
-                r = run_cell(m, data, seed, a, ctx)
+                r = run_cell(m, data, seed, a, ctx, bcfg)
                 r.update(noise=noise, seed=seed, method=m,
                          command=f"python experiments/beyond/run_lnl.py run --noise {noise} --seeds {seed} "
                                  f"--methods {m}", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))

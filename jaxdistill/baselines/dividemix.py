@@ -302,14 +302,13 @@ def train_dividemix(data, cfg: DivideMixConfig, key: jax.Array, progress: bool =
             params, opt_state, loss = warm_all(params, opt_state, jax.random.split(ke, kr * 2).reshape(kr, 2, -1), lr)
             hist["loss"].append(float(np.mean(to_host(loss))))
         else:
-            lg = logits_sum(params, x)                                 # (k, 2, N, C)
-            mx = lg.max(-1)
-            lse = mx + np.log(np.exp(lg - mx[..., None]).sum(-1))
-            ce = lse - lg[..., np.arange(n), y]                        # (k, 2, N) per-sample cross-entropy
-            norm = minmax(ce)
             if anchor_w is not None and e < warm + cfg.anchor_epochs:
                 w = np.broadcast_to(np.asarray(anchor_w, np.float64), (kr, 2, n)).copy()
             else:
+                lg = logits_sum(params, x)                             # (k, 2, N, C)
+                mx = lg.max(-1)
+                lse = mx + np.log(np.exp(lg - mx[..., None]).sum(-1))
+                norm = minmax(lse - lg[..., np.arange(n), y])          # (k, 2, N) per-sample cross-entropy
                 w = np.stack([[gmm_clean_prob(norm[r, j], cfg.gmm_iters, cfg.gmm_tol, cfg.gmm_reg)
                                for j in range(2)] for r in range(kr)])
             losses = []

@@ -21,10 +21,14 @@ LAM_SYMMETRIC = 0.9
 LAM_ASYMMETRIC = 0.65
 
 
+def jocor_lam(noise_kind: str) -> float:
+    """JoCoR's co-regularisation weight: 0.65 for structured noise (asymmetric / pairflip), else 0.9."""
+    return LAM_ASYMMETRIC if noise_kind in ("asymmetric", "pairflip") else LAM_SYMMETRIC
+
+
 def get_jocor_config(dataset: str, preset: str = "paper", noise_kind: str = "symmetric", **overrides) -> JocorConfig:
     """The baseline's budget; lam 0.9, or 0.65 for structured noise (asymmetric / pairflip)."""
-    lam = LAM_ASYMMETRIC if noise_kind in ("asymmetric", "pairflip") else LAM_SYMMETRIC
-    return get_coteaching_config(dataset, preset, lam=lam).replace(**overrides)
+    return get_coteaching_config(dataset, preset, lam=jocor_lam(noise_kind)).replace(**overrides)
 
 
 def kl(logits_p: jax.Array, logits_q: jax.Array) -> jax.Array:
