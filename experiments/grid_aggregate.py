@@ -15,14 +15,48 @@ from jaxdistill.checkpoint import atomic_write_json, atomic_write_text, read_jso
 
 
 def _pool(entries: list[dict]) -> Optional[tuple]:
-    """Per-net accuracies pooled over seeds -> (mean, std, n); None when nothing is there."""
+    """Per-net accuracies pooled over seeds -> (mean, std, n, seed_std, seeds): the nets' mean and std, and the
+    std of the per-seed means over the seeds (None with one seed); None when nothing is there."""
     import numpy as np
 
-    accs = [a for e in entries if e for a in e.get("accs", [e.get("acc_mean")]) if a is not None]
-    if not accs:
+    per_seed = [[a for a in e.get("accs", [e.get("acc_mean")]) if a is not None] for e in entries if e]
+    per_seed = [p for p in per_seed if p]
+    if not per_seed:
         return None
-    a = np.asarray(accs, np.float64)
-    return float(a.mean()), float(a.std()), len(a)
+    a = np.asarray([x for p in per_seed for x in p], np.float64)
+    means = [float(np.mean(p)) for p in per_seed]
+    return (float(a.mean()), float(a.std()), len(a), float(np.std(means)) if len(means) > 1 else None,
+            len(means))
+
+
+# Fields of a result entry that the aggregate keeps (the baseline's say how it trained and what it fitted).
+_KEEP = ("acc_mean", "acc_std", "accs", "method", "protocol", "best_acc_mean", "best_accs", "schedule", "wrong_fit",
+         "epochs", "selected_epoch")
+
+
+def _slim(results: dict) -> dict:
+    """A results.json `results` (old or new names) -> the kept fields under the public names."""
+    from jaxdistill.report import public_results
+
+    out = {}
+    for k, v in public_results(results).items():
+        if "acc_mean" in v:
+            out[k] = {kk: v.get(kk) for kk in _KEEP if kk in v or kk in _KEEP[:7]}
+            memo = v.get("memorisation")
+            if memo:
+                out[k]["memorisation"] = {kk: memo.get(kk) for kk in ("stopped_by", "constant_epochs", "fit")}
+    return out
+
+
+def stored_baseline(stage_store: Optional[str], grid_name: str, cell) -> Optional[dict]:
+    """The baseline entries (public names) of a cell's stage kept in the stage store, when made with the
+    baseline the preset gives now; else None."""
+    from grid_run import baseline_stage_current, stage_mirror_dir
+
+    mirror = stage_mirror_dir(stage_store, grid_name, cell)
+    if not baseline_stage_current(mirror, cell.config()):
+        return None
+    return _slim(read_json(os.path.join(mirror, "stages", "baseline.json"))["results"])
 
 
 # Grid keys that change what a cell's numbers mean: a finished cell of an earlier aggregate is kept only when
@@ -39,19 +73,34 @@ def _previous_cells(grid: dict, previous: Optional[dict], tiny: bool = False) ->
             if c.get("finished") and c.get("results") and bool(c.get("tiny")) == tiny}
 
 
-def collect(grid_name: str, out: str, tiny: bool = False, previous: Optional[dict] = None) -> dict:
+def collect(grid_name: str, out: str, tiny: bool = False, previous: Optional[dict] = None,
+            stage_store: Optional[str] = None) -> dict:
     """Every cell's numbers (or its absence) from `<out>`; the document behind <GRID>.json. A cell whose run
     directory is missing but which `previous` (the committed <GRID>.json) has finished keeps that entry, marked
-    `carried`, so aggregating on another checkout (run directories are not in git) loses no cell."""
+    `carried`, so aggregating on another checkout (run directories are not in git) loses no cell. A finished cell
+    whose baseline in the stage store is newer (a preset's baseline that changed, run with --baseline-only) gets
+    that baseline (`baseline_from`: 'stage store')."""
     grid = load_grid(grid_name)
     carried = _previous_cells(grid, previous, tiny)
     cells = []
+
+    def with_stored_baseline(entry: dict, cell) -> dict:
+        b = stored_baseline(stage_store, grid["name"], cell) if entry.get("results") else None
+        if b is None:
+            return entry
+        res = {k: v for k, v in entry["results"].items() if not k.startswith("baseline_") or k == "baseline_clean"}
+        # a cell without a separate clean net (clean labels) keeps no other baseline
+        return {**entry, "results": {**b, **res, **({"baseline_clean": b["baseline_clean"]}
+                                                     if "baseline_clean" in b else {})},
+                "baseline_from": "stage store"}
+
     for cell in expand(grid):
         cdir = os.path.join(out, cell.rel_dir())
         doc = read_json(os.path.join(cdir, "results.json"))
         old = carried.get((cell.dataset, cell.noise, cell.ipc, cell.seed))
         if doc is None and old is not None and not os.path.exists(os.path.join(cdir, "cell.json")):
-            cells.append({**old, "carried": True})
+            cells.append(with_stored_baseline({**old, "carried": True,
+                                               "results": _slim(old["results"])}, cell))
             continue
         cj = read_json(os.path.join(cdir, "cell.json")) or {}
         entry = {"dataset": cell.dataset, "noise": cell.noise, "ipc": cell.ipc, "seed": cell.seed,
@@ -64,9 +113,8 @@ def collect(grid_name: str, out: str, tiny: bool = False, previous: Optional[dic
                  "k": (doc or {}).get("config", {}).get("k", cell.k)}
         if doc is not None:
             entry.update(noise_realized=doc.get("noise", {}).get("realized"), device=doc.get("versions", {}).get("device"),
-                         results={k: {kk: v.get(kk) for kk in ("acc_mean", "acc_std", "accs", "method", "protocol",
-                                                                "best_acc_mean", "best_accs")}
-                                  for k, v in doc["results"].items() if "acc_mean" in v})
+                         results=_slim(doc["results"]))
+            entry = with_stored_baseline(entry, cell)
         cells.append(entry)
     return {"grid": grid, "out": out, "cells": cells,
             "aggregated": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": machine()}
@@ -89,10 +137,11 @@ def summarize(data: dict) -> dict:
         row["_realized"].append(c.get("noise_realized"))
         add = lambda col, e: row["_cols"].setdefault(col, []).append(e)  # noqa: E731
         # The full-data baselines do not depend on IPC: one copy per (noise, seed), from the first IPC finished.
-        row["_base"].setdefault(c["seed"], res.get("baseline_noisy"))
+        for b in ("baseline_last", "baseline_best"):
+            row["_base"].setdefault(b, {}).setdefault(c["seed"], res.get(b))
         # run_baseline trains no separate clean net when the labels are the true ones: there the
         # full-data baseline is the clean upper bound.
-        up = res.get("baseline_clean") or (res.get("baseline_noisy") if c["noise"] == "clean" else None)
+        up = res.get("baseline_clean") or (res.get("baseline_last") if c["noise"] == "clean" else None)
         if up is not None:
             clean_by_ds.setdefault(c["dataset"], {}).setdefault(c["seed"], up)
         for m in grid["methods"]:
@@ -107,7 +156,12 @@ def summarize(data: dict) -> dict:
     out: dict = {}
     for (ds, noise), row in rows.items():
         vals = {col: _pool(es) for col, es in row["_cols"].items()}
-        vals["baseline"] = _pool(list(row["_base"].values()))
+        for b, per_seed in row["_base"].items():
+            vals[b] = _pool(list(per_seed.values()))
+        lasts = [e for e in row["_base"].get("baseline_last", {}).values() if e]
+        fits = [e["wrong_fit"] for e in lasts if e.get("wrong_fit") is not None]
+        vals["_wrong_fit"] = sum(fits) / len(fits) if fits and len(fits) == len(lasts) else None
+        vals["_schedule"] = ", ".join(sorted({e.get("schedule") or "fixed (before issue 30)" for e in lasts}))
         vals["clean"] = _pool(list(clean_by_ds.get(ds, {}).values()))
         real = [r for r in row["_realized"] if r is not None]
         vals["_realized"] = sum(real) / len(real) if real else None
@@ -116,10 +170,12 @@ def summarize(data: dict) -> dict:
 
 
 def aggregate(grid_name: str, out: str, results_dir: str = RESULTS_DIR, echo: Callable = print,
-              tiny: bool = False) -> dict:
-    """Write <results_dir>/<GRID>.md, .png and .json from every cell's results.json under `out`."""
+              tiny: bool = False, stage_store: Optional[str] = None) -> dict:
+    """Write <results_dir>/<GRID>.md, .png and .json from every cell's results.json under `out` (and the
+    baselines kept in `stage_store`)."""
     name = load_grid(grid_name)["name"]
-    data = collect(grid_name, out, tiny, previous=read_json(os.path.join(results_dir, f"{name}.json")))
+    data = collect(grid_name, out, tiny, previous=read_json(os.path.join(results_dir, f"{name}.json")),
+                   stage_store=stage_store)
     summ = summarize(data)
     n_carried = sum(bool(c.get("carried")) for c in data["cells"])
     if n_carried:
@@ -129,8 +185,9 @@ def aggregate(grid_name: str, out: str, results_dir: str = RESULTS_DIR, echo: Ca
     md = markdown(grid_name, data, summ)
     atomic_write_text(os.path.join(results_dir, f"{name}.md"), md)
     plot(os.path.join(results_dir, f"{name}.png"), data, summ)
-    table = {f"{ds}|{n}": {k: (None if v is None else (v if k == "_realized" else
-                                                       {"mean": v[0], "std": v[1], "n": v[2]}))
+    table = {f"{ds}|{n}": {k: (None if v is None else (v if k.startswith("_") else
+                                                       {"mean": v[0], "std": v[1], "n": v[2], "seed_std": v[3],
+                                                        "seeds": v[4]}))
                            for k, v in cols.items()} for (ds, n), cols in summ.items()}
     atomic_write_json(os.path.join(results_dir, f"{name}.json"),
                       {**data, "table": table, "findings": findings(data["grid"], summ)})

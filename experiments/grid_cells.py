@@ -20,6 +20,7 @@ from jaxdistill.pipeline import TINY_OVERRIDES  # noqa: E402
 
 GRID_DIR = os.path.join(ROOT, "experiments", "grids")
 RESULTS_DIR = os.path.join(ROOT, "experiments", "results")
+STAGE_STORE = os.path.join(RESULTS_DIR, "stages")  # finished stages of every cell, committed (grid_run.run_grid)
 GRID_KEYS = ("name", "description", "datasets", "noises", "ipcs", "seeds", "methods", "preset", "k")
 OPTIONAL_GRID_KEYS = {"control_draws": 1}  # key -> default
 FILTER_KEYS = ("dataset", "noise", "ipc", "seed")

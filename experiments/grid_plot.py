@@ -17,7 +17,8 @@ def _noise_rate(noise: str, realized: Optional[float]) -> float:
 
 def plot(path: str, data: dict, summ: dict) -> None:
     """Accuracy vs noise rate: one panel per (dataset, noise kind, IPC); lines = methods (standard and own
-    protocol), the random_clean / random_noisy controls (grey), the full-noisy baseline and the clean upper
+    protocol), the random_clean / random_noisy controls (grey), the full-noisy baseline (last epoch and the noisy
+    validation split's epoch) and the clean upper
     bound. The clean row is rate 0 of every kind."""
     import numpy as np
 
@@ -42,15 +43,17 @@ def plot(path: str, data: dict, summ: dict) -> None:
                 for proto in ("standard", "own"):
                     if v.get(f"{m}/ipc{ipc}/{proto}") is not None:
                         series.setdefault(f"{m} ({proto})", []).append((x, *v[f"{m}/ipc{ipc}/{proto}"][:2]))
-            if v.get("baseline") is not None:
-                series.setdefault("baseline (full noisy)", []).append((x, *v["baseline"][:2]))
+            for b, label in (("baseline_last", "baseline last epoch (full noisy)"),
+                             ("baseline_best", "baseline noisy-val epoch (full noisy)")):
+                if v.get(b) is not None:
+                    series.setdefault(label, []).append((x, *v[b][:2]))
             for c in ("random_clean", "random_noisy"):
                 if v.get(f"{c}/ipc{ipc}") is not None:
                     series.setdefault(f"control: {c} (standard)", []).append((x, *v[f"{c}/ipc{ipc}"][:2]))
         for name, pts in sorted(series.items()):
             r, mu, sd = (np.array(a, float) for a in zip(*sorted(pts)))
             if name.startswith("baseline"):
-                style = {"fmt": "--ks"}
+                style = {"fmt": "--ks" if "last" in name else ":ks", "mfc": "k" if "last" in name else "w"}
             elif name.startswith("control"):
                 style = {"fmt": "-.x", "color": "0.35" if "clean" in name else "0.65"}
             else:

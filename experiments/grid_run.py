@@ -10,7 +10,7 @@ import time
 import traceback
 from typing import Callable, Optional
 
-from grid_cells import cell_command, expand, load_grid, machine  # sets up sys.path for jaxdistill
+from grid_cells import ROOT, cell_command, expand, load_grid, machine  # sets up sys.path for jaxdistill
 
 from jaxdistill.checkpoint import atomic_write_json, read_json  # noqa: E402
 
@@ -65,26 +65,71 @@ def _record_run(cell_json: str, started: str, secs: float, failed: bool = False)
                                   "started": runs[0]["started"] or started})
 
 
-def is_finished(cell_dir: str, cfg) -> bool:
+def baseline_stage_current(stage_dir: Optional[str], cfg) -> bool:
+    """stage_dir/stages/baseline.json holds a baseline made with the config the preset gives now."""
+    from jaxdistill.pipeline import baseline_config
+
+    st = read_json(os.path.join(stage_dir, "stages", "baseline.json")) if stage_dir else None
+    return st is not None and st.get("config") == _cfg_json(baseline_config(cfg))
+
+
+def is_finished(cell_dir: str, cfg, mirror: Optional[str] = None, baseline_only: bool = False) -> bool:
     """results.json present and written for this config (or one that differs only by doing more, e.g. the
-    default job's clean-label baseline: its results answer the same cell)."""
+    default job's clean-label baseline: its results answer the same cell), and its baseline stage, where the
+    run directory has one, made with the preset's current baseline (a changed baseline retrains that stage
+    alone). baseline_only: the baseline stage is current here or in the mirror."""
+    if baseline_only:
+        return baseline_stage_current(cell_dir, cfg) or baseline_stage_current(mirror, cfg)
     doc = read_json(os.path.join(cell_dir, "results.json"))
     if doc is None or not isinstance(doc.get("config"), dict):
         return False
     old, new = doc["config"], _cfg_json(cfg)
     diff = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
-    return all(k in _SUPERSET_FLAGS and old.get(k) is True for k in diff)
+    if not all(k in _SUPERSET_FLAGS and old.get(k) is True for k in diff):
+        return False
+    return (not os.path.exists(os.path.join(cell_dir, "stages", "baseline.json"))
+            or baseline_stage_current(cell_dir, cfg))
+
+
+def stage_mirror_dir(stage_store: Optional[str], grid_name: str, cell) -> Optional[str]:
+    """Where a cell's finished stages are kept beside the repository (stage_store/<grid>/<cell dir>)."""
+    return None if stage_store is None else os.path.join(stage_store, grid_name, cell.rel_dir())
+
+
+def git_committer(label: str, echo: Callable = print, repo: str = ROOT) -> Callable:
+    """on_stage callback: commit the stage files just written (only those paths: other staged work is left)."""
+    import subprocess
+
+    def commit(paths: list) -> None:
+        if not paths:
+            return
+        names = ", ".join(os.path.basename(p) for p in paths)
+        try:
+            subprocess.run(["git", "add", "--", *paths], cwd=repo, check=True, capture_output=True)
+            subprocess.run(["git", "commit", "-q", "-m", f"grid stage {label}: {names}", "--", *paths], cwd=repo,
+                           check=True, capture_output=True)
+        except subprocess.CalledProcessError as e:  # a failed commit must not lose the run: the files are there
+            echo(f"    (commit of {names} failed: {e.stderr.decode(errors='replace')[-300:]})")
+
+    return commit
 
 # ------------------------------------------------------------------------------------------ run
 def run_grid(grid_name: str, out: str, only: Optional[str] = None, dry_run: bool = False, tiny: bool = False,
-             echo: Callable = print, runner: Optional[Callable] = None) -> dict:
-    """Run every (filtered) cell; returns {'done': [...], 'skipped': [...], 'failed': [...]} of cell labels."""
+             echo: Callable = print, runner: Optional[Callable] = None, stage_store: Optional[str] = None,
+             commit: bool = False, baseline_only: bool = False) -> dict:
+    """Run every (filtered) cell; returns {'done': [...], 'skipped': [...], 'failed': [...]} of cell labels.
+
+    stage_store: every finished stage of a cell is also kept under stage_store/<grid>/<cell dir> and a cell
+    takes the stages it lacks from there (pipeline.Stages), so a fresh checkout goes on where the last
+    session stopped; commit: each stage kept there is committed at once. baseline_only: run only the baseline
+    stage of each cell (the cells' other stages were made before)."""
     grid = load_grid(grid_name)
     cells = expand(grid, only, tiny)
     if runner is None:
         from jaxdistill import pipeline
 
-        runner = lambda cfg, d: pipeline.run_denoise(cfg, d, progress=False, echo=lambda s: echo("    " + s))  # noqa: E731
+        def runner(cfg, d, **kw):
+            return pipeline.run_denoise(cfg, d, progress=False, echo=lambda s: echo("    " + s), **kw)
     fail_path = os.path.join(out, "failures.json")
     summary: dict = {"done": [], "skipped": [], "failed": []}
     echo(f"grid {grid['name']}: {len(cells)} cell(s) x methods {grid['methods']}, preset {grid['preset']}"
@@ -93,8 +138,15 @@ def run_grid(grid_name: str, out: str, only: Optional[str] = None, dry_run: bool
     for i, cell in enumerate(cells, 1):
         cfg = cell.config()
         cdir = os.path.join(out, cell.rel_dir())
+        mirror = stage_mirror_dir(stage_store, grid["name"], cell)
         tag = f"[{i}/{len(cells)}] {cell.label()}"
-        if is_finished(cdir, cfg):
+        kw = {}
+        if mirror is not None:
+            kw.update(stage_mirror=mirror, on_stage=git_committer(f"{grid['name']} {cell.label()}", echo)
+                      if commit else None)
+        if baseline_only:
+            kw["only"] = ("baseline",)
+        if is_finished(cdir, cfg, mirror, baseline_only):
             summary["skipped"].append(cell.label())
             echo(f"{tag}: finished, skipped")
             if not dry_run:
@@ -118,7 +170,7 @@ def run_grid(grid_name: str, out: str, only: Optional[str] = None, dry_run: bool
         t = time.perf_counter()
         failures = read_json(fail_path) or {}
         try:
-            runner(cfg, cdir)
+            runner(cfg, cdir, **kw)
         except Exception as e:  # noqa: BLE001 - one bad cell must not stop the grid
             secs = time.perf_counter() - t
             failures[cell.label()] = {"error": type(e).__name__, "message": str(e)[:2000], "dir": cdir,

@@ -69,7 +69,13 @@ def get_baseline_config(dataset: str, preset: str = "paper", data=None) -> Basel
     batch at most the training set (`configs/derive.py`)."""
     b = baseline_budget_for(dataset, preset, data)
     return BaselineConfig(width=b.width, k=b.k,
-                          train=BaselineConfig().train.replace(epochs=b.epochs, batch_size=b.batch_size))
+                          train=BaselineConfig().train.replace(epochs=b.epochs, batch_size=b.batch_size),
+                          memorise=MemoriseConfig() if b.memorise else None)
+
+
+def schedule_name(cfg: BaselineConfig) -> str:
+    """How the baseline trained, for reports: 'memorise' (to memorisation, then decayed) or 'fixed N epochs'."""
+    return "memorise" if cfg.memorise is not None else f"fixed {cfg.train.epochs} epochs"
 
 
 CURVE_TRAIN = 2000  # training images scored per epoch for the curve (the first ones; the set is shuffled)
@@ -190,6 +196,8 @@ def _fit(net, x, y, tc, key, k, x_test, y_test, x_val, y_val, progress, log=None
                                                    progress, log)
     final = accuracy(net, params, x_test, y_test)
     out = {"final": final, "epochs": int(total)}
+    if memo is None and has_wrong:  # a fixed schedule: whether it happened to memorise, by the same criterion
+        memo = {**memorised([r["wrong"] for r in per_epoch]), "stopped_by": "fixed schedule"}
     if memo is not None:
         out["memorisation"] = memo
     if log is not None:  # the whole test set is scored only here (final and selected epochs)
@@ -283,7 +291,7 @@ def run_baseline(data, cfg: BaselineConfig, key: jax.Array, *, clean: bool = Tru
     secs = time.perf_counter() - t0
     extra = {k_: r[k_] for k_ in ("wrong_fit", "memorisation") if k_ in r}
     results["baseline_noisy"] = _entry(r["final"], seconds=secs, curve=r["curve"], convergence=r["convergence"],
-                                       epochs=r["epochs"], **extra)
+                                       epochs=r["epochs"], schedule=schedule_name(cfg), **extra)
     if "selected" in r:
         results["baseline_noisy_valselected"] = _entry(r["selected"], selected_epoch=r["selected_epoch"],
                                                        val_curve=r["val_curve"])

@@ -124,6 +124,30 @@ def read_json(path: str) -> Optional[dict]:
         return None
 
 
+def atomic_copy(src: str, dst: str) -> None:
+    """Copy a file so that `dst` is never seen half-written."""
+    with open(src, "rb") as f:
+        data = f.read()
+    with _atomic(dst, "wb") as g:
+        g.write(data)
+
+
+def update_json(path: str, fn) -> Any:
+    """Read-modify-write the JSON at `path` under an exclusive lock (`path`.lock), so that several processes
+    adding entries to one store (experiment cells) never drop each other's: fn(doc or None) -> the new doc,
+    written atomically. Returns the new doc."""
+    import fcntl
+
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            doc = fn(read_json(path))
+            atomic_write_json(path, doc)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return doc
+
+
 class Checkpointer:
     """Keep-last-k orbax checkpoints of a pytree of arrays, with fallback past damaged steps.
 

@@ -12,12 +12,12 @@ import logging
 import os
 import time
 import zlib
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
 import numpy as np
 
-from jaxdistill.checkpoint import atomic_save_npz, atomic_write_json, ensure_out_dir, read_json
+from jaxdistill.checkpoint import atomic_copy, atomic_save_npz, atomic_write_json, ensure_out_dir, read_json
 from jaxdistill.errors import ConfigError
 
 log = logging.getLogger("jaxdistill")
@@ -134,20 +134,49 @@ def own_protocol(method: str) -> str:
 
 
 class Stages:
-    """Finished-stage cache under out_dir/stages/*.json."""
+    """Finished-stage cache under out_dir/stages/*.json.
 
-    def __init__(self, out_dir: str):
+    mirror: a second directory (e.g. under experiments/results/, committed) that receives a copy of every
+    finished stage and of the files it names (a distilled set), and from which a fresh run directory takes the
+    stages it lacks, so that a cell's finished stages outlive its run directory. on_put(paths): called with the
+    mirror paths written after each stage (to commit them)."""
+
+    def __init__(self, out_dir: str, mirror: Optional[str] = None, on_put: Optional[Callable] = None):
+        self.out_dir, self.mirror, self.on_put = out_dir, mirror, on_put
         self.dir = os.path.join(out_dir, "stages")
         os.makedirs(self.dir, exist_ok=True)
 
     def path(self, name: str) -> str:
         return os.path.join(self.dir, name.replace("/", "_") + ".json")
 
+    def _mirrored(self, path: str) -> Optional[str]:
+        return None if self.mirror is None else os.path.join(self.mirror, os.path.relpath(path, self.out_dir))
+
+    def restore(self, path: str) -> bool:
+        """Copy `path` (under out_dir) from the mirror when it is missing here; True if it exists now."""
+        src = self._mirrored(path)
+        if not os.path.exists(path) and src is not None and os.path.exists(src):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            atomic_copy(src, path)
+        return os.path.exists(path)
+
     def get(self, name: str) -> Optional[dict]:
+        self.restore(self.path(name))
         return read_json(self.path(name))
 
-    def put(self, name: str, value: dict) -> dict:
+    def put(self, name: str, value: dict, files: tuple = ()) -> dict:
+        """Write the stage; with a mirror, copy it and `files` (paths under out_dir, written before) there."""
         atomic_write_json(self.path(name), value)
+        if self.mirror is not None:
+            written = []
+            for f in (*files, self.path(name)):  # the stage last: a mirror stage always has its files
+                if os.path.exists(f):
+                    dst = self._mirrored(f)
+                    os.makedirs(os.path.dirname(dst), exist_ok=True)
+                    atomic_copy(f, dst)
+                    written.append(dst)
+            if self.on_put is not None:
+                self.on_put(written)
         return value
 
 
@@ -297,8 +326,14 @@ def protocol_for(name: str, distilled, num_classes: int, preset: str, width: Opt
     return p
 
 
-def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=print) -> dict:
-    """Run (or resume) the whole job; returns the results.json document."""
+def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=print, *,
+                stage_mirror: Optional[str] = None, on_stage: Optional[Callable] = None,
+                only: Optional[tuple] = None) -> dict:
+    """Run (or resume) the whole job; returns the results.json document.
+
+    stage_mirror / on_stage: a copy of every finished stage there, and finished stages taken from there
+    (`Stages`): a cell's progress survives its run directory. only=('baseline',): run the baseline stage only
+    (returns {'baseline': stage}); for a cell whose other stages are done elsewhere."""
     from jaxdistill.baseline import run_baseline
     from jaxdistill.evaluate import evaluate
     from jaxdistill.methods import INITIAL_FILE, DistilledSet, distill
@@ -308,7 +343,10 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
     _check_methods(cfg.methods)
     ensure_out_dir(out_dir, "out_dir")
     _config_guard(out_dir, cfg)
-    stages = Stages(out_dir)
+    if stage_mirror is not None:
+        ensure_out_dir(stage_mirror, "stage_mirror")
+        _config_guard(stage_mirror, cfg)  # the mirror's stages were made by this config or are refused
+    stages = Stages(out_dir, stage_mirror, on_stage)
     timings: dict = {}
 
     t0 = time.perf_counter()
@@ -340,16 +378,24 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
 
     results: dict = {}
     # 1. baselines on the full noisy set (and clean labels)
+    # The stage records the baseline's config: a preset whose baseline changed (issue 30's memorising schedule)
+    # retrains the baseline alone, and every other finished stage stays.
+    bcfg_json = json.loads(json.dumps(dataclasses.asdict(settings.baseline)))
     b = stages.get("baseline")
-    if b is None:
+    if b is None or b.get("config") != bcfg_json:
         t = time.perf_counter()
         b = run_baseline(data, settings.baseline, stage_key(cfg.seed, "baseline"),
                          clean=cfg.clean_baseline, progress=progress, run_dir=os.path.join(out_dir, "baseline"))
-        b = stages.put("baseline", {"results": b, "seconds": time.perf_counter() - t})
+        b = stages.put("baseline", {"results": b, "seconds": time.perf_counter() - t, "config": bcfg_json})
+    if only == ("baseline",):
+        return {"baseline": b}
     timings["baseline"] = b["seconds"]
-    for name, r in b["results"].items():
+    for name, r in report.public_results(b["results"]).items():
         results[name] = {**r, "method": name.replace("_", " "), "protocol": "full data"}
-    echo(f"baseline (full noisy data): {100 * results['baseline_noisy']['acc_mean']:.2f}%")
+    last = results["baseline_last"]
+    echo(f"baseline (full noisy data, {last.get('schedule', 'fixed')}): {100 * last['acc_mean']:.2f}% last epoch"
+         + (f", {100 * results['baseline_best']['acc_mean']:.2f}% at the noisy-validation epoch"
+            if "baseline_best" in results else ""))
 
     def eval_stage(name: str, ds, pname: str) -> dict:
         """Evaluate one set under one protocol (a cached stage). Every set under a protocol gets the same
@@ -389,6 +435,9 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
         workdir = os.path.join(out_dir, method)
         path = os.path.join(workdir, "distilled.npz")
         st = stages.get(f"distill_{method}")
+        if st is not None:  # a stage from the mirror brings its set (and the initial set of the selected control)
+            stages.restore(path)
+            stages.restore(os.path.join(workdir, INITIAL_FILE))
         if st is None or not os.path.exists(path):
             mcfg = settings.methods[method]
             t = time.perf_counter()
@@ -397,7 +446,8 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
             if not os.path.exists(path):
                 ds.save(path)
             st = stages.put(f"distill_{method}", {"seconds": time.perf_counter() - t,
-                                                  "config": dataclasses.asdict(mcfg)})
+                                                  "config": dataclasses.asdict(mcfg)},
+                            files=(path, os.path.join(workdir, INITIAL_FILE)))
         timings[f"distill {method}"] = st["seconds"]
         ds = DistilledSet.load(path)
         report.plot_distilled(os.path.join(out_dir, f"distilled_{method}.png"), ds.to_pixels(), ds.labels,

@@ -55,7 +55,7 @@ def test_baseline_round_trip_repeats_the_run(tmp_path, capsys):
     assert cli.main(["baseline", *flags, "--val-fraction", "0", "--config", os.path.join(a, "config.json"),
                      "--out", b]) == 0
     assert json.load(open(os.path.join(b, "config.json"))) == saved
-    ra, rb = (json.load(open(os.path.join(d, "results.json")))["results"]["baseline_noisy"]["accs"] for d in (a, b))
+    ra, rb = (json.load(open(os.path.join(d, "results.json")))["results"]["baseline_last"]["accs"] for d in (a, b))
     assert ra == rb
     from jaxdistill.runlog import read_metrics
 

@@ -259,7 +259,7 @@ def test_evaluate_reports_best_over_checkpoints_beside_the_headline(digits_data,
     np.testing.assert_allclose(fake.best_accs, [0.6, 0.5])
     np.testing.assert_allclose(fake.best_mean, 0.55)
     # report.md's table shows it in its own, labelled column; rows without it show '-'
-    table = report.results_table({"baseline_noisy": {"acc_mean": 0.5, "acc_std": 0.01, "method": "baseline"},
+    table = report.results_table({"baseline_last": {"acc_mean": 0.5, "acc_std": 0.01, "method": "baseline"},
                                   "rcig/rcig": {**d, "method": "rcig", "ipc": 2}})
     assert "best over checkpoints % (not the headline)" in table.splitlines()[0]
     row = [ln for ln in table.splitlines() if ln.startswith("| rcig")][0]

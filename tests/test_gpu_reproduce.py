@@ -36,7 +36,7 @@ def test_gpu_reproduce_resumes_across_slots(tmp_path):
         for key in ("dance/standard", "dance/dance", "control/random_noisy/standard", "control/selected_dance/standard"):
             assert 0.0 <= stage[key]["acc"] <= 100.0, key
         assert stage["published_dance"] == pytest.approx(86.3)
-    assert "baseline_noisy_valselected" in summary["symmetric_0.4"] and "baseline_clean" in summary["symmetric_0.4"]
+    assert "baseline_best" in summary["symmetric_0.4"] and "baseline_clean" in summary["symmetric_0.4"]
     # slot 3 from slot 2's parts: every stage is loaded, the figures are the same
     out3, _, log3 = _slot(tmp_path, "3", 600, restore=out2)
     assert json.load(open(out3 / "summary.json")) == summary

@@ -229,12 +229,15 @@ def test_aggregate_two_fake_cells_into_table_png_and_json(tmp_path):
     md = open(os.path.join(rdir, "g.md")).read()
     # numbers: mean +- population std over the nets, in %
     # (a clean cell has no separate clean net: its full-data baseline is the upper bound)
-    assert "| clean | 0.0 | 91.00 +- 1.00 | 91.00 +- 1.00 | 81.00 +- 1.00 / 86.00 +- 1.00 | " \
-           "70.00 +- 0.00 / 76.00 +- 1.00 |" in md
+    # (results from before issue 30 name their baseline baseline_noisy: it shows as the last epoch of a fixed
+    # schedule, with no noisy-validation epoch and no wrong-label fit)
+    assert "| clean | 0.0 | 91.00 +- 1.00 | - | - | fixed (before issue 30) | 91.00 +- 1.00 | " \
+           "81.00 +- 1.00 / 86.00 +- 1.00 | 70.00 +- 0.00 / 76.00 +- 1.00 |" in md
     # the clean upper bound comes from the clean cell; a missing own-protocol entry shows as '-'
-    assert "| symmetric:0.4 | 39.8 | 62.00 +- 2.00 | 91.00 +- 1.00 | 72.00 +- 2.00 / 74.00 +- 2.00 | " \
-           "50.00 +- 0.00 / - |" in md
-    assert "| noise | realized % | baseline | clean | datm IPC10 | rcig IPC10 |" in md
+    assert "| symmetric:0.4 | 39.8 | 62.00 +- 2.00 | - | - | fixed (before issue 30) | 91.00 +- 1.00 | " \
+           "72.00 +- 2.00 / 74.00 +- 2.00 | 50.00 +- 0.00 / - |" in md
+    assert ("| noise | realized % | baseline last | baseline best | wrong fit % | baseline schedule | clean | "
+            "datm IPC10 | rcig IPC10 |") in md
     # controls: their figures, and each method's points above random_clean / selected (datm 72 vs 66 and 69)
     assert "## Against the controls (common protocol)" in md
     assert "| symmetric:0.4 | 55.00 +- 0.00 | 66.00 +- 1.00 | +6.0 / +3.0 | -16.0 / - |" in md
@@ -245,13 +248,14 @@ def test_aggregate_two_fake_cells_into_table_png_and_json(tmp_path):
     np.testing.assert_allclose(js["table"]["digits|symmetric:0.4"]["datm/ipc10/own"]["mean"], 0.74)
     np.testing.assert_allclose(js["table"]["digits|clean"]["clean"]["mean"], 0.91)
     assert js["table"]["digits|symmetric:0.4"]["rcig/ipc10/own"] is None
-    assert agg["summary"][("digits", "symmetric:0.4")]["baseline"][2] == 2
+    assert agg["summary"][("digits", "symmetric:0.4")]["baseline_last"][2] == 2
     # findings: datm's own 74 +- 2 against the baseline's 62 +- 2 (spread sqrt(8)); each method against random_clean
     assert "## The study's findings, computed from the cells" in md
-    assert "| 1 | digits | symmetric:0.4 | 10 | best distilled (datm) vs baseline | 74.00 | 62.00 | +12.00 | 2.83 | " \
+    assert "| 1 | digits | symmetric:0.4 | 10 | best distilled (datm) vs baseline_last | 74.00 | 62.00 | +12.00 | " \
+           "2.83 (nets) | 1 | holds |" in md
+    assert "| denoise | digits | symmetric:0.4 | 10 | datm vs random_clean | 72.00 | 66.00 | +6.00 | 2.24 (nets) | 1 | " \
            "holds |" in md
-    assert "| denoise | digits | symmetric:0.4 | 10 | datm vs random_clean | 72.00 | 66.00 | +6.00 | 2.24 | holds |" in md
-    assert "| denoise | digits | symmetric:0.4 | 10 | rcig vs random_clean | 50.00 | 66.00 | -16.00 | 1.00 | " \
+    assert "| denoise | digits | symmetric:0.4 | 10 | rcig vs random_clean | 50.00 | 66.00 | -16.00 | 1.00 (nets) | 1 | " \
            "does not hold |" in md
     assert [f["finding"] for f in js["findings"]] == ["1", "denoise", "denoise"]   # the clean cell claims nothing
     np.testing.assert_allclose(js["findings"][0]["margin"], 0.12, atol=1e-12)
@@ -260,9 +264,9 @@ def test_aggregate_two_fake_cells_into_table_png_and_json(tmp_path):
 def test_findings_verdicts_follow_each_claims_direction():
     g = {"datasets": ["d"], "noises": ["symmetric:0.1", "symmetric:0.8", "asymmetric:0.4"], "ipcs": [10],
          "methods": ["m"]}
-    summ = {("d", "symmetric:0.1"): {"baseline": (0.8, 0.0, 5), "m/ipc10/own": (0.9, 0.0, 5)},
-            ("d", "symmetric:0.8"): {"baseline": (0.30, 0.03, 5), "m/ipc10/own": (0.32, 0.04, 5)},
-            ("d", "asymmetric:0.4"): {"baseline": (0.80, 0.01, 5), "m/ipc10/standard": (0.70, 0.01, 5)}}
+    summ = {("d", "symmetric:0.1"): {"baseline_last": (0.8, 0.0, 5), "m/ipc10/own": (0.9, 0.0, 5)},
+            ("d", "symmetric:0.8"): {"baseline_last": (0.30, 0.03, 5), "m/ipc10/own": (0.32, 0.04, 5)},
+            ("d", "asymmetric:0.4"): {"baseline_last": (0.80, 0.01, 5), "m/ipc10/standard": (0.70, 0.01, 5)}}
     rows = grid.findings(g, summ)
     # symmetric below 0.2 is outside finding 1; +2 points inside a 5-point spread is undecided; 10 points
     # below the baseline under asymmetric noise is finding 3 holding (its claim points down), judged on the
@@ -270,6 +274,16 @@ def test_findings_verdicts_follow_each_claims_direction():
     assert [(r["noise"], r["finding"], r["verdict"]) for r in rows] == [
         ("symmetric:0.8", "1", "within the spread"), ("asymmetric:0.4", "3", "holds")]
     np.testing.assert_allclose([rows[0]["spread"], rows[1]["margin"]], [0.05, -0.10], atol=1e-12)
+    assert rows[0]["spread_over"] == "nets"
+    # both baselines, and with several seeds on both sides the spread is over the seeds' means (not the nets)
+    summ = {("d", "symmetric:0.8"): {"baseline_last": (0.30, 0.03, 15, 0.01, 3),
+                                     "baseline_best": (0.40, 0.03, 15, 0.02, 3),
+                                     "m/ipc10/own": (0.34, 0.04, 15, 0.02, 3)}}
+    rows = grid.findings(g, summ)
+    assert [(r["compared"], r["verdict"], r["spread_over"], r["seeds"]) for r in rows] == [
+        ("best distilled (m) vs baseline_last", "holds", "seeds", 3),
+        ("best distilled (m) vs baseline_best", "does not hold", "seeds", 3)]
+    np.testing.assert_allclose([r["spread"] for r in rows], [np.hypot(0.02, 0.01), np.hypot(0.02, 0.02)])
     assert grid._verdict(-0.1, 0.01, 1) == "does not hold" and grid._verdict(0.1, 0.01, -1) == "does not hold"
 
 
@@ -285,8 +299,10 @@ def test_aggregate_pools_seeds_and_marks_missing_cells(tmp_path):
                                     0.2, clean=[0.9, 1.0]), f)
     agg = grid.aggregate(gpath, out, str(tmp_path / "r"), echo=lambda s: None)
     pooled = np.array([0.5, 0.6, 0.7, 0.8])
-    m, s, n = agg["summary"][("digits", "symmetric:0.2")]["datm/ipc1/standard"]
-    np.testing.assert_allclose([m, s, n], [pooled.mean(), pooled.std(), 4])
+    m, s, n, seed_std, seeds = agg["summary"][("digits", "symmetric:0.2")]["datm/ipc1/standard"]
+    np.testing.assert_allclose([m, s, n, seed_std, seeds], [pooled.mean(), pooled.std(), 4, np.std([0.55, 0.75]), 2])
+    # with several seeds the table's +- is the std over the seeds' means
+    assert f"| symmetric:0.2 | 20.0 | 65.00 +- 10.00 (2 seeds) |" in agg["markdown"]
     assert "| symmetric:0.6 | not run |" in agg["markdown"]
     # the cells table tells a cell that was started (cell.json, no results) from one never run
     started = [c for c in cells if c.noise == "symmetric:0.6"][0]

@@ -19,14 +19,16 @@ def _cells():
     cells = {}
     for s, (last, best, dm, au) in enumerate([(0.80, 0.84, 0.86, 0.95), (0.78, 0.85, 0.88, 0.97),
                                               (0.76, 0.83, 0.87, 0.96)]):
-        cells[rl.cell_key("symmetric:0.4", s, "baseline")] = {
-            "noise": "symmetric:0.4", "seed": s, "method": "baseline",
-            "last": {"acc_mean": last}, "best": {"acc_mean": best}}
+        cells[rl.cell_key("symmetric:0.4", s, "baseline_memorise")] = {
+            "noise": "symmetric:0.4", "seed": s, "method": "baseline_memorise", "wrong_fit": 0.9 + 0.02 * s,
+            "epochs": 60 + 10 * s, "last": {"acc_mean": last}, "best": {"acc_mean": best}}
         cells[rl.cell_key("symmetric:0.4", s, "dividemix")] = {
             "noise": "symmetric:0.4", "seed": s, "method": "dividemix", "acc_mean": dm, "best_acc_mean": dm + 0.01,
             "detect": {"auroc": au}}
     cells[rl.cell_key("asymmetric:0.4", 0, "gce")] = {"noise": "asymmetric:0.4", "seed": 0, "method": "gce",
                                                       "acc_mean": 0.7}
+    cells[rl.cell_key("symmetric:0.4", 0, "baseline")] = {"noise": "symmetric:0.4", "seed": 0, "method": "baseline",
+                                                         "last": {"acc_mean": 0.83}, "best": {"acc_mean": 0.82}}
     return cells
 
 
@@ -39,6 +41,13 @@ def test_aggregate_means_over_seeds_against_numpy():
     np.testing.assert_allclose(sym["dividemix"]["best_acc_mean"], np.mean([0.87, 0.89, 0.88]))
     np.testing.assert_allclose(sym["dividemix"]["auroc"], 0.96)
     assert sym["dividemix"]["seeds"] == 3 and "auroc" not in sym["baseline_last"]
+    # the memorising baseline is baseline_last / _best, with how far it fitted the wrong labels; the shared
+    # recipe's (40-epoch) baseline is reported under its own name
+    np.testing.assert_allclose(sym["baseline_last"]["wrong_fit"], np.mean([0.90, 0.92, 0.94]))
+    np.testing.assert_allclose(sym["baseline_last"]["epochs"], 70.0)
+    assert "wrong_fit" not in sym["baseline_best"]
+    assert sym["baseline_recipe_last"] == {"acc_mean": 0.83, "acc_std": 0.0, "seeds": 1}
+    assert sym["baseline_recipe_best"]["acc_mean"] == 0.82
     assert agg["asymmetric:0.4"]["gce"] == {"acc_mean": 0.7, "acc_std": 0.0, "seeds": 1}
     md = rl.table(agg)
     rows = [ln for ln in md.splitlines() if ln.startswith("| dividemix |")]
@@ -47,7 +56,8 @@ def test_aggregate_means_over_seeds_against_numpy():
     # sorted best first within a noise
     section = md.split("## symmetric:0.4")[1].split("## ")[0]
     sym_rows = [ln.split("|")[1].strip() for ln in section.splitlines() if ln.startswith("| ")]
-    assert sym_rows[1:] == ["dividemix", "baseline_best", "baseline_last"]
+    assert sym_rows[1:] == ["dividemix", "baseline_best", "baseline_recipe_last", "baseline_recipe_best",
+                            "baseline_last"]
 
 
 def test_run_refuses_other_settings_and_unknown_methods(tmp_path):
@@ -58,7 +68,7 @@ def test_run_refuses_other_settings_and_unknown_methods(tmp_path):
     with pytest.raises(ConfigError, match=r"other settings.*subset.*123, 5000"):
         rl.cmd_run(a)
     bad = rl.build_parser().parse_args(["run", "--runs", str(runs), "--methods", "mixup"])
-    with pytest.raises(ConfigError, match=r"\['mixup'\].*allowed baseline, gce"):
+    with pytest.raises(ConfigError, match=r"\['mixup'\].*allowed baseline, baseline_memorise, gce"):
         rl.cmd_run(bad)
     assert rl.main(["run", "--runs", str(runs), "--methods", "mixup"]) == 2
 
@@ -154,3 +164,54 @@ def test_run_refuses_a_store_made_with_another_baseline_recipe(tmp_path):
 
     stored = json.loads(runs.read_text())["recipe"]
     assert stored["k"] == 1 and stored["train"]["epochs"] >= 1
+
+
+def test_cells_from_processes_side_by_side_all_survive(tmp_path):
+    """Two processes adding cells to one store (update_json's lock): every cell is kept."""
+    import multiprocessing as mp
+
+    runs = str(tmp_path / "runs.json")
+    atomic_write_json(runs, {"args": {}, "cells": {}})
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_add_cells, args=(runs, p)) for p in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    import json
+
+    cells = json.load(open(runs))["cells"]
+    assert sorted(cells) == sorted(f"p{p}c{i}" for p in range(2) for i in range(20))
+
+
+def _add_cells(path, p):
+    from jaxdistill.checkpoint import update_json
+
+    for i in range(20):
+        update_json(path, lambda st, i=i: {**st, "cells": {**st["cells"], f"p{p}c{i}": i}})
+
+
+def test_baseline_memorise_cell_trains_to_memorisation_and_others_keep_the_recipe(monkeypatch):
+    """baseline_memorise hands run_baseline the preset's MemoriseConfig; the shared recipe has none."""
+    import jaxdistill.baseline as bl
+
+    seen = []
+
+    def fake(data, cfg, key, clean):
+        seen.append(cfg)
+        return {"baseline_noisy": {"acc_mean": 0.5, "accs": [0.5], "wrong_fit": 0.93, "epochs": 57,
+                                   "memorisation": {"stopped_by": "target"}, "curve": {"wrong_fit": [0.2, 0.93]}},
+                "baseline_noisy_valselected": {"acc_mean": 0.6, "accs": [0.6], "selected_epoch": [12]}}
+
+    monkeypatch.setattr(bl, "run_baseline", fake)
+    a = rl.build_parser().parse_args(["run", "--dataset", "digits", "--preset", "quick"])
+    bcfg = rl.full_data_recipe("digits", a)
+    assert bcfg.memorise is None
+    data = type("D", (), {"name": "digits"})()
+    r = rl.run_cell("baseline_memorise", data, 0, a, {}, bcfg)
+    assert isinstance(seen[0].memorise, bl.MemoriseConfig) and seen[0].train == bcfg.train
+    assert (r["wrong_fit"], r["epochs"], r["selected_epoch"], r["curve"]["wrong_fit"]) == (0.93, 57, [12], [0.2, 0.93])
+    assert r["last"]["acc_mean"] == 0.5 and r["best"]["acc_mean"] == 0.6
+    rl.run_cell("baseline", data, 0, a, {}, bcfg)
+    assert seen[1].memorise is None

@@ -188,7 +188,7 @@ def test_denoise_all_three_methods_on_own_npz(capsys, tmp_path):
     assert (d["image_shape"], d["num_classes"], d["template"], d["ipc"]) == ([8, 8, 1], 10, "digits", 2)
     assert d["n_train"] == 216  # 240 less the 10% noisy validation split
     res = doc["results"]
-    for name in ("baseline_noisy", "baseline_clean", "datm/standard", "dance/standard", "rcig/standard",
+    for name in ("baseline_last", "baseline_clean", "datm/standard", "dance/standard", "rcig/standard",
                  "control/random_noisy/standard"):
         assert name in res, name
     _accs_ok(res)
@@ -242,4 +242,4 @@ def test_detect_and_repair_on_own_npz(capsys, tmp_path):
     assert doc["config"]["command"] == "repair" and doc["derived_from"]["num_classes"] == 10
     assert doc["config"]["repair"]["train"]["train"]["batch_size"] <= 240
     _accs_ok(doc["results"])
-    assert {"repair", "baseline_noisy", "distilled"} <= set(doc["results"])
+    assert {"repair", "baseline_last", "distilled"} <= set(doc["results"])

@@ -24,7 +24,7 @@ def test_tiny_denoise_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
     out = str(tmp_path / "run")
     doc = run_denoise(_cfg(), out, progress=False)
     res = doc["results"]
-    for name in ("baseline_noisy", "baseline_noisy_valselected", "baseline_clean", "datm/standard", "datm/datm",
+    for name in ("baseline_last", "baseline_best", "baseline_clean", "datm/standard", "datm/datm",
                  "dance/standard", "dance/dance", "rcig/standard", "rcig/rcig", "control/random_noisy/standard",
                  "control/random_clean/standard", "control/selected_datm/standard",
                  "control/selected_dance/standard", "control/selected_rcig/standard"):
@@ -44,9 +44,12 @@ def test_tiny_denoise_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
     d = 100 * (res["dance/standard"]["acc_mean"] - res["control/random_clean/standard"]["acc_mean"])
     assert f"| dance | standard | {100 * res['dance/standard']['acc_mean']:.2f} | " in report and f"{d:+.2f}" in report
     assert "use `--preset paper` (a GPU) for real work" in report and "`--preset cpu`" in report
-    conv = res["baseline_noisy"]["convergence"]
-    assert conv["converged"] is False and "has NOT converged" in report  # 2 tiny epochs cannot converge
-    assert len(res["baseline_noisy"]["curve"]["train_noisy"]) == 2
+    conv = res["baseline_last"]["convergence"]
+    # 2 tiny epochs cannot converge; the report says which baseline it is (quick: a fixed schedule)
+    assert conv["converged"] is False and "has NOT stopped rising" in report
+    assert res["baseline_last"]["schedule"] == "fixed 2 epochs" and "fixed 2 epochs schedule" in report
+    assert 0.0 <= res["baseline_last"]["wrong_fit"] <= 1.0 and "of the wrong labels (`wrong_fit`)" in report
+    assert len(res["baseline_last"]["curve"]["train_noisy"]) == 2
     # the selected control is the distiller's starting point: DANCE's is its first ipc images per noisy class
     from jaxdistill.methods.base import DistilledSet
 

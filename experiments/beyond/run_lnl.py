@@ -5,8 +5,11 @@ noisy training set, never the test labels); one ConvNet (the baseline's width an
 and seed. Methods (cells), each written to --runs atomically as soon as it finishes, so a stop loses at most the
 cell under way and a later session goes on where this one stopped:
 
-    baseline        the ConvNet on all noisy labels: `baseline_last` (last epoch) and `baseline_best` (the epoch
-                    the noisy validation split picks)
+    baseline_memorise  the ConvNet on all noisy labels, trained at constant lr until it has memorised the wrong
+                    labels, then decayed (`baseline.MemoriseConfig`, the preset's): `baseline_last` (its last epoch,
+                    the field's comparison) and `baseline_best` (the epoch the noisy validation split picks)
+    baseline        the same net with the shared recipe (the preset's 40 epochs, step decay), which has not
+                    memorised: `baseline_recipe_last` / `baseline_recipe_best`
     coteaching, jocor, gce, elr, dividemix (lambda_u chosen from {0, 25} on the noisy validation split),
     cleanlearning   cleanlab's confident learning: 5-fold CV probabilities, find_label_issues, prune, refit
     distilled_set   the DANCE set (IPC 10) under the common protocol; its nets score every label (our detector)
@@ -34,12 +37,12 @@ import time
 
 import numpy as np
 
-from jaxdistill.checkpoint import atomic_write_json, atomic_write_text, read_json
+from jaxdistill.checkpoint import atomic_write_json, atomic_write_text, read_json, update_json
 from jaxdistill.cli_beyond import LNL_METHODS, flag_metrics, run_lnl_method
 from jaxdistill.errors import ConfigError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-METHODS = ("baseline", "gce", "elr", "coteaching", "jocor", "cleanlearning", "distilled_set",
+METHODS = ("baseline", "baseline_memorise", "gce", "elr", "coteaching", "jocor", "cleanlearning", "distilled_set",
            "jaxdistill_repair_select", "jaxdistill_repair_relabel", "jaxdistill_repair_relabel_select",
            "jaxdistill_forward", "dividemix", "jaxdistill_anchor_dividemix")
 # Args that change what a cell means: a resumed run must agree on them.
@@ -102,7 +105,8 @@ def full_data_recipe(dataset: str, a):
     from jaxdistill.baseline import get_baseline_config
 
     b = get_baseline_config(dataset, a.preset)
-    return dataclasses.replace(b, k=1, train=b.train.replace(epochs=a.epochs or b.train.epochs))
+    # memorise only changes the baseline_memorise cell's schedule; every other cell trains with this recipe
+    return dataclasses.replace(b, k=1, train=b.train.replace(epochs=a.epochs or b.train.epochs), memorise=None)
 
 
 def run_cell(method: str, data, seed: int, a, ctx: dict, bcfg) -> dict:
@@ -115,10 +119,20 @@ def run_cell(method: str, data, seed: int, a, ctx: dict, bcfg) -> dict:
     key = stage_key(seed, method)
     t0 = time.perf_counter()
     res: dict
-    if method == "baseline":
+    if method in ("baseline", "baseline_memorise"):
+        if method == "baseline_memorise":
+            from jaxdistill.baseline import MemoriseConfig, get_baseline_config
+
+            bcfg = dataclasses.replace(bcfg, memorise=get_baseline_config(data.name, a.preset).memorise
+                                       or MemoriseConfig())
         r = run_baseline(data, bcfg, stage_key(seed, "train"), clean=False)
-        res = {"last": _entry(r["baseline_noisy"]), "best": _entry(r["baseline_noisy_valselected"]),
-               "convergence": r["baseline_noisy"].get("convergence")}
+        bn = r["baseline_noisy"]
+        res = {"last": _entry(bn), "best": _entry(r["baseline_noisy_valselected"]),
+               "convergence": bn.get("convergence"), "epochs": bn.get("epochs"),
+               "selected_epoch": r["baseline_noisy_valselected"].get("selected_epoch"),
+               **{k: bn[k] for k in ("wrong_fit", "memorisation") if k in bn},
+               "curve": {k: v for k, v in bn.get("curve", {}).items() if k in ("wrong_fit", "val_noisy",
+                                                                               "test_slice", "train_noisy")}}
     elif method in LNL_METHODS:
         # The CLI's `jaxdistill lnl` runs the same function: the baseline's net and recipe, one key per method.
         r = run_lnl_method(method, data, bcfg, key, noise_kind=ctx["kind"], cv_folds=a.cv_folds)
@@ -171,24 +185,29 @@ def cmd_run(a) -> int:
     bad = [m for m in a.methods if m not in METHODS]
     if bad:
         raise ConfigError(f"--methods {bad}; allowed {', '.join(METHODS)}")
-    store = read_json(a.runs) if os.path.exists(a.runs) else {"args": {}, "cells": {}}
     args = {k: getattr(a, k) for k in RESULT_ARGS}
-    if store["args"] and store["args"] != args:
-        diff = {k: (store["args"].get(k), v) for k, v in args.items() if store["args"].get(k) != v}
-        raise ConfigError(f"{a.runs} was made with other settings {diff} (stored, given); use another --runs")
-    store["args"] = args
     ds = load_dataset(a.dataset)
-    # The cells share the baseline's recipe at --preset: if a later change of the preset's baseline (issue 30's
-    # memorising schedule, say) would give other cells, refuse to mix them into this store.
+    # The cells share the baseline's recipe at --preset: if a later change of the preset's baseline would give
+    # other cells, refuse to mix them into this store.
     bcfg = full_data_recipe(ds.name, a)
     recipe = json.loads(json.dumps(dataclasses.asdict(bcfg)))
-    if store.get("recipe") not in (None, recipe):
-        raise ConfigError(f"{a.runs} was made with another baseline recipe {store['recipe']} (now {recipe}); "
-                          f"use another --runs")
-    store["recipe"] = recipe
-    atomic_write_json(a.runs, store)
+
+    def check(store):
+        store = store or {"args": {}, "cells": {}}
+        if store["args"] and store["args"] != args:
+            diff = {k: (store["args"].get(k), v) for k, v in args.items() if store["args"].get(k) != v}
+            raise ConfigError(f"{a.runs} was made with other settings {diff} (stored, given); use another --runs")
+        if store.get("recipe") not in (None, recipe):
+            raise ConfigError(f"{a.runs} was made with another baseline recipe {store['recipe']} (now {recipe}); "
+                              f"use another --runs")
+        return {**store, "args": args, "recipe": recipe}
+
+    # Several processes may add cells to one store (different methods or noises side by side): every write is a
+    # locked read-modify-write, so none drops another's cells.
+    store = update_json(a.runs, check)
     for noise in a.noise:
         for seed in a.seeds:
+            store = read_json(a.runs)
             todo = [m for m in a.methods if cell_key(noise, seed, m) not in store["cells"]]
             if not todo:
                 continue
@@ -200,9 +219,9 @@ def cmd_run(a) -> int:
                 r.update(noise=noise, seed=seed, method=m,
                          command=f"python experiments/beyond/run_lnl.py run --noise {noise} --seeds {seed} "
                                  f"--methods {m}", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-                store["cells"][cell_key(noise, seed, m)] = r
-                atomic_write_json(a.runs, store)
-                acc = r["last"]["acc_mean"] if m == "baseline" else r["acc_mean"]
+                update_json(a.runs, lambda st, r=r, m=m: {**st, "cells": {**st["cells"],
+                                                                           cell_key(noise, seed, m): r}})
+                acc = r["last"]["acc_mean"] if m.startswith("baseline") else r["acc_mean"]
                 print(f"[{noise} seed {seed}] {m}: {100 * acc:.2f} ({r['seconds']:.0f} s)", flush=True)
     return 0
 
@@ -213,8 +232,13 @@ def aggregate(cells: dict) -> dict:
     """cells -> {noise: {method: {acc_mean, acc_std, seeds, best_acc_mean?, auroc?}}} (means over seeds)."""
     groups: dict = {}
     for c in cells.values():
-        rows = ([("baseline_last", c["last"]), ("baseline_best", c["best"])] if c["method"] == "baseline"
-                else [(c["method"], c)])
+        if c["method"] == "baseline_memorise":
+            rows = [("baseline_last", {**c["last"], "wrong_fit": c.get("wrong_fit"), "epochs": c.get("epochs")}),
+                    ("baseline_best", c["best"])]
+        elif c["method"] == "baseline":
+            rows = [("baseline_recipe_last", c["last"]), ("baseline_recipe_best", c["best"])]
+        else:
+            rows = [(c["method"], c)]
         for name, r in rows:
             groups.setdefault(c["noise"], {}).setdefault(name, []).append((r, c.get("detect")))
     out: dict = {}
@@ -225,6 +249,10 @@ def aggregate(cells: dict) -> dict:
             best = [r["best_acc_mean"] for r, _ in rs if r.get("best_acc_mean") is not None]
             if len(best) == len(rs):
                 e["best_acc_mean"] = float(np.mean(best))
+            for f in ("wrong_fit", "epochs"):  # the memorising baseline: how far it fitted the wrong labels
+                v = [r[f] for r, _ in rs if r.get(f) is not None]
+                if len(v) == len(rs):
+                    e[f] = float(np.mean(v))
             au = [d["auroc"] for _, d in rs if d]
             if len(au) == len(rs):
                 e["auroc"] = float(np.mean(au))

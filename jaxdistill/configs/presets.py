@@ -61,12 +61,16 @@ class BaselineBudget:
 
     `epochs` must be long enough for the noisy-label training accuracy to stop rising
     (`baseline.converged`); `tests/test_baseline.py` and the measured curves in BUILD_NOTES.md hold each
-    preset to that."""
+    preset to that. `memorise`: train at constant lr until the net has fitted the wrong labels, then decay
+    (`baseline.MemoriseConfig`; the noisy-label field's "last epoch"); `epochs` is then the schedule of the
+    methods that share the baseline's recipe, not the baseline's own length. Off at `quick`, whose default job
+    must finish in 10 minutes on 2 cores (its report says which baseline it has)."""
 
     width: int
     k: int
     epochs: int
     batch_size: int
+    memorise: bool = False
 
 
 def baseline_budget(dataset: str, preset: str) -> BaselineBudget:
@@ -76,7 +80,7 @@ def baseline_budget(dataset: str, preset: str) -> BaselineBudget:
     if dataset == "digits":
         return BaselineBudget(width=32, k=3, epochs=30, batch_size=128)
     if preset == "cpu":
-        return BaselineBudget(width=32, k=3, epochs=40, batch_size=128)
+        return BaselineBudget(width=32, k=3, epochs=40, batch_size=128, memorise=True)
     return BaselineBudget(width=32, k=2, epochs=20, batch_size=128)
 
 
