@@ -96,11 +96,18 @@ def test_cleanlearning_prunes_what_cleanlab_flags(monkeypatch):
     monkeypatch.setattr(clm, "cross_val_pred_probs", lambda d, k, folds, epochs, width, train_cfg, progress: probs)
 
     def fake_baseline(d, cfg, key, clean, progress):
-        seen["y"], seen["y_true"] = d.y_noisy, d.y_true
+        seen["y"], seen["y_true"], seen["memorise"] = d.y_noisy, d.y_true, cfg.memorise
         return {"baseline_noisy": {"acc_mean": 0.5, "acc_std": 0.0, "accs": [0.5]}}
 
     monkeypatch.setattr(clm, "run_baseline", fake_baseline)
-    r = clm.train_cleanlearning(data, get_baseline_config("digits", "quick"), jax.random.PRNGKey(0), folds=2)
+    import dataclasses
+
+    from jaxdistill.baseline import MemoriseConfig
+
+    # a preset whose baseline memorises (cpu): the refit trains with the shared recipe, not that schedule
+    bcfg = dataclasses.replace(get_baseline_config("digits", "quick"), memorise=MemoriseConfig())
+    r = clm.train_cleanlearning(data, bcfg, jax.random.PRNGKey(0), folds=2)
+    assert seen["memorise"] is None
     wrong = y != y_true
     assert r["kept_fraction"] == pytest.approx(1 - wrong.mean())
     np.testing.assert_array_equal(seen["y"], y[~wrong])

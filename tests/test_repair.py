@@ -103,3 +103,26 @@ def test_hard_sample_plot(tmp_path):
     path = hardsamples.plot_hard_samples(t, str(tmp_path / "h.png"), title="t")
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_repair_trains_the_repaired_labels_with_the_recipe_and_the_baseline_to_memorisation(monkeypatch):
+    """At a preset whose baseline memorises, only the comparison baseline gets that schedule."""
+    import dataclasses
+
+    import jaxdistill.baseline as bl
+    from jaxdistill.baseline import BaselineConfig, MemoriseConfig
+    from jaxdistill.data import load_dataset, make_noisy_data
+
+    data = make_noisy_data(load_dataset("digits"), "symmetric:0.4", seed=0, subset=200)
+    p = np.eye(10)[data.y_true] * 0.9 + 0.01
+    seen = []
+
+    def fake(d, cfg, key, clean, progress):
+        seen.append((len(d.y_noisy), cfg.memorise))
+        return {"baseline_noisy": {"acc_mean": 0.5, "acc_std": 0.0, "accs": [0.5]}}
+
+    monkeypatch.setattr(bl, "run_baseline", fake)
+    bcfg = dataclasses.replace(BaselineConfig(width=8, k=1), memorise=MemoriseConfig())
+    rp.repair(data, None, jax.random.PRNGKey(0), rp.RepairConfig(train=bcfg, baseline=True),
+              scores=scores_from_probs(p, data.y_noisy))
+    assert [m for _, m in seen] == [None, MemoriseConfig()] and seen[1][0] == 200

@@ -32,7 +32,8 @@ def train_cleanlearning(data, bcfg: BaselineConfig, key: jax.Array, folds: int =
     y_true = getattr(data, "y_true", None)
     pruned = dataclasses.replace(data, x_train=np.asarray(data.x_train)[kept], y_noisy=np.asarray(data.y_noisy)[kept],
                                  y_true=None if y_true is None else np.asarray(y_true)[kept])
-    r = run_baseline(pruned, bcfg, k_fit, clean=False, progress=progress)
+    # the refit is a method's training: the shared recipe, not the baseline's memorising schedule
+    r = run_baseline(pruned, dataclasses.replace(bcfg, memorise=None), k_fit, clean=False, progress=progress)
     last = r["baseline_noisy"]
     out = {"method": "cleanlearning", "acc_mean": last["acc_mean"], "acc_std": last["acc_std"], "accs": last["accs"],
            "kept_fraction": float(kept.mean()), "cv_epochs": int(cv_epochs), "folds": int(folds),
