@@ -174,6 +174,16 @@ def run_lnl_method(method: str, data, bcfg, key, noise_kind: str = "symmetric", 
     return r
 
 
+def pair_config(bcfg, **kw):
+    """Co-teaching / JoCoR with the baseline's net and epochs `bcfg` and the papers' optimiser (Adam 1e-3), the
+    forget rate ramped over the first fifth of the epochs."""
+    from jaxdistill import baselines as B
+
+    adam = bcfg.train.replace(optimizer="adam", lr=1e-3, momentum=0.0, weight_decay=0.0)
+    return B.CoTeachingConfig(width=bcfg.width, k=bcfg.k, train=adam, num_gradual=max(1, bcfg.train.epochs // 5),
+                              **kw)
+
+
 def _train_lnl_method(method: str, data, bcfg, key, noise_kind: str, cv_folds: int) -> dict:
     from jaxdistill import baselines as B
     from jaxdistill.errors import ConfigError
@@ -185,8 +195,7 @@ def _train_lnl_method(method: str, data, bcfg, key, noise_kind: str, cv_folds: i
     if method in ("coteaching", "jocor"):
         from jaxdistill.baselines.jocor import jocor_lam
 
-        adam = bcfg.train.replace(optimizer="adam", lr=1e-3, momentum=0.0, weight_decay=0.0)
-        cfg = B.CoTeachingConfig(width=bcfg.width, k=bcfg.k, train=adam, num_gradual=max(1, bcfg.train.epochs // 5))
+        cfg = pair_config(bcfg)
         if method == "coteaching":
             return B.train_coteaching(data, cfg, key)
         return B.train_jocor(data, cfg.replace(lam=jocor_lam(noise_kind)), key)

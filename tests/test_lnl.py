@@ -222,3 +222,35 @@ def test_baseline_memorise_cell_trains_to_memorisation_and_others_keep_the_recip
     assert r["last"]["acc_mean"] == 0.5 and r["best"]["acc_mean"] == 0.6
     rl.run_cell("baseline", data, 0, a, {}, bcfg)
     assert seen[1].memorise is None
+
+
+def test_anchor_coteaching_cell_ranks_by_the_anchors_cross_entropy(monkeypatch):
+    """jaxdistill_anchor_coteaching: the selection bias is the anchor's cross-entropy on each given label (p clipped
+    at 1e-4) and the forget rate 1 - the mean anchor clean probability, not the true rate."""
+    import jaxdistill.baselines as B
+    from jaxdistill.baselines.dividemix import anchor_clean_prob
+
+    rs = np.random.RandomState(0)
+    n = 200
+    y = rs.randint(0, 3, n)
+    probs = rs.dirichlet(np.ones(3), n)
+    probs[:5] = 0.0
+    probs[np.arange(5), (y[:5] + 1) % 3] = 1.0                      # p(label) = 0 -> clipped: bias log(1e4)
+    data = type("D", (), {"y_noisy": y, "y_true": y.copy(), "noise_rate": 0.3})()
+    scores = type("S", (), {"pred_probs": probs})()
+    monkeypatch.setattr(rl, "_anchor", lambda *a: (None, scores))
+    seen = {}
+
+    def fake(d, cfg, key, selection_bias):
+        seen.update(bias=selection_bias, tau=cfg.forget_rate, optimizer=cfg.train.optimizer)
+        return {"acc_mean": 0.8, "accs": [0.8], "label_precision": [0.7, 0.9]}
+
+    monkeypatch.setattr(B, "train_coteaching", fake)
+    a = rl.build_parser().parse_args(["run", "--dataset", "digits", "--preset", "quick"])
+    r = rl.run_cell("jaxdistill_anchor_coteaching", data, 0, a, {}, rl.full_data_recipe("digits", a))
+    np.testing.assert_allclose(seen["bias"][5:], -np.log(np.clip(probs[np.arange(5, n), y[5:]], 1e-4, 1)))
+    np.testing.assert_allclose(seen["bias"][:5], np.log(1e4))
+    w = anchor_clean_prob(probs, y)
+    np.testing.assert_allclose([seen["tau"], r["tau"]], [1 - w.mean()] * 2)
+    np.testing.assert_allclose(r["tau_error"], 1 - w.mean() - 0.3)
+    assert seen["optimizer"] == "adam" and r["acc_mean"] == 0.8 and r["label_precision_last"] == 0.9

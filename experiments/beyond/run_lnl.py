@@ -18,6 +18,10 @@ cell under way and a later session goes on where this one stopped:
                     predictions against the noisy labels
     jaxdistill_anchor_dividemix: DivideMix whose first fifth of the epochs divide by the distilled-set nets'
                     clean probabilities instead of a warm-up on the noisy labels
+    jaxdistill_anchor_coteaching: Co-teaching whose small-loss selection ranks each sample by the net's loss
+                    plus the distilled-set nets' cross-entropy on its label (the two pieces of evidence, as a
+                    product of likelihoods), with the forget rate estimated from the anchor (1 - the mean of its
+                    clean probabilities) instead of the true noise rate the papers' Co-teaching is given
 
 The distilled set of each (noise, seed) is saved under --sets (small; committed) so the jaxdistill_ cells of a
 later session reuse it. Then `aggregate` writes the issue's JSON ({noise: {method: {acc_mean, acc_std, seeds,
@@ -44,7 +48,7 @@ from jaxdistill.errors import ConfigError
 HERE = os.path.dirname(os.path.abspath(__file__))
 METHODS = ("baseline", "baseline_memorise", "gce", "elr", "coteaching", "jocor", "cleanlearning", "distilled_set",
            "jaxdistill_repair_select", "jaxdistill_repair_relabel", "jaxdistill_repair_relabel_select",
-           "jaxdistill_forward", "dividemix", "jaxdistill_anchor_dividemix")
+           "jaxdistill_forward", "dividemix", "jaxdistill_anchor_dividemix", "jaxdistill_anchor_coteaching")
 # Args that change what a cell means: a resumed run must agree on them.
 RESULT_ARGS = ("dataset", "subset", "val_fraction", "preset", "ipc", "distiller", "cv_folds", "epochs")
 
@@ -158,6 +162,20 @@ def run_cell(method: str, data, seed: int, a, ctx: dict, bcfg) -> dict:
         res = {**_entry(r), "lambda_u": r["lambda_u"], "lambda_u_candidates": r["lambda_u_candidates"],
                "detect": flag_metrics(data, r["label_scores"], r["flagged"]),
                "anchor_detect": flag_metrics(data, 1.0 - w, w < 0.5), "config": r["config"]}
+    elif method == "jaxdistill_anchor_coteaching":
+        from jaxdistill.baselines.dividemix import anchor_clean_prob
+        from jaxdistill.cli_beyond import pair_config
+
+        d, scores = _anchor(data, seed, a, ctx)
+        p = np.clip(np.asarray(scores.pred_probs, np.float64), 1e-4, 1.0)
+        bias = -np.log(p[np.arange(len(data.y_noisy)), np.asarray(data.y_noisy)])
+        w = anchor_clean_prob(scores.pred_probs, data.y_noisy)
+        tau = float(np.clip(1.0 - w.mean(), 0.0, 0.9))
+        r = B.train_coteaching(data, pair_config(bcfg, forget_rate=tau), key, selection_bias=bias)
+        res = {**_entry(r), "tau": tau, "detect": flag_metrics(data, bias, w < 0.5),
+               "label_precision_last": r["label_precision"][-1]}
+        if getattr(data, "noise_rate", None) is not None:
+            res["tau_error"] = tau - float(data.noise_rate)
     elif method == "distilled_set" or method.startswith("jaxdistill_repair_"):
         from jaxdistill.repair import RepairConfig, repair
 

@@ -102,26 +102,35 @@ class PairState(NamedTuple):
     key: jax.Array
 
 
-# A pair loss: (logits1, logits2, y, keep) -> (loss for the gradient (scalar), metrics dict with 'mask').
-PairLoss = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], tuple]
+# A pair loss: (logits1, logits2, y, keep, bias) -> (loss for the gradient (scalar), metrics dict with 'mask').
+# bias (B,): added to each sample's loss for the small-loss *selection* only (0 for the papers' methods).
+PairLoss = Callable[[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array], tuple]
 
 
-def coteaching_loss(logits1, logits2, y, keep):
+def coteaching_loss(logits1, logits2, y, keep, bias=0.0):
     """Each net's small-loss selection trains the peer (masks carry no gradient)."""
     l1, l2 = ce(logits1, y), ce(logits2, y)
-    m1 = jax.lax.stop_gradient(small_loss_mask(l1, keep))  # chosen by net 1 -> updates net 2
-    m2 = jax.lax.stop_gradient(small_loss_mask(l2, keep))
+    m1 = jax.lax.stop_gradient(small_loss_mask(l1 + bias, keep))  # chosen by net 1 -> updates net 2
+    m2 = jax.lax.stop_gradient(small_loss_mask(l2 + bias, keep))
     denom = jnp.maximum(keep, 1).astype(l1.dtype)
     loss = (m2 * l1).sum() / denom + (m1 * l2).sum() / denom
     return loss, {"mask": m1, "mask_peer": m2}
 
 
 def train_pair(data, cfg: CoTeachingConfig, key: jax.Array, pair_loss: PairLoss, name: str,
-               progress: bool = False) -> dict:
-    """Train cfg.k independent pairs with `pair_loss`; returns the results dict (see train_coteaching)."""
+               progress: bool = False, selection_bias: Optional[np.ndarray] = None) -> dict:
+    """Train cfg.k independent pairs with `pair_loss`; returns the results dict (see train_coteaching).
+
+    selection_bias (N,): a per-sample term added to the nets' losses when the small-loss samples are chosen
+    (not to the gradient): e.g. an anchor's cross-entropy on each given label (jaxdistill's anchored
+    Co-teaching). None: the papers' selection."""
     x = jnp.asarray(data.x_train, jnp.float32)
     y = jnp.asarray(data.y_noisy, jnp.int32)
     n = x.shape[0]
+    if selection_bias is not None and np.shape(selection_bias) != (n,):
+        raise ConfigError(f"selection_bias has shape {np.shape(selection_bias)}; expected ({n},), one per "
+                          f"training sample")
+    bias_all = jnp.zeros(n, jnp.float32) if selection_bias is None else jnp.asarray(selection_bias, jnp.float32)
     y_true = getattr(data, "y_true", None)
     clean = jnp.asarray(np.ones(n, bool) if y_true is None else np.asarray(y_true) == np.asarray(data.y_noisy))
     tau = cfg.forget_rate
@@ -144,7 +153,7 @@ def train_pair(data, cfg: CoTeachingConfig, key: jax.Array, pair_loss: PairLoss,
 
         def total(params):
             lg = jax.vmap(net.apply, in_axes=(0, None))(params, xb)  # (2, B, C)
-            loss, met = pair_loss(lg[0], lg[1], yb, keep)
+            loss, met = pair_loss(lg[0], lg[1], yb, keep, bias_all[idx])
             return loss, met
 
         (loss, met), grads = jax.value_and_grad(total, has_aux=True)(state.params)
@@ -190,8 +199,9 @@ def train_pair(data, cfg: CoTeachingConfig, key: jax.Array, pair_loss: PairLoss,
                        "num_gradual": cfg.num_gradual, "lam": cfg.lam, "train": dataclasses.asdict(tc)}}
 
 
-def train_coteaching(data, cfg: CoTeachingConfig, key: jax.Array, progress: bool = False) -> dict:
-    """Co-teaching on data.x_train / data.y_noisy; k runs.
+def train_coteaching(data, cfg: CoTeachingConfig, key: jax.Array, progress: bool = False,
+                     selection_bias: Optional[np.ndarray] = None) -> dict:
+    """Co-teaching on data.x_train / data.y_noisy; k runs (selection_bias: see train_pair).
 
     Returns dict(acc_mean, acc_std, accs (net 1 per run), accs_net2, selected_fraction (per epoch, mean
     over batches and runs), expected_fraction (1 - forget_rate rounded to the batch), forget_rate,
@@ -199,4 +209,4 @@ def train_coteaching(data, cfg: CoTeachingConfig, key: jax.Array, progress: bool
     if cfg.train.augment != "none" or cfg.train.cutmix_p > 0 or cfg.train.sam_rho > 0:
         raise ConfigError(f"co-teaching uses plain steps: augment={cfg.train.augment!r}, cutmix_p, sam_rho must "
                           f"be 'none'/0 (allowed: the baseline's plain SGD/Adam config)")
-    return train_pair(data, cfg, key, coteaching_loss, "coteaching", progress)
+    return train_pair(data, cfg, key, coteaching_loss, "coteaching", progress, selection_bias)

@@ -43,9 +43,9 @@ def jocor_sample_loss(logits1, logits2, y, lam):
 
 
 def make_jocor_loss(lam: float):
-    def loss_fn(logits1, logits2, y, keep):
+    def loss_fn(logits1, logits2, y, keep, bias=0.0):
         l = jocor_sample_loss(logits1, logits2, y, lam)
-        m = jax.lax.stop_gradient(small_loss_mask(l, keep))
+        m = jax.lax.stop_gradient(small_loss_mask(l + bias, keep))
         return (m * l).sum() / jnp.maximum(keep, 1).astype(l.dtype), {"mask": m}
 
     return loss_fn
