@@ -174,16 +174,6 @@ def run_lnl_method(method: str, data, bcfg, key, noise_kind: str = "symmetric", 
     return r
 
 
-def pair_config(bcfg, **kw):
-    """Co-teaching / JoCoR with the baseline's net and epochs `bcfg` and the papers' optimiser (Adam 1e-3), the
-    forget rate ramped over the first fifth of the epochs."""
-    from jaxdistill import baselines as B
-
-    adam = bcfg.train.replace(optimizer="adam", lr=1e-3, momentum=0.0, weight_decay=0.0)
-    return B.CoTeachingConfig(width=bcfg.width, k=bcfg.k, train=adam, num_gradual=max(1, bcfg.train.epochs // 5),
-                              **kw)
-
-
 def _train_lnl_method(method: str, data, bcfg, key, noise_kind: str, cv_folds: int) -> dict:
     from jaxdistill import baselines as B
     from jaxdistill.errors import ConfigError
@@ -193,6 +183,7 @@ def _train_lnl_method(method: str, data, bcfg, key, noise_kind: str, cv_folds: i
     if method == "dividemix":
         return B.train_dividemix_select(data, B.DivideMixConfig(width=bcfg.width, k=bcfg.k, train=bcfg.train), key)
     if method in ("coteaching", "jocor"):
+        from jaxdistill.baselines.coteaching import pair_config
         from jaxdistill.baselines.jocor import jocor_lam
 
         cfg = pair_config(bcfg)
@@ -268,7 +259,12 @@ def add_commands(sub, common_data, noisy_data, config_flags=None) -> None:
     s.add_argument("--method", default="dance", help="datm | dance | rcig")
     s.add_argument("--ipc", type=int, default=10)
     s.add_argument("--k", type=int, default=5)
-    s.add_argument("--rule", default="relabel", choices=["relabel", "select", "relabel_select"])
+    from jaxdistill.repair import DEFAULT_RULE, RULES
+
+    s.add_argument("--rule", default=DEFAULT_RULE, choices=list(RULES),
+                   help="label rules relabel / select / relabel_select edit the labels; forward / anchor_dividemix / "
+                        "anchor_coteaching train with the distilled-set nets as an anchor (jaxdistill.anchored); "
+                        f"default {DEFAULT_RULE} (chosen by measurement, BUILD_NOTES)")
     s.add_argument("--redistill", action="store_true", help="also distil again from the repaired set")
     if config_flags is not None:
         config_flags(s)  # --config / --set on the method's config

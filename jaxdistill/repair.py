@@ -10,6 +10,8 @@ Rules (p = mean softmax of the K nets, s = argmax p, y = given label, flagged = 
   select          drop the flagged samples; keep the rest with their given labels.
   relabel_select  y <- s where flagged and p[s] >= relabel_conf; drop the other flagged samples and the
                   unflagged ones whose own label is unlikely (p[y] < drop_below); keep the rest. (default)
+Training rules (`jaxdistill.anchored`: the labels stay, the anchor p steers the training instead):
+  forward, anchor_dividemix, anchor_coteaching.
 """
 from __future__ import annotations
 
@@ -21,7 +23,19 @@ import numpy as np
 
 from jaxdistill.errors import ConfigError
 
-RULES = ("relabel", "select", "relabel_select")
+LABEL_RULES = ("relabel", "select", "relabel_select")
+
+
+def _all_rules() -> tuple:
+    from jaxdistill.anchored import ANCHORED_RULES
+
+    return LABEL_RULES + ANCHORED_RULES
+
+
+RULES = _all_rules()
+# `jaxdistill repair`'s rule unless one is named: the best on the noisy validation split at the cpu preset
+# (experiments/beyond/lnl_fmnist_cpu.md; BUILD_NOTES, issue 31)
+DEFAULT_RULE = "relabel"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,13 +126,18 @@ def repair(data, distilled, key: jax.Array, cfg: RepairConfig = RepairConfig(), 
     from jaxdistill.baseline import get_baseline_config, run_baseline
     from jaxdistill.detect import score_labels
 
+    if cfg.rule not in LABEL_RULES and redistill is not None:
+        raise ConfigError(f"redistill needs repaired labels; rule {cfg.rule!r} keeps the given ones (label rules: "
+                          f"{', '.join(LABEL_RULES)})")
     k_score, k_train, k_re, k_eval = jax.random.split(key, 4)
     if scores is None:
         scores = score_labels(distilled, data, k_score, k=cfg.score_k, protocol=cfg.score_protocol,
                               preset=cfg.preset, width=cfg.score_width, rule=cfg.flag_rule, progress=progress)
+    bcfg = cfg.train or get_baseline_config(data.name, cfg.preset, data)
+    if cfg.rule not in LABEL_RULES:
+        return _repair_by_training(data, scores, cfg, bcfg, k_train)
     y_rep, kept, relabelled = repair_labels(scores.pred_probs, data.y_noisy, scores.flagged, cfg.rule,
                                             cfg.relabel_conf, cfg.drop_below)
-    bcfg = cfg.train or get_baseline_config(data.name, cfg.preset, data)
     repaired = dataclasses.replace(data, x_train=np.asarray(data.x_train)[kept], y_noisy=y_rep[kept],
                                    y_true=None if data.y_true is None else np.asarray(data.y_true)[kept])
     results = {}
@@ -145,3 +164,27 @@ def repair(data, distilled, key: jax.Array, cfg: RepairConfig = RepairConfig(), 
     stats = label_stats(np.asarray(data.y_noisy), y_rep, kept, getattr(data, "y_true", None))
     stats["rule"] = cfg.rule
     return RepairResult(y_rep, kept, relabelled, results, stats, scores)
+
+
+def _repair_by_training(data, scores, cfg: RepairConfig, bcfg, key) -> RepairResult:
+    """A training rule (jaxdistill.anchored): every label kept as given, the anchor steers the training.
+    results['repair'] (its last epoch), 'repair_valselected' where the method selects on the noisy validation
+    split, 'distilled' (the anchor nets); the comparison baseline when cfg.baseline."""
+    from jaxdistill.anchored import train_anchored
+    from jaxdistill.baseline import run_baseline
+
+    r = train_anchored(cfg.rule, data, scores.pred_probs, dataclasses.replace(bcfg, memorise=None), key)
+    entry = lambda a: {"acc_mean": float(np.mean(a)), "acc_std": float(np.std(a)), "accs": [float(x) for x in a]}  # noqa: E731
+    results = {"repair": entry(r["accs"])}
+    if r.get("best_accs"):
+        results["repair_valselected"] = entry(r["best_accs"])
+    if cfg.baseline:
+        results["baseline_noisy"] = run_baseline(data, bcfg, key, clean=False)["baseline_noisy"]
+    if "test_accs" in scores.meta:
+        results["distilled"] = {**entry(scores.meta["test_accs"]), "protocol": scores.meta.get("protocol")}
+    y = np.asarray(data.y_noisy)
+    n = len(y)
+    stats = label_stats(y, y, np.ones(n, bool), getattr(data, "y_true", None))
+    stats.update(rule=cfg.rule, flagged_by_rule=int(np.sum(r["flagged"])),
+                 **{k: r[k] for k in ("tau", "tau_error", "transition_error", "lambda_u") if r.get(k) is not None})
+    return RepairResult(y.astype(np.int32), np.ones(n, bool), np.zeros(n, bool), results, stats, scores)

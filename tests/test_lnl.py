@@ -236,7 +236,7 @@ def test_anchor_coteaching_cell_ranks_by_the_anchors_cross_entropy(monkeypatch):
     probs = rs.dirichlet(np.ones(3), n)
     probs[:5] = 0.0
     probs[np.arange(5), (y[:5] + 1) % 3] = 1.0                      # p(label) = 0 -> clipped: bias log(1e4)
-    data = type("D", (), {"y_noisy": y, "y_true": y.copy(), "noise_rate": 0.3})()
+    data = type("D", (), {"y_noisy": y, "y_true": y.copy(), "noise_rate": 0.3, "num_classes": 3})()
     scores = type("S", (), {"pred_probs": probs})()
     monkeypatch.setattr(rl, "_anchor", lambda *a: (None, scores))
     seen = {}

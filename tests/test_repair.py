@@ -126,3 +126,40 @@ def test_repair_trains_the_repaired_labels_with_the_recipe_and_the_baseline_to_m
     rp.repair(data, None, jax.random.PRNGKey(0), rp.RepairConfig(train=bcfg, baseline=True),
               scores=scores_from_probs(p, data.y_noisy))
     assert [m for _, m in seen] == [None, MemoriseConfig()] and seen[1][0] == 200
+
+
+@pytest.mark.parametrize("rule", ["forward", "anchor_coteaching"])
+def test_training_rules_keep_the_labels_and_train_with_the_anchor(rule):
+    """repair with a training rule (jaxdistill.anchored): every label kept as given, the method trained with the
+    anchor's probabilities; a confident correct anchor gives the forward rule a near-true transition matrix and
+    anchored Co-teaching a forget rate near the noise rate."""
+    from jaxdistill.baseline import BaselineConfig
+    from jaxdistill.data import load_dataset, make_noisy_data
+    from jaxdistill.train import TrainConfig
+
+    data = make_noisy_data(load_dataset("digits"), "symmetric:0.4", seed=0, subset=300)
+    p = np.eye(10)[data.y_true] * 0.9 + 0.01
+    bcfg = BaselineConfig(width=8, k=1, train=TrainConfig(epochs=2, batch_size=128, lr=0.01, momentum=0.9))
+    out = rp.repair(data, None, jax.random.PRNGKey(0), rp.RepairConfig(rule=rule, train=bcfg, baseline=False),
+                    scores=scores_from_probs(p, data.y_noisy))
+    assert out.kept_mask.all() and not out.relabelled_mask.any()
+    np.testing.assert_array_equal(out.labels_repaired, data.y_noisy)
+    assert set(out.results) == {"repair"} and 0.0 <= out.results["repair"]["acc_mean"] <= 1.0
+    assert out.stats["rule"] == rule
+    if rule == "forward":
+        # a one-hot correct anchor estimates exactly this draw's transition matrix (soft counts = counts)
+        from jaxdistill.anchored import train_anchored
+        from jaxdistill.noise import empirical_transition
+
+        r = train_anchored("forward", data, np.eye(10)[data.y_true], bcfg, jax.random.PRNGKey(0))
+        np.testing.assert_allclose(r["transition"], empirical_transition(data.y_true, data.y_noisy, 10), atol=1e-12)
+        assert "transition_error" in out.stats
+    else:
+        assert abs(out.stats["tau_error"]) < 0.1, out.stats
+    with pytest.raises(ConfigError, match="redistill needs repaired labels; rule 'forward'"):
+        rp.repair(data, None, jax.random.PRNGKey(0), rp.RepairConfig(rule="forward", train=bcfg),
+                  scores=scores_from_probs(p, data.y_noisy), redistill=lambda d, k: None)
+    with pytest.raises(ConfigError, match="allowed forward, anchor_dividemix, anchor_coteaching"):
+        from jaxdistill.anchored import train_anchored
+
+        train_anchored("mixup", data, p, bcfg, jax.random.PRNGKey(0))

@@ -142,40 +142,19 @@ def run_cell(method: str, data, seed: int, a, ctx: dict, bcfg) -> dict:
         r = run_lnl_method(method, data, bcfg, key, noise_kind=ctx["kind"], cv_folds=a.cv_folds)
         res = {**_entry(r), **{k: r[k] for k in ("config", "tau", "lambda_u", "lambda_u_candidates",
                                                   "kept_fraction", "cv_epochs", "detect") if r.get(k) is not None}}
-    elif method == "jaxdistill_forward":
-        d, scores = _anchor(data, seed, a, ctx)
-        t = B.robust.estimate_transition(scores.pred_probs, data.y_noisy, data.num_classes)
-        r = B.train_robust(data, B.get_robust_config("forward", data.name, a.preset, width=bcfg.width, k=1,
-                                                     train=bcfg.train, transition=tuple(map(tuple, t))), key)
-        res = {**_entry(r), "transition": t.tolist(), "detect": scores.meta.get("metrics")}
-        if data.noise is not None:
-            res["transition_error"] = float(np.abs(t - np.asarray(data.noise.transition)).sum(1).mean())
-    elif method == "jaxdistill_anchor_dividemix":
-        from jaxdistill.baselines.dividemix import anchor_clean_prob
+    elif method in ("jaxdistill_forward", "jaxdistill_anchor_dividemix", "jaxdistill_anchor_coteaching"):
+        from jaxdistill.anchored import train_anchored
 
         d, scores = _anchor(data, seed, a, ctx)
-        w = anchor_clean_prob(scores.pred_probs, data.y_noisy)
-        ep = bcfg.train.epochs
-        cfg = B.get_dividemix_config(data.name, a.preset, width=bcfg.width, k=1, train=bcfg.train, warmup=0,
-                                     anchor_epochs=max(1, round(0.2 * ep)))
-        r = B.train_dividemix_select(data, cfg, key, anchor_w=w)
-        res = {**_entry(r), "lambda_u": r["lambda_u"], "lambda_u_candidates": r["lambda_u_candidates"],
-               "detect": flag_metrics(data, r["label_scores"], r["flagged"]),
-               "anchor_detect": flag_metrics(data, 1.0 - w, w < 0.5), "config": r["config"]}
-    elif method == "jaxdistill_anchor_coteaching":
-        from jaxdistill.baselines.dividemix import anchor_clean_prob
-        from jaxdistill.cli_beyond import pair_config
-
-        d, scores = _anchor(data, seed, a, ctx)
-        p = np.clip(np.asarray(scores.pred_probs, np.float64), 1e-4, 1.0)
-        bias = -np.log(p[np.arange(len(data.y_noisy)), np.asarray(data.y_noisy)])
-        w = anchor_clean_prob(scores.pred_probs, data.y_noisy)
-        tau = float(np.clip(1.0 - w.mean(), 0.0, 0.9))
-        r = B.train_coteaching(data, pair_config(bcfg, forget_rate=tau), key, selection_bias=bias)
-        res = {**_entry(r), "tau": tau, "detect": flag_metrics(data, bias, w < 0.5),
-               "label_precision_last": r["label_precision"][-1]}
-        if getattr(data, "noise_rate", None) is not None:
-            res["tau_error"] = tau - float(data.noise_rate)
+        rule = method[len("jaxdistill_"):]
+        r = train_anchored(rule, data, scores.pred_probs, bcfg, key)
+        keep = ("transition", "transition_error", "lambda_u", "lambda_u_candidates", "config", "tau", "tau_error",
+                "label_precision_last")
+        res = {**_entry(r), **{k: r[k] for k in keep if r.get(k) is not None}}
+        # each rule's own notion of a wrong label (forward: the anchor's scores)
+        res["detect"] = flag_metrics(data, r["label_scores"], r["flagged"])
+        if "anchor_scores" in r:
+            res["anchor_detect"] = flag_metrics(data, r["anchor_scores"], r["anchor_flagged"])
     elif method == "distilled_set" or method.startswith("jaxdistill_repair_"):
         from jaxdistill.repair import RepairConfig, repair
 

@@ -70,6 +70,15 @@ def get_coteaching_config(dataset: str, preset: str = "paper", **overrides) -> C
     return cfg.replace(**overrides)
 
 
+def pair_config(bcfg, **overrides) -> CoTeachingConfig:
+    """Co-teaching / JoCoR for a BaselineConfig `bcfg` (a run's net, k and epochs): the papers' optimiser (Adam
+    1e-3), the forget rate ramped over the first fifth of the epochs; what `jaxdistill lnl` and the anchored
+    Co-teaching train with."""
+    adam = bcfg.train.replace(optimizer="adam", lr=1e-3, momentum=0.0, weight_decay=0.0)
+    return CoTeachingConfig(width=bcfg.width, k=bcfg.k, train=adam, num_gradual=max(1, bcfg.train.epochs // 5),
+                            **overrides)
+
+
 def forget_rate_schedule(epochs: int, tau: float, num_gradual: int, exponent: float = 1.0) -> np.ndarray:
     """(epochs,) forget rate per epoch: linspace(0, tau**c, T_k) then tau (Han et al.'s code)."""
     rate = np.full(epochs, tau, np.float64)
