@@ -288,3 +288,72 @@ def test_meta_grad_is_not_part_of_the_run_record():
     rec = {mg: run_record("datm", _cfg(meta_grad=mg), data, key) for mg in META_GRADS}
     assert rec["jvp"] == rec["autodiff"] and "meta_grad" not in rec["jvp"]["config"]
     assert run_record("datm", _cfg(ipc=3), data, key) != rec["jvp"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The learned student lr against an independent numpy computation (issue 29)
+# ---------------------------------------------------------------------------------------------
+
+def _np_soft_ce_parts(X, W, Q):
+    """Linear softmax student: logits X W; p = softmax(logits), gradient X^T (p - q) / B, and a function for
+    Hessian-vector products H v = X^T [p * (X V - <p, X V>)] / B (V = v as W's shape)."""
+    z = X @ W
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    g = X.T @ (p - Q) / X.shape[0]
+
+    def hvp(V):
+        dz = X @ V
+        return X.T @ (p * (dz - (p * dz).sum(1, keepdims=True))) / X.shape[0]
+
+    return g, hvp
+
+
+def _np_lr_gradients(X, Q, lr, th0, ths, steps):
+    """(L, dL/dlr through the whole unroll (forward-mode tangent), TESLA's dL/dlr with the gradient sum held
+    fixed) for L = ||theta_N - theta*||^2 / ||theta_0 - theta*||^2, every step on the full set."""
+    W, dW, gsum = th0.copy(), np.zeros_like(th0), np.zeros_like(th0)
+    for _ in range(steps):
+        g, hvp = _np_soft_ce_parts(X, W, Q)
+        W, dW = W - lr * g, dW - g - lr * hvp(dW)  # d/dlr of theta_{i+1} = theta_i - lr g(theta_i)
+        gsum += g
+    pd = np.sum((th0 - ths) ** 2)
+    return (np.sum((W - ths) ** 2) / pd, 2 * np.sum((W - ths) * dW) / pd,
+            -2 * np.sum((W - ths) * gsum) / pd)
+
+
+def test_learned_lr_update_equals_numpy_unroll_with_sgd_momentum():
+    """Two outer steps of make_outer_step on a linear student: the lr follows torch SGD(lr=lr_lr, momentum=0.5)
+    on dL/dlr taken through the whole unroll (DATM.py, spec 1.4), computed here in float64 numpy by forward-mode
+    tangents. DATM_tesla.py's lr gradient (gradient sum held fixed, spec 1.8) differs on this problem, so the
+    check tells the two rules apart."""
+    D, C, N, S = 4, 3, 6, 3
+    rng = np.random.default_rng(0)
+    x = (2 * rng.normal(size=(N, 2, 2, 1))).astype(np.float32)  # curved enough for the two lr rules to differ
+    y = rng.normal(size=(N, C)).astype(np.float32)
+    thetas = [(0.3 * rng.normal(size=D * C), None) for _ in range(2)]
+    thetas = [(t0, t0 + 0.4 * rng.normal(size=D * C)) for t0, _ in thetas]
+    apply_flat = lambda th, xb: xb.reshape(xb.shape[0], -1) @ th.reshape(D, C)  # noqa: E731
+    # images and labels frozen (lr_img, lr_y tiny): only the lr moves, so numpy needs no image gradients
+    cfg = _cfg(ipc=2, syn_steps=S, batch_syn=N, threshold=1e9, lr_lr=1e-3, mom_lr=0.5, lr_img=1e-30,
+               lr_y=1e-30)
+    step = datm.make_outer_step(apply_flat, cfg)
+    state = datm.init_syn_state(cfg, x, y, 0.5)
+
+    X = x.reshape(N, -1).astype(np.float64)
+    Q = np.exp(y - y.max(1, keepdims=True)).astype(np.float64)
+    Q /= Q.sum(1, keepdims=True)
+    lr_np, buf = 0.5, None
+    for i, (t0, ts) in enumerate(thetas):
+        loss_np, g_full, g_tesla = _np_lr_gradients(X, Q, lr_np, t0.reshape(D, C), ts.reshape(D, C), S)
+        assert abs(g_full - g_tesla) > 0.2 * abs(g_full)  # the two rules differ here
+        buf = g_full if buf is None else 0.5 * buf + g_full  # torch: first buf = g, then mu * buf + g
+        lr_prev, lr_np = lr_np, lr_np - 1e-3 * buf
+        state, loss, finite, applied = step(state, jnp.asarray(t0, jnp.float32), jnp.asarray(ts, jnp.float32),
+                                            jax.random.PRNGKey(i))
+        assert bool(finite) and bool(applied)
+        np.testing.assert_allclose(float(loss), loss_np, rtol=1e-5)
+        # the lr's change, not just its value (the change is ~1e-3 of it)
+        np.testing.assert_allclose(float(state.lr) - lr_prev, lr_np - lr_prev, rtol=2e-3)
+        np.testing.assert_allclose(np.asarray(state.x), x)  # images stayed put
+    assert abs(lr_np - 0.5) > 1e-3

@@ -236,3 +236,54 @@ def test_datm_yaml_values_take_the_yacs_default_types(tmp_path):
     assert type(got["lr_img"]) is int and type(got["lr_y"]) is float
     with pytest.raises(SystemExit):
         R.coerce_to_defaults({"lr_img": 100.5}, t)
+
+
+_SNAPSHOT_CHECK = r"""
+import importlib.util, json, sys
+import torch
+
+def snapshot_survives_a_step():
+    # buffer_FTD.py's way of storing an epoch: [p.detach().cpu() for p in net.parameters()]
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    snap = [p.detach().cpu() for p in net.parameters()]
+    before = [s.clone() for s in snap]
+    net(torch.ones(4, 3)).sum().backward()
+    opt.step()
+    return all(torch.equal(s, b) for s, b in zip(snap, before))
+
+out = {"unpatched": snapshot_survives_a_step()}
+spec = importlib.util.spec_from_file_location("launch", sys.argv[1])
+m = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(m)
+m.install_torch_patches(1)
+out["patched"] = snapshot_survives_a_step()
+x = torch.ones(2, requires_grad=True)
+(2 * x).cpu().sum().backward()
+out["grad"] = x.grad.tolist()
+print(json.dumps(out))
+"""
+
+
+def test_glue_cpu_copies_so_datm_expert_snapshots_do_not_alias(tmp_path):
+    """Issue 29: on a CPU tensor torch's `.cpu()` returns the tensor itself, so DATM's expert snapshots
+    (`p.detach().cpu()`) followed the live parameters, every stored epoch was the last one and DATM_tesla
+    skipped every update (matching loss x/0 = inf). The glue makes `.cpu()` a copy, as on the GPU."""
+    import json
+    import subprocess
+
+    from experiments.peers.venv import venv_python
+
+    py = venv_python("torch")
+    if not os.path.exists(py):
+        pytest.skip(f"no torch venv at {py} (python experiments/peers/venv.py torch)")
+    script = tmp_path / "check.py"
+    script.write_text(_SNAPSHOT_CHECK)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([py, str(script), os.path.join(ROOT, "experiments", "peers", "glue", "launch.py")],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["unpatched"] is False  # the aliasing the glue has to undo (plain torch on the CPU)
+    assert out["patched"] is True
+    assert out["grad"] == [2.0, 2.0]  # the copy stays differentiable, like a device copy

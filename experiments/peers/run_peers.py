@@ -268,6 +268,11 @@ def run_seed(a, seed, results, key_top, command):
         res[side] = {"accs": [float(v) for v in np.asarray(r.accs)], "mean": float(r.mean), "std": float(r.std)}
     entry["original"] = {**res["original"], "ms_per_iter": timing.get("ms_per_iter_median"),
                          "iterations_timed": timing.get("iterations"), "own_eval": own, "step_wall_s": step_wall}
+    if "updates_skipped" in timing:  # DATM: a run whose every update was skipped did not distil anything
+        entry["original"]["updates_skipped"] = timing["updates_skipped"]
+        if timing["updates_skipped"] >= len(timing.get("grand_loss", [])) > 0:
+            print(f"[peers] WARNING: the original {a.method} applied no update (matching loss "
+                  f"{timing['grand_loss'][:3]}...): check its expert buffer", flush=True)
     ms, ms_note = _ms_per_iter_jax(jdir)
     entry["jaxdistill"] = {**res["jaxdistill"], "ms_per_iter": ms, "ms_per_iter_note": ms_note,
                            "distill_wall_s": j_wall}

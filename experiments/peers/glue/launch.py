@@ -10,6 +10,8 @@ Patches, installed before the script is run with `runpy` from its own folder (it
 - threads: torch.set_num_threads / set_num_interop_threads (the harness also sets OMP/MKL variables);
 - CUDA -> CPU: a `TorchFunctionMode` that rewrites `device='cuda...'` arguments (factories, `.to`) to the CPU,
   and `Tensor.cuda` / `nn.Module.cuda` return their receiver; `torch.cuda.is_available()` stays False;
+  `Tensor.cpu` returns a copy, as the device copy it is on a GPU (torch returns a CPU tensor itself, which made
+  DATM's expert snapshots `p.detach().cpu()` aliases of the live parameters);
 - `Tensor.view` falls back to `reshape` where the tensor is not contiguous (DSA's crop of one-channel input
   feeds the ConvNet's `.view`);
 - `torchvision._meta_registrations` stubbed before torchvision is imported (PyPI's torchvision beside the CPU
@@ -99,6 +101,18 @@ def install_torch_patches(threads: int):
 
     torch.Tensor.cuda = lambda self, *a, **k: self
     torch.nn.Module.cuda = lambda self, *a, **k: self
+    orig_cpu = torch.Tensor.cpu
+
+    def cpu(self, *a, **k):
+        # On the GPU the scripts were written for, `.cpu()` is a device copy; on a CPU tensor torch returns the
+        # tensor itself. DATM's buffer_FTD.py snapshots each epoch as `[p.detach().cpu() for p in params]`:
+        # without a copy every snapshot shares storage with the live parameters, the optimiser's in-place
+        # updates rewrite them all, each stored trajectory is its final epoch repeated, ||theta_t -
+        # theta_{t+M}|| = 0 and DATM_tesla's matching loss is inf, so no update is ever applied (issue 29).
+        out = orig_cpu(self, *a, **k)
+        return out.clone() if out is self else out
+
+    torch.Tensor.cpu = cpu
     orig_view = torch.Tensor.view
 
     def view(self, *shape, **kw):
@@ -266,6 +280,10 @@ def patch_wandb(a):
         def log(data=None, *args, **kw):
             if isinstance(data, dict) and "Progress" in data:
                 STATE["marks"].append((int(data["Progress"]), time.perf_counter()))
+            if isinstance(data, dict) and "falts" in data:  # DATM_tesla: loss > threshold, no update applied
+                STATE["skipped"] = STATE.get("skipped", 0) + 1
+            if isinstance(data, dict) and "Grand_Loss" in data:  # DATM_tesla: one per iteration
+                STATE.setdefault("grand_loss", []).append(float(data["Grand_Loss"]))
             try:
                 return orig_log(data, *args, **kw)
             except Exception:  # a disabled run may refuse histograms/images: they are not needed here
@@ -312,6 +330,8 @@ def capture(loc, a):
     timing = {"iterations": len(marks), "ms_per_iter_median": 1000 * float(np.median(per_iter)) if per_iter else None,
               "ms_per_iter_mean": 1000 * float(np.mean(per_iter)) if per_iter else None,
               "loop_s": float(t_end - marks[0][1]) if marks else None}
+    if "grand_loss" in STATE:  # DATM: the matching loss per iteration and how many updates the threshold skipped
+        timing.update(grand_loss=STATE["grand_loss"], updates_skipped=int(STATE.get("skipped", 0)))
     arrays, own = {}, {}
     if "synset" in loc:  # DANCE.condense
         syn = loc["synset"]
