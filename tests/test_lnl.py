@@ -24,7 +24,7 @@ def _cells():
             "epochs": 60 + 10 * s, "last": {"acc_mean": last}, "best": {"acc_mean": best}}
         cells[rl.cell_key("symmetric:0.4", s, "dividemix")] = {
             "noise": "symmetric:0.4", "seed": s, "method": "dividemix", "acc_mean": dm, "best_acc_mean": dm + 0.01,
-            "detect": {"auroc": au}}
+            "detect": {"auroc": au, "precision": 0.5, "recall": 0.7, "f1": 0.583}}
     cells[rl.cell_key("asymmetric:0.4", 0, "gce")] = {"noise": "asymmetric:0.4", "seed": 0, "method": "gce",
                                                       "acc_mean": 0.7}
     cells[rl.cell_key("symmetric:0.4", 0, "baseline")] = {"noise": "symmetric:0.4", "seed": 0, "method": "baseline",
@@ -51,10 +51,14 @@ def test_aggregate_means_over_seeds_against_numpy():
     assert agg["asymmetric:0.4"]["gce"] == {"acc_mean": 0.7, "acc_std": 0.0, "seeds": 1}
     md = rl.table(agg)
     rows = [ln for ln in md.splitlines() if ln.startswith("| dividemix |")]
+    # the accuracy row, then the detection row (its own flags' precision / recall / F1 where recorded)
     assert rows == [f"| dividemix | 87.00 +- {100 * np.std([0.86, 0.88, 0.87]):.2f} | 88.00 | 3 | 0.960 +- "
-                    f"{np.std([0.95, 0.97, 0.96]):.3f} |"]
+                    f"{np.std([0.95, 0.97, 0.96]):.3f} |",
+                    f"| dividemix | 0.960 +- {np.std([0.95, 0.97, 0.96]):.3f} | 0.500 | 0.700 | 0.583 |"]
+    assert "Wrong-label detection under symmetric:0.4" in md
     # sorted best first within a noise
     section = md.split("## symmetric:0.4")[1].split("## ")[0]
+    section = section.split("Wrong-label detection")[0]
     sym_rows = [ln.split("|")[1].strip() for ln in section.splitlines() if ln.startswith("| ")]
     assert sym_rows[1:] == ["dividemix", "baseline_best", "baseline_recipe_last", "baseline_recipe_best",
                             "baseline_last"]

@@ -254,6 +254,10 @@ def aggregate(cells: dict) -> dict:
             if len(au) == len(rs):
                 e["auroc"] = float(np.mean(au))
                 e["auroc_std"] = float(np.std(au))
+                for f in ("precision", "recall", "f1"):  # the method's own flags
+                    v = [d[f] for _, d in rs if d.get(f) is not None]
+                    if len(v) == len(rs):
+                        e[f] = float(np.mean(v))
             out.setdefault(noise, {})[name] = e
     return out
 
@@ -272,6 +276,17 @@ def table(agg: dict) -> str:
             lines.append(f"| {name} | {100 * e['acc_mean']:.2f} +- {100 * e['acc_std']:.2f} | {best} | "
                          f"{e['seeds']} | {au} |")
         lines.append("")
+        det = [(n, e) for n, e in methods.items() if "auroc" in e]
+        if det:
+            lines += [f"Wrong-label detection under {noise}: each method's own score and flags (DivideMix 1 - w, "
+                      "ELR argmax(t) != y, cleanlab's CV probabilities in cleanlearning, the distilled-set nets' in "
+                      "distilled_set and the jaxdistill_ rows), against noisy != true.", "",
+                      "| method | AUROC | precision | recall | F1 |", "|---|---|---|---|---|"]
+            f = lambda e, k: f"{e[k]:.3f}" if k in e else ""  # noqa: E731
+            for name, e in sorted(det, key=lambda kv: -kv[1]["auroc"]):
+                lines.append(f"| {name} | {e['auroc']:.3f} +- {e['auroc_std']:.3f} | {f(e, 'precision')} | "
+                             f"{f(e, 'recall')} | {f(e, 'f1')} |")
+            lines.append("")
     return "\n".join(lines)
 
 
