@@ -287,3 +287,178 @@ def test_glue_cpu_copies_so_datm_expert_snapshots_do_not_alias(tmp_path):
     assert out["unpatched"] is False  # the aliasing the glue has to undo (plain torch on the CPU)
     assert out["patched"] is True
     assert out["grad"] == [2.0, 2.0]  # the copy stays differentiable, like a device copy
+
+
+# ---------------------------------------------------------------------------------------------------- RCIG
+def test_budget_rcig_quick_both_ways():
+    cfg = B.get_config("rcig", "fashion_mnist", 10, "quick")
+    m = B.to_original("rcig", cfg)
+    f, j = m["distill_dataset.py"], m["config.json"]["json"]
+    assert f["flag"] == {"n_images": 10, "max_steps": 30, "width": 16, "skip_tune": False}
+    assert f["patch"] == {"real_batch": 128}                      # the script hard-codes 1024
+    assert j["pool_model_count"] == 4 and j["n_inner_steps"] == 5 and j["n_hinv_steps"] == 5
+    assert j["n_max_steps_pool"] == 16 and j["max_online_steps"] == 100 and j["use_flip"] is False
+    assert j["l2_rate"] == pytest.approx(5e-4) and j["softplus_temp"] == 60.0 and j["learn_labels"] is True
+    assert j["proto_learning_rate"] == pytest.approx(0.003) and j["pool_learning_rate"] == pytest.approx(5e-5)
+    assert B.from_original("rcig", m, "fashion_mnist", 10, "quick") == cfg
+    cfg2 = cfg.replace(iterations=7, width=32, pool_size=2, n_inner=3, tune_lr=False, real_batch=64)
+    m2 = B.to_original("rcig", cfg2)
+    assert m2["distill_dataset.py"]["flag"]["skip_tune"] is True and m2["distill_dataset.py"]["flag"]["width"] == 32
+    # without the search the lrs are delivered to run_rcig (glue --set); with it they are the original's start
+    assert m2["distill_dataset.py"]["patch"] == {"real_batch": 64, "inner_lr": cfg.inner_lr, "hvp_lr": cfg.hvp_lr}
+    assert m2["config.json"]["json"]["n_inner_steps"] == 3
+    assert B.from_original("rcig", m2, "fashion_mnist", 10, "quick") == cfg2
+    assert B.fixed_mismatches("rcig", cfg2) == []
+    # the CPU preset's lr-search start and try cap differ from the original's hard-coded ones; the
+    # preprocessing (mean/std for Fashion-MNIST), depth, temperature lr, EMA and adapt interval agree
+    mism = B.fixed_mismatches("rcig", cfg)
+    assert sorted(s.split(":")[0] for s in mism) == ["hvp_lr", "inner_lr", "tune_max_tries"]
+    assert B.fixed_mismatches("rcig", cfg.replace(inner_lr=1e-5, hvp_lr=5e-5, tune_max_tries=3))[0].startswith(
+        "tune_max_tries")
+    paper = B.get_config("rcig", "cifar10", 10, "paper")        # ZCA + depth 3 + flip: preprocess differs
+    assert any(s.startswith("preprocess:") for s in B.fixed_mismatches("rcig", paper))
+    assert B.eval_settings("rcig", "quick", 28, 5)["nets"] == 0  # distill_dataset.py evaluates nothing
+
+
+def _rcig_peer(tmp_path):
+    d = tmp_path / "peer" / "RCIG+ours" / "configs_final"
+    d.mkdir(parents=True)
+    base = {"has_bn": False, "pool_model_count": 30, "l2_rate": 0.0005, "n_inner_steps": 20, "n_hinv_steps": 20,
+            "max_online_steps": 100, "n_max_steps_pool": 16, "learn_labels": True, "pool_learning_rate": 5e-05,
+            "proto_learning_rate": 0.003, "softplus_temp": 60, "use_flip": False, "linearize": True,
+            "direct_batch_sizes": [None, None], "checkpoint_iters": [50, 100]}
+    import json
+
+    (d / "depth_3_no_flip.txt").write_text(json.dumps(base))
+    return str(tmp_path / "peer"), base
+
+
+def test_rcig_commands_and_config_json(tmp_path):
+    import json
+
+    from experiments.peers import run_peers as R
+
+    peer, base = _rcig_peer(tmp_path)
+    cfg = B.get_config("rcig", "fashion_mnist", 10, "quick").replace(iterations=5)
+    steps = R.original_commands("rcig", cfg, python="py", peer_dir=peer, labels="l.npz", odir=str(tmp_path / "o"),
+                                seed=3, threads=1, noise="symmetric:0.4", k=2, budget="quick")
+    assert [s[0] for s in steps] == ["distill"] and steps[0][2].endswith("final_set.npz")
+    argv = steps[0][1]
+    assert argv[argv.index("--script") + 1] == "RCIG+ours/distill_dataset.py"
+    assert argv[argv.index("--set") + 1] == "real_batch=128"
+    rest = argv[argv.index("--") + 1:]
+    val = lambda k: rest[rest.index(k) + 1]  # noqa: E731
+    assert val("--n_images") == "10" and val("--max_steps") == "5" and val("--width") == "16"
+    assert val("--random_seed") == "3" and val("--skip_tune") == "False" and val("--dataset_name") == "fashion_mnist"
+    assert val("--output_dir") == "rcig_out" and val("--config_path") == "rcig_config.json"
+    assert val("--noise_type") == "symmetric" and val("--noise_rate") == "0.4"
+    got = json.load(open(tmp_path / "o" / "rcig_config.json"))
+    assert got["pool_model_count"] == 4 and got["n_inner_steps"] == 5 and got["n_hinv_steps"] == 5
+    assert got["direct_batch_sizes"] == [None, None] and got["linearize"] is True   # the original's keys kept
+    assert set(got) == set(base)
+    with pytest.raises(SystemExit):
+        R.rcig_config_json(peer, {"pool_model_cuont": 3})
+
+
+def test_import_rcig_saved_set_and_evaluate(tmp_path):
+    import pickle
+
+    import jax
+
+    from jaxdistill.evaluate import EvalProtocol, evaluate, prepare_for_protocol
+    from jaxdistill.methods.base import DistilledSet
+    from jaxdistill.nn import NetConfig
+    from jaxdistill.train import TrainConfig
+
+    rng = np.random.default_rng(5)
+    pix = rng.random((10, 28, 28, 1)).astype(np.float32)            # RCIG: NHWC pixels (preprocessing undone)
+    y = (np.eye(10) - 0.1 + 0.05 * rng.normal(size=(10, 10))).astype(np.float32)  # learned regression targets
+    # the script's own pickle (a non-array entry like its ConfigDict) and the glue's numpy copy
+    with open(tmp_path / "distilled_dataset_vis.pkl", "wb") as f:
+        pickle.dump({"coreset_images": pix, "coreset_labels": y, "dataset": {"name": "fashion_mnist"}}, f)
+    np.savez(tmp_path / "final_set.npz", images=pix, labels=y, images_working=(pix - 0.2861) / 0.3530)
+    a = I.import_rcig(str(tmp_path / "distilled_dataset_vis.pkl"))
+    b = I.import_rcig(str(tmp_path / "final_set.npz"), use_flip=True)
+    for s in (a, b):
+        assert s.target_kind == "regression" and s.method == "rcig_original"
+        np.testing.assert_allclose(s.images, (pix - 0.2861) / 0.3530, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(s.targets, y)
+        assert np.array_equal(s.labels, y.argmax(1))
+        assert str(np.asarray(s.preprocessor["kind"])) == "meanstd"
+    assert a.meta["use_flip"] is False and b.meta["use_flip"] is True
+    np.testing.assert_allclose(b.images, np.load(tmp_path / "final_set.npz")["images_working"], atol=1e-5)
+    b.save(str(tmp_path / "d.npz"))
+    back = DistilledSet.load(str(tmp_path / "d.npz"))
+    proto = EvalProtocol("rcig", NetConfig(10, width=8, depth=2),
+                         TrainConfig(epochs=2, batch_size=10, optimizer="adam", lr=1e-3, loss="mse"), "learned")
+    x, t, _ = prepare_for_protocol(back, _Test(), proto)
+    assert x.shape == (20, 28, 28, 1) and np.array_equal(x[10:], x[:10, :, ::-1, :])  # RCIG's flipped copies
+    np.testing.assert_allclose(t[:10], y, atol=1e-6)             # MSE on the learned targets, not one-hot
+    r = evaluate(back, _Test(), proto, jax.random.PRNGKey(2), k=2)
+    accs = np.asarray(r.accs)
+    assert accs.shape == (2,) and np.all((accs >= 0) & (accs <= 1))
+    with pytest.raises(ValueError):
+        I.import_rcig(str(tmp_path / "final_set.npz"), preprocess="zca_rcig")          # needs x_train
+    np.savez(tmp_path / "bad.npz", images=pix, labels=y.argmax(1))
+    with pytest.raises(ValueError):
+        I.import_rcig(str(tmp_path / "bad.npz"))                 # RCIG's labels are (M, C) targets
+
+
+def test_rcig_venv_pins_are_exact():
+    from experiments.peers.venv import PINS
+
+    deps = PINS["rcig"]["deps"]
+    assert all(d.count("==") == 1 for d in deps), [d for d in deps if "==" not in d]
+    pins = dict(d.split("==") for d in deps)
+    assert pins["jax"] == pins["jaxlib"] == "0.4.33"
+    assert pins["flax"] == "0.8.3" and pins["optax"] == "0.2.2"
+    assert pins["tensorflow-cpu"].startswith("2.16.") and pins["tensorflow-datasets"] == "4.9.3"
+    assert int(pins["protobuf"].split(".")[0]) < 5 and int(pins["numpy"].split(".")[0]) < 2
+    for name in ("clu", "orbax-checkpoint", "einops", "ml-collections", "fire", "tensorflow-metadata"):
+        assert name in pins
+    assert not any(d.split("==")[0] in ("torch", "wandb") for d in deps)
+
+
+def test_rcig_glue_joins_normalised_tfds_images_by_content():
+    from experiments.peers.glue import launch as G
+
+    rng = np.random.default_rng(6)
+    raw = rng.integers(0, 256, size=(40, 28, 28, 1), dtype=np.uint8)
+    idx = np.arange(5, 35)                                          # the labels file's subset
+    lab = {"hash64": L.image_keys(raw[idx]), "indices": idx}
+    perm = rng.permutation(40)                                      # tfds's order
+    mean, std = [0.2861], [0.3530]
+    x_norm = ((raw[perm] / 255.0) - mean[0]) / std[0]              # what RCIG's dataloader holds (float64)
+    order = G.rcig_subset(x_norm, mean, std, lab)
+    assert np.array_equal(raw[perm][order], raw[idx])
+    with pytest.raises(ValueError):
+        G.rcig_subset(x_norm[:-10], mean, std, lab)                 # a subset image missing from tfds's split
+    env = G.rcig_thread_env(1)
+    assert "--xla_cpu_multi_thread_eigen=false" in env["XLA_FLAGS"] and env["TF_NUM_INTRAOP_THREADS"] == "1"
+    stub = G.stub_module("torch", "test")
+    with pytest.raises(RuntimeError):
+        stub.tensor
+
+
+def test_cfg_override_and_smoke_row_run_on(tmp_path):
+    import argparse
+    import json
+
+    from experiments.peers import run_peers as R
+
+    a = argparse.Namespace(method="rcig", dataset="fashion_mnist", ipc=10, budget="quick", iterations=5,
+                           chunk_iters=0, cfg=["tune_lr=false", "inner_lr=0.002"])
+    cfg = R.cfg_for(a)
+    assert cfg.tune_lr is False and cfg.inner_lr == pytest.approx(0.002) and cfg.iterations == 5
+    p = B.to_original("rcig", cfg)["distill_dataset.py"]
+    assert p["flag"]["skip_tune"] is True and p["patch"]["inner_lr"] == pytest.approx(0.002)
+    with pytest.raises(SystemExit):
+        R.cfg_for(argparse.Namespace(**{**vars(a), "cfg": ["no_such_field=1"]}))
+    entry = {"original": {"mean": 0.5, "std": 0.01, "ms_per_iter": 10.0}, "jaxdistill": {"mean": 0.4, "std": 0.02,
+             "ms_per_iter": 5.0}, "protocol": "rcig", "k": 2, "machine": "CPU X, 2 cores", "date": "2026-12-06"}
+    out = str(tmp_path / "p.json")
+    R.record(out, "rcig/symmetric:0.4/quick-smoke", 0, entry, "cmd")
+    md = open(R.aggregate(out, str(tmp_path / "p.md"))).read()
+    row = [ln for ln in md.splitlines() if ln.startswith("| rcig/")][0]
+    assert "| 50.00 +- 1.00 | 40.00 +- 2.00 | 10 | 5 | - | CPU X, 2 cores, 2026-12-06 | `cmd` |" in row
+    assert json.load(open(out))["rcig/symmetric:0.4/quick-smoke"]["seeds"] == 1

@@ -8,7 +8,9 @@ original's script, its setting and how the glue delivers it:
   yaml      a key of the YAML config file DATM_tesla.py reads with `--cfg` (its boolean flags cannot be set on
             the command line: argparse's `type=bool` turns any string into True)
   fixed     hard-coded in the original: not mappable, `fixed_mismatches` reports where jaxdistill's value differs
-  patch     a module-level constant the glue patches (DATM's ConvNet width/depth in `get_default_convnet_setting`)
+  patch     a module-level constant the glue patches (DATM's ConvNet width/depth in `get_default_convnet_setting`;
+            RCIG's real-data batch, hard-coded 1024 in distill_dataset.get_config)
+  json      a key of the JSON config RCIG's distill_dataset.py reads with --config_path
 
 `to_original(method, cfg)` -> {script: {setting: value}}; `from_original(method, settings, dataset, ipc, preset)`
 rebuilds the jaxdistill config from those settings (the round trip is the identity on every mapped field).
@@ -118,27 +120,52 @@ DATM_KNOBS = (
     Knob("mom_lr", "DATM_tesla.py", None, "fixed", fixed=0.5, note="SGD([syn_lr], momentum=0.5)"),
 )
 
-RCIG_KNOBS = (  # skimmed, not run: distill_dataset.py is a `fire` CLI plus a JSON config (--config_path)
+RCIG_KNOBS = (
+    # distill_dataset.py: a `fire` CLI; the algorithm's settings come from a JSON file (--config_path), which the
+    # harness writes from the original's configs_final/depth_3_no_flip.txt (Fashion-MNIST) with these keys set.
     Knob("ipc", "distill_dataset.py", "n_images", "flag"),
     Knob("iterations", "distill_dataset.py", "max_steps", "flag"),
-    Knob("width", "distill_dataset.py", "width", "flag"),
-    Knob("pool_size", "config.json", "pool_model_count", "yaml"),
-    Knob("l2_rate", "config.json", "l2_rate", "yaml"),
-    Knob("n_inner", "config.json", "n_inner_steps", "yaml"),
-    Knob("n_hinv", "config.json", "n_hinv_steps", "yaml"),
-    Knob("max_online_steps", "config.json", "max_online_steps", "yaml"),
-    Knob("pool_max_steps", "config.json", "n_max_steps_pool", "yaml"),
-    Knob("learn_labels", "config.json", "learn_labels", "yaml"),
-    Knob("pool_lr", "config.json", "pool_learning_rate", "yaml"),
-    Knob("proto_lr", "config.json", "proto_learning_rate", "yaml"),
-    Knob("softplus_temp", "config.json", "softplus_temp", "yaml"),
-    Knob("use_flip", "config.json", "use_flip", "yaml"),
-    Knob("zca_reg", "distill_dataset.py", None, "fixed", fixed=0.1, note="config.dataset.zca_reg"),
+    Knob("width", "distill_dataset.py", "width", "flag", note="first layer; doubles per layer (width * 2**i)"),
+    Knob("tune_lr", "distill_dataset.py", "skip_tune", "flag", lambda t: not t, lambda s: not s,
+         note="the lr search before training; skip_tune keeps 1e-5 / 5e-5"),
+    Knob("pool_size", "config.json", "pool_model_count", "json"),
+    Knob("l2_rate", "config.json", "l2_rate", "json", note="l2 = l2_rate * ipc * C"),
+    Knob("n_inner", "config.json", "n_inner_steps", "json"),
+    Knob("n_hinv", "config.json", "n_hinv_steps", "json"),
+    Knob("max_online_steps", "config.json", "max_online_steps", "json"),
+    Knob("pool_max_steps", "config.json", "n_max_steps_pool", "json", note="randint(1, n) steps: exclusive"),
+    Knob("learn_labels", "config.json", "learn_labels", "json"),
+    Knob("pool_lr", "config.json", "pool_learning_rate", "json"),
+    Knob("proto_lr", "config.json", "proto_learning_rate", "json"),
+    Knob("softplus_temp", "config.json", "softplus_temp", "json"),
+    Knob("use_flip", "config.json", "use_flip", "json"),
+    Knob("real_batch", "distill_dataset.py", "real_batch", "patch",
+         note="config.kernel.batch_size = 1024 in the script: the glue sets the training loader's batch"),
+    Knob("inner_lr", "distill_dataset.py", "inner_lr", "patch",
+         note="only with tune_lr False: the glue hands it to run_rcig (the script would pass 1e-5)"),
+    Knob("hvp_lr", "distill_dataset.py", "hvp_lr", "patch",
+         note="only with tune_lr False: the glue hands it to run_rcig (the script would pass 5e-5)"),
+    # hard-coded in the original
+    Knob("depth", "distill_dataset.py", None, "fixed", fixed=3, note="from the image size (28/32 -> 3)"),
+    Knob("preprocess", "dataloader.py", None, "fixed", fixed="meanstd",
+         note="'standard' (mean/std) for mnist/fashion_mnist; normalize_zca (zca_rcig) for the others"),
+    Knob("mean", "dataloader.py", None, "fixed", fixed=(0.2861,), note="data_stats['fashion_mnist']"),
+    Knob("std", "dataloader.py", None, "fixed", fixed=(0.3530,)),
+    # with tune_lr True: the search starts at these (x1.2 per try until an inner run is not monotone, then x0.7)
+    Knob("inner_lr", "distill_dataset.py", None, "fixed", fixed=1e-5, note="start of the lr search (tune_lr)"),
+    Knob("hvp_lr", "distill_dataset.py", None, "fixed", fixed=5e-5, note="start of the lr search (tune_lr)"),
+    Knob("tune_max_tries", "distill_dataset.py", None, "fixed", fixed=None, note="unbounded search (tune_lr)"),
+    Knob("temp_lr", "algorithms.py", None, "fixed", fixed=0.03, note="adabelief(0.03) on log_temp"),
+    Knob("ema_decay", "algorithms.py", None, "fixed", fixed=0.99),
+    Knob("adapt_every", "algorithms.py", None, "fixed", fixed=50, note="lr_monitor_interval"),
 )
+
+RCIG_TUNE_ONLY = ("inner_lr", "hvp_lr")  # fixed (search start) with tune_lr, delivered (patch) without
 
 KNOBS = {"dance": DANCE_KNOBS, "datm": DATM_KNOBS, "rcig": RCIG_KNOBS}
 SCRIPTS = {"dance": ("pretrain.py", "DANCE.py"), "datm": ("buffer_FTD.py", "DATM_tesla.py"),
            "rcig": ("distill_dataset.py", "config.json")}
+RCIG_BASE_CONFIG = "configs_final/depth_3_no_flip.txt"  # the study's config for Fashion-MNIST (README.md)
 
 
 def get_config(method: str, dataset: str, ipc: int, preset: str):
@@ -172,6 +199,9 @@ def to_original(method: str, cfg) -> dict[str, dict[str, dict[str, Any]]]:
         b = out["buffer_FTD.py"]["flag"]
         b["rho_min"] = b["rho_max"]
         b["save_interval"] = b["num_experts"]
+    if method == "rcig" and cfg.tune_lr:  # the original's search starts at its own 1e-5 / 5e-5
+        for k in RCIG_TUNE_ONLY:
+            out["distill_dataset.py"]["patch"].pop(k, None)
     return out
 
 
@@ -197,6 +227,8 @@ def fixed_mismatches(method: str, cfg) -> list[str]:
     for k in KNOBS[method]:
         if k.how != "fixed" or not hasattr(cfg, k.field):
             continue
+        if method == "rcig" and k.field in RCIG_TUNE_ONLY + ("tune_max_tries",) and not cfg.tune_lr:
+            continue  # no search: the lrs are delivered (patch) and the tries do not matter
         v = getattr(cfg, k.field)
         f = k.fixed
         same = (tuple(round(float(a), 4) for a in v) == tuple(round(float(a), 4) for a in f)
@@ -216,7 +248,8 @@ def eval_settings(method: str, preset: str, image_size: int, k: int) -> dict:
     if method == "datm":    # DATM_tesla.py: num_eval nets for epoch_eval_train epochs at the final iteration
         return {"yaml": {"epoch_eval_train": b.datm_epochs, "num_eval": k, "batch_train": 128}, "nets": k,
                 "width": b.width}
-    return {"flag": {}, "nets": 1, "width": b.width}
+    # RCIG: distill_dataset.py has no evaluation of its own (eval.py is a separate script, not run)
+    return {"flag": {}, "nets": 0, "width": b.width}
 
 
 def table(method: str) -> str:

@@ -9,8 +9,10 @@ What each original writes (DD_LNL HEAD d59a5a5; README.md beside this file):
          ZCA space when zca (kornia ZCAWhitening eps 0.1 fitted on the training images), `labels_<it>.pt`
          (C*ipc, C) learned logits (soft cross-entropy targets), `lr_<it>.pt` the learned student lr;
          images_zca_<it>.pt is the same set mapped back to pixels.
-  RCIG   `<output_dir>/distilled_dataset_vis.pkl`: {'coreset_images': pixels (ZCA undone), 'coreset_labels':
-         learned regression targets (C*ipc, C)} (a pickle: read only with allow_pickle=True, own files only).
+  RCIG   `<output_dir>/distilled_dataset_vis.pkl`: {'coreset_images': pixels (NHWC; the preprocessing undone:
+         mean/std for Fashion-MNIST, ZCA for CIFAR), 'coreset_labels': learned regression targets (C*ipc, C),
+         'dataset': an ml_collections ConfigDict} (a pickle: read only with allow_pickle=True, own files only);
+         the glue copies images and labels into final_set.npz (numpy only).
 The glue (`glue/launch.py`) also writes the final set itself as `final_set.npz` (numpy only, NCHW): images,
 labels, optionally lr; that file needs no torch on the jaxdistill side.
 
@@ -190,31 +192,62 @@ def import_datm(images_path: str, labels_path: Optional[str] = None, lr_path: Op
                                 if zca else "none"})
 
 
-def import_rcig(path: str, *, x_train, meta: Optional[dict] = None):
-    """RCIG's distilled_dataset_vis.pkl (pixels, ZCA undone; learned regression targets). The pickle is read
-    only because it is a file the harness's own run wrote."""
-    obj = read_array(path, allow_pickle=True)
-    pre = fitted_preprocessor("zca_rcig", x_train)
-    return import_foreign(obj["coreset_images"], obj["coreset_labels"], method="rcig_original", space="pixels",
-                          preprocessor=pre, layout="NHWC", target_kind="regression",
-                          meta={**(meta or {}), "source": os.path.abspath(path),
-                                "preprocessing": "zca_rcig (meanstd then ZCA reg 0.1 trace/D) fitted on the subset"})
+def import_rcig(path: str, *, preprocess: str = "meanstd", mean=(0.2861,), std=(0.3530,), x_train=None,
+                use_flip: bool = False, meta: Optional[dict] = None):
+    """RCIG's set: the glue's final_set.npz (`images` = the script's pickle's pixels, `labels` = learned
+    regression targets) or the script's own distilled_dataset_vis.pkl (read with pickle: only a file the
+    harness's own run wrote; it holds an ml_collections ConfigDict, so that package must be importable).
+
+    preprocess: what RCIG's dataloader.py applied: 'meanstd' ('standard': mnist / fashion_mnist, the data_stats
+    constants) or 'zca_rcig' (normalize_zca, every other data set: jaxdistill's fit on `x_train`).
+    use_flip: the config's use_flip (the rcig protocol then appends the flipped copies, as RCIG's eval.py)."""
+    if path.endswith(".pkl"):
+        try:
+            obj = read_array(path, allow_pickle=True)
+        except ModuleNotFoundError as e:
+            raise ImportError(f"{path!r} holds RCIG's ml_collections ConfigDict and {e.name!r} is not importable "
+                              f"here; read the glue's final_set.npz (same images and labels) instead") from None
+        images, labels = obj["coreset_images"], obj["coreset_labels"]
+    else:
+        obj = read_array(path)
+        images, labels = obj["images"], obj["labels"]
+    x = to_nhwc(images, "NHWC")
+    if np.asarray(labels).ndim != 2:
+        raise ValueError(f"RCIG's labels are (M, C) regression targets; got shape {np.shape(labels)}")
+    if preprocess == "meanstd":
+        pre = meanstd_preprocessor(mean, std, x.shape[1:])
+        how = f"meanstd mean={list(mean)} std={list(std)} (RCIG dataloader.py 'standard')"
+    elif preprocess == "zca_rcig":
+        if x_train is None:
+            raise ValueError("preprocess='zca_rcig' needs x_train (the images the original fitted its ZCA on)")
+        pre = fitted_preprocessor("zca_rcig", x_train)
+        how = "zca_rcig (meanstd then ZCA reg 0.1 trace/D) fitted on the subset"
+    else:
+        raise ValueError(f"preprocess={preprocess!r}; allowed meanstd, zca_rcig")
+    return import_foreign(x, labels, method="rcig_original", space="pixels", preprocessor=pre, layout="NHWC",
+                          target_kind="regression",
+                          meta={**(meta or {}), "source": os.path.abspath(path), "preprocessing": how,
+                                "use_flip": bool(use_flip)})
 
 
 def main(argv=None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(description="import an original's synthetic set into a jaxdistill DistilledSet .npz")
-    p.add_argument("--method", required=True, choices=["dance", "datm"])
-    p.add_argument("--images", required=True, help="DANCE data_<it>.pt, DATM images_<it>.pt, or final_set.npz")
+    p.add_argument("--method", required=True, choices=["dance", "datm", "rcig"])
+    p.add_argument("--images", required=True,
+                   help="DANCE data_<it>.pt, DATM images_<it>.pt, RCIG distilled_dataset_vis.pkl, or final_set.npz")
     p.add_argument("--labels", default=None)
     p.add_argument("--lr", default=None)
     p.add_argument("--labels-file", default=None, help="peers labels file (for the subset DATM's ZCA is fitted on)")
     p.add_argument("--factor", type=int, default=1)
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
+    _root_on_path()  # run as a script from anywhere: jaxdistill and experiments.* from this checkout
     if a.method == "dance":
         ds = import_dance(a.images, factor=a.factor)
+    elif a.method == "rcig":  # Fashion-MNIST: mean/std (the only data set the harness wires)
+        ds = import_rcig(a.images)
     else:
         x_train = subset_images(a.labels_file) if a.labels_file else None
         ds = import_datm(a.images, a.labels, a.lr, x_train=x_train, zca=x_train is not None)

@@ -1,4 +1,4 @@
-"""Side by side with the originals: one original (DD_LNL's DANCE+ours / DATM+ours) and jaxdistill on the same
+"""Side by side with the originals: one original (DD_LNL's DANCE+ours / DATM+ours / RCIG+ours) and jaxdistill on the same
 Fashion-MNIST subset, noisy labels, IPC, budget and seed, both sets evaluated by jaxdistill's evaluator with
 the same nets and keys.
 
@@ -39,6 +39,7 @@ from experiments.peers import labels as L  # noqa: E402
 
 GLUE = os.path.join(HERE, "glue", "launch.py")
 OWN_PROTOCOL = {"dance": "dance", "datm": "datm", "rcig": "rcig"}
+VENV_OF = {"dance": "torch", "datm": "torch", "rcig": "rcig"}  # venv.py's environments
 FLAG_SPELLING = {"weight_decay": "--weight-decay"}
 NOISE_FLAGS = {"clean": ("clean", 0.0)}
 
@@ -117,7 +118,32 @@ def original_commands(method, cfg, *, python, peer_dir, labels, odir, seed, thre
                  done_buf),
                 ("distill", glue_cmd(python, peer_dir, "DATM+ours/distill/DATM_tesla.py", labels, odir, seed, threads,
                                      None, patches, ["--cfg", ypath], idx_dir, 1), os.path.join(odir, "final_set.npz"))]
-    raise SystemExit(f"method {method!r}: only dance and datm are wired (RCIG: README.md)")
+    if method == "rcig":
+        r = m["distill_dataset.py"]
+        cfg_json = rcig_config_json(peer_dir, m["config.json"]["json"])
+        os.makedirs(odir, exist_ok=True)
+        with open(os.path.join(odir, "rcig_config.json"), "w") as f:
+            json.dump(cfg_json, f, indent=1)
+        rest = ["--dataset_name", "fashion_mnist", "--random_seed", str(seed), "--output_dir", "rcig_out",
+                "--config_path", "rcig_config.json"] + _noise_flags(noise)
+        for key, v in r["flag"].items():
+            rest += [_flag(key), str(v)]
+        sets = dict(r.get("patch", {}))
+        return [("distill", glue_cmd(python, peer_dir, "RCIG+ours/distill_dataset.py", labels, odir, seed, threads,
+                                     sets, None, rest, idx_dir, 0), os.path.join(odir, "final_set.npz"))]
+    raise SystemExit(f"method {method!r}: allowed dance, datm, rcig")
+
+
+def rcig_config_json(peer_dir: str, values: dict) -> dict:
+    """RCIG's JSON config: the original's Fashion-MNIST file (budget.RCIG_BASE_CONFIG) with the mapped keys set.
+    Keys the original does not have are refused (a typo would otherwise be ignored by ml_collections' reader)."""
+    path = os.path.join(peer_dir, "RCIG+ours", B.RCIG_BASE_CONFIG)
+    with open(path) as f:
+        base = json.load(f)
+    unknown = sorted(set(values) - set(base))
+    if unknown:
+        raise SystemExit(f"{path} has no key(s) {unknown}")
+    return {**base, **values}
 
 
 def datm_default_types(peer_dir: str) -> dict:
@@ -174,7 +200,8 @@ def _yaml_scalar(v) -> str:
 
 def _env(threads):
     env = dict(os.environ)
-    for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+              "TF_NUM_INTEROP_THREADS"):
         env[v] = str(threads)
     env["WANDB_MODE"] = "disabled"
     env["WANDB_SILENT"] = "true"
@@ -249,6 +276,9 @@ def run_seed(a, seed, results, key_top, command):
     if a.method == "dance":
         oset = I.import_dance(os.path.join(odir, "final_set.npz"), factor=cfg.factor, ipc=cfg.ipc,
                               mean=cfg.mean or (0.2861,), std=cfg.std or (0.3530,))
+    elif a.method == "rcig":  # dataloader.py: mean/std ('standard') for fashion_mnist, no ZCA
+        oset = I.import_rcig(os.path.join(odir, "final_set.npz"), preprocess="meanstd", mean=(0.2861,),
+                             std=(0.3530,), use_flip=cfg.use_flip)
     else:
         oset = I.import_datm(os.path.join(odir, "final_set.npz"), x_train=x_train, zca=cfg.preprocess == "zca_datm")
     oset.save(os.path.join(odir, "distilled.npz"))
@@ -278,9 +308,22 @@ def run_seed(a, seed, results, key_top, command):
                            "distill_wall_s": j_wall}
     entry["protocol"] = protocol
     entry["k"] = a.k
+    entry["machine"] = machine()
+    entry["date"] = time.strftime("%Y-%m-%d", time.gmtime())
     del jax
     record(a.out, key_top, seed, entry, command)
     return entry
+
+
+def machine() -> str:
+    """'<lscpu model name>, <n> cores' (the wall times are this machine's)."""
+    model = ""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return f"{model or 'unknown CPU'}, {os.cpu_count()} cores"
 
 
 def cfg_for(a):
@@ -292,6 +335,14 @@ def cfg_for(a):
         kw["iterations"] = a.iterations
         if hasattr(cfg, "checkpoint_every") and cfg.checkpoint_every > a.iterations:
             kw["checkpoint_every"] = a.iterations
+    for item in getattr(a, "cfg", None) or []:  # --cfg FIELD=JSON: any jaxdistill config field (both sides)
+        k, _, v = item.partition("=")
+        if not hasattr(cfg, k):
+            raise SystemExit(f"--cfg {item!r}: {type(cfg).__name__} has no field {k!r}")
+        try:
+            kw[k] = json.loads(v)
+        except ValueError:
+            kw[k] = v
     if kw:
         cfg = cfg.replace(**kw) if hasattr(cfg, "replace") else __import__("dataclasses").replace(cfg, **kw)
     return cfg
@@ -341,8 +392,10 @@ def aggregate(path, md_path):
              "original's median per-iteration wall time (glue timing) and jaxdistill's from its metrics log.",
              "`own eval`: the original's own evaluation of its final set (its own trainer). Wall times are the",
              "running machine's (its CPU and load: experiments/peers/README.md).", "",
-             "| cell | seeds | original acc | jaxdistill acc | original ms/iter | jaxdistill ms/iter | own eval | command |",
-             "|---|---|---|---|---|---|---|---|"]
+             "A `-smoke` cell is a smoke run (its command holds the cut budget); `run on`: CPU (lscpu) and date, where",
+             "the entry records them.", "",
+             "| cell | seeds | original acc | jaxdistill acc | original ms/iter | jaxdistill ms/iter | own eval | run on | command |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for key in sorted(allr):
         c = allr[key]
         o, j = c.get("original", {}), c.get("jaxdistill", {})
@@ -350,8 +403,10 @@ def aggregate(path, md_path):
         ms = lambda d: f"{d['ms_per_iter']:.0f}" if d.get("ms_per_iter") is not None else "-"  # noqa
         own = [e.get("acc_last", e.get("acc_mean")) for e in o.get("own_eval", []) if e]
         own_s = ", ".join(f"{100 * v:.2f}" for v in own if v is not None) or "-"
+        runs = sorted({f"{e.get('machine')}, {e.get('date')}" for e in c.get("per_seed", {}).values()
+                       if e.get("machine")})
         lines.append(f"| {key} | {c.get('seeds')} | {fmt(o)} | {fmt(j)} | {ms(o)} | {ms(j)} | {own_s} | "
-                     f"`{c.get('command', '')}` |")
+                     f"{'; '.join(runs) or '-'} | `{c.get('command', '')}` |")
     atomic_write_text(md_path, "\n".join(lines) + "\n")
     return md_path
 
@@ -362,7 +417,7 @@ def main(argv=None) -> int:
     for name in ("run", "commands"):
         s = sub.add_parser(name)
         s.add_argument("--peer-dir", required=True, help="a checkout of DD_LNL (folders DANCE+ours, DATM+ours)")
-        s.add_argument("--method", required=True, choices=["dance", "datm"])
+        s.add_argument("--method", required=True, choices=["dance", "datm", "rcig"])
         s.add_argument("--noise", default="symmetric:0.4")
         s.add_argument("--budget", default="quick", choices=["quick", "cpu"])
         s.add_argument("--seeds", default="0", help="comma list")
@@ -373,10 +428,14 @@ def main(argv=None) -> int:
         s.add_argument("--chunk-iters", type=int, default=0,
                        help="jaxdistill iterations per compiled chunk (0: the config's; small values time the "
                             "loop without its compile)")
+        s.add_argument("--cfg", action="append", default=[], metavar="FIELD=JSON",
+                       help="set a jaxdistill config field for both sides (mapped to the original by budget.py), "
+                            "e.g. --cfg tune_lr=false --cfg inner_lr=0.003 for RCIG")
         s.add_argument("--noise-seed", type=int, default=0, help="the noise draw (the study's is 0 for every run)")
         s.add_argument("--k", type=int, default=5)
         s.add_argument("--threads", type=int, default=2)
-        s.add_argument("--python", default=None, help="the original's interpreter (default: venv.py's torch venv)")
+        s.add_argument("--python", default=None,
+                       help="the original's interpreter (default: venv.py's venv for the method: torch, or rcig)")
         s.add_argument("--idx-dir", default="/usr/share/datasets/fashion-mnist")
         s.add_argument("--data-dir", default=None)
         s.add_argument("--work", default=os.path.join(ROOT, "runs", "peers"))
@@ -392,7 +451,7 @@ def main(argv=None) -> int:
     from experiments.peers.venv import venv_python
     from jaxdistill.configs.presets import training_subset
 
-    a.python = a.python or venv_python("torch")
+    a.python = a.python or venv_python(VENV_OF[a.method])
     a.peer_dir = os.path.abspath(a.peer_dir)
     a.work = os.path.abspath(a.work)
     if a.subset is None:

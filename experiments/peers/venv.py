@@ -1,7 +1,7 @@
 """Create the originals' virtual environments with exact pins (outside the repository).
 
   python experiments/peers/venv.py torch  [--root ~/.cache/jaxdistill_peers]   # DATM and DANCE (PyTorch)
-  python experiments/peers/venv.py rcig   [--root ...]                         # RCIG (JAX 0.4.33 stack)
+  python experiments/peers/venv.py rcig   [--root ...]                         # RCIG (JAX 0.4.33 stack), ~3 min
   python experiments/peers/venv.py show                                        # print the pins
 
 Each venv is `<root>/<name>`; its interpreter `<root>/<name>/bin/python` is what `run_peers.py --python`
@@ -24,12 +24,15 @@ PINS = {
                  "matplotlib==3.11.2", "tqdm==4.70.1", "pyyaml", "pillow", "scipy"],
         "nodeps": ["torchvision==0.29.1", "efficientnet_pytorch==0.7.1"],
     },
-    # RCIG+ours: not created this session (README.md); the pins the issue names.
+    # RCIG+ours (JAX; the study pinned nothing, distillers.md 3.8): the issue's stack, every top-level package
+    # exact. tensorflow-metadata 1.21 (what tfds 4.9.3 would pull) imports google.protobuf.runtime_version, which
+    # protobuf < 5 lacks; 1.16.1 is the newest that imports beside protobuf 4.25.
     "rcig": {
         "python": "3.11",
-        "deps": ["jax==0.4.33", "jaxlib==0.4.33", "flax==0.8.3", "optax==0.2.2", "clu", "tensorflow-cpu==2.16.2",
-                 "tensorflow-datasets==4.9.3", "orbax-checkpoint", "einops", "ml-collections", "protobuf<5",
-                 "fire", "numpy<2"],
+        "deps": ["jax==0.4.33", "jaxlib==0.4.33", "flax==0.8.3", "optax==0.2.2", "chex==0.1.90", "clu==0.0.12",
+                 "tensorflow-cpu==2.16.2", "tensorflow-datasets==4.9.3", "tensorflow-metadata==1.16.1",
+                 "orbax-checkpoint==0.6.4", "einops==0.8.2", "ml-collections==1.1.0", "protobuf==4.25.9",
+                 "fire==0.7.1", "numpy==1.26.4"],
         "nodeps": [],
     },
 }

@@ -1,6 +1,7 @@
 """Run one of the study's original scripts on this CPU with runtime patches only (nothing of theirs is copied).
 
-Runs inside the original's venv (torch; numpy), never imports jaxdistill:
+Runs inside the original's venv (torch for DANCE/DATM, the JAX 0.4.33 stack for RCIG; numpy), never imports
+jaxdistill:
 
   <venv>/bin/python experiments/peers/glue/launch.py --peer-dir DIR --script "DANCE+ours/DANCE.py" \
       --labels LABELS.npz --idx-dir /usr/share/datasets/fashion-mnist --out OUT --seed 0 --threads 2 \
@@ -27,6 +28,29 @@ Patches, installed before the script is run with `runpy` from its own folder (it
   `wandb.finish()` the final set is taken from the finishing function's locals and written to
   OUT/final_set.npz (DANCE: synset.data / targets; DATM: image_syn / label_syn / syn_lr), and DANCE's own
   evaluation (`synset.test`) is run on it (own_eval.json).
+
+RCIG (`RCIG+ours/distill_dataset.py`, a `fire` CLI; `install_rcig_patches`, `patch_rcig`):
+- threads: XLA_FLAGS `--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=N`, TF intra/inter-op
+  threads N (environment before jax/tensorflow are imported, then `tf.config.threading`), JAX_PLATFORMS=cpu;
+- `jax.devices('gpu')` (and 'cuda'/'tpu'): answered with the default backend's devices (algorithms.run_rcig
+  moves each pool model to `jax.devices('gpu')[0]`);
+- `torch` stubbed when missing (algorithms.py and dataSolu/utils_noise.py import it; the Fashion-MNIST path
+  never calls it: distill_dataset.py applies `noisify` only for cifar10/cifar100/tiny_imagenet);
+- tfds offline: `DownloadManager.download_and_extract/download/extract` map the four Fashion-MNIST URLs to
+  the IDX files of --idx-dir, decompressed under OUT/tfds_idx; tfds's data_dir is OUT/tfds;
+- data: `dataloader.get_dataset` is wrapped: the tfds training split (in tfds's shuffled order,
+  mean/std-normalised by the original) is joined to the labels file by image content (`labels.join_keys`
+  on the pixels recovered as x*std+mean) and cut to the subset with its noisy labels;
+- `--set real_batch=N`: the training loader's batch (`configure_dataloader`, hard-coded 1024 in the script);
+  `--set inner_lr=X --set hvp_lr=Y` (only passed with --skip_tune True): the lrs run_rcig trains with, in place
+  of the script's 1e-5 / 5e-5;
+- timing: `algorithms.run_rcig` (the lr-tune calls excluded) and `algorithms.do_meta_train_step` are
+  wrapped; each meta step's start is an iteration mark (timing.json);
+- the run is made from OUT (the script writes `./<output_dir>`, reads `./<config_path>`); the final set is
+  taken from the script's own `distilled_dataset_vis.pkl` (pixels, ZCA/meanstd undone; learned labels) with
+  the EMA working-space images from run_rcig's return, written to OUT/final_set.npz. distill_dataset.py has
+  no evaluation of its own (eval.py is a separate script): own_eval.json holds the max outer (train-batch)
+  accuracy the script prints, marked as such.
 """
 from __future__ import annotations
 
@@ -362,6 +386,275 @@ def capture(loc, a):
     del torch
 
 
+
+# ------------------------------------------------------------------------------------------------ RCIG (JAX)
+FASHION_IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+
+
+def rcig_thread_env(threads: int) -> dict:
+    """Environment that pins XLA's and TensorFlow's CPU threads (set before jax/tensorflow are imported)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    add = [f for f in ("--xla_cpu_multi_thread_eigen=false", f"intra_op_parallelism_threads={threads}")
+           if f.split("=")[0] not in flags]
+    return {"XLA_FLAGS": " ".join([flags] + add).strip(), "TF_NUM_INTRAOP_THREADS": str(threads),
+            "TF_NUM_INTEROP_THREADS": str(threads), "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def stub_module(name: str, why: str) -> types.ModuleType:
+    """A module whose every attribute access raises (imported by the original, never used on this path)."""
+    class Stub(types.ModuleType):
+        def __getattr__(self, attr):
+            if attr.startswith("__"):
+                raise AttributeError(attr)
+            raise RuntimeError(f"{name}.{attr}: {name} is stubbed by the peers glue ({why})")
+
+    m = Stub(name)
+    m.__path__ = []  # a package, so `import torch.nn.functional` resolves to further stubs
+    return m
+
+
+def install_rcig_patches(threads: int):
+    for k, v in rcig_thread_env(threads).items():
+        os.environ[k] = v
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        why = "imported by algorithms.py / dataSolu/utils_noise.py, unused for Fashion-MNIST"
+        for n in ("torch", "torch.nn", "torch.nn.functional"):
+            sys.modules[n] = stub_module(n, why)
+        sys.modules["torch"].nn = sys.modules["torch.nn"]
+        sys.modules["torch.nn"].functional = sys.modules["torch.nn.functional"]
+    import jax
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    orig_devices = jax.devices
+
+    def devices(backend=None):
+        if isinstance(backend, str) and backend.lower() in ("gpu", "cuda", "rocm", "tpu"):
+            return orig_devices()
+        return orig_devices(backend)
+
+    devices._peers = True
+    jax.devices = devices
+    return jax
+
+
+def tfds_offline(idx_dir: str, out: str):
+    """tfds's download manager answers the Fashion-MNIST URLs with local decompressed IDX files."""
+    import tensorflow_datasets as tfds
+
+    raw = os.path.join(out, "tfds_idx")
+    os.makedirs(raw, exist_ok=True)
+    for stem in FASHION_IDX:
+        dst = os.path.join(raw, stem)
+        if os.path.exists(dst):
+            continue
+        src = os.path.join(idx_dir, stem)
+        if os.path.exists(src):
+            shutil.copyfile(src, dst)
+        else:
+            with gzip.open(src + ".gz", "rb") as f, open(dst + ".tmp", "wb") as g:
+                shutil.copyfileobj(f, g)
+            os.replace(dst + ".tmp", dst)
+
+    def local(url):
+        base = os.path.basename(str(url))
+        stem = base[:-3] if base.endswith(".gz") else base
+        if stem not in FASHION_IDX:
+            raise RuntimeError(f"peers glue: tfds asked for {url!r}; only Fashion-MNIST's IDX files are offline")
+        return os.path.join(raw, stem)
+
+    def mapped(self, url_or_urls, *args, **kw):
+        if isinstance(url_or_urls, dict):
+            return {k: local(v) for k, v in url_or_urls.items()}
+        if isinstance(url_or_urls, (list, tuple)):
+            return type(url_or_urls)(local(v) for v in url_or_urls)
+        return local(url_or_urls)
+
+    dm = tfds.download.DownloadManager
+    dm.download_and_extract = mapped
+    dm.download = mapped
+    dm.extract = lambda self, paths, *a, **k: paths
+    return os.path.join(out, "tfds")
+
+
+def load_peers_labels_module():
+    """experiments/peers/labels.py by path (numpy + hashlib at import; nothing of jaxdistill)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "labels.py")
+    spec = importlib.util.spec_from_file_location("peers_labels", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def rcig_subset(x_norm, mean, std, lab):
+    """(order, pixels) with x_norm[order] the labels file's subset: the original's normalised images are
+    mapped back to uint8 pixels (x*std+mean) and joined to the labels file's content keys."""
+    L = load_peers_labels_module()
+    pix = np.asarray(x_norm, np.float64) * np.asarray(std, np.float64) + np.asarray(mean, np.float64)
+    order = L.join_keys(lab["hash64"], L.image_keys(np.clip(pix, 0.0, 1.0)))
+    return order
+
+
+def patch_rcig(a, lab, sets):
+    import dataloader  # RCIG+ours/dataloader.py
+    import tensorflow as tf
+
+    import algorithms  # RCIG+ours/algorithms.py
+
+    orig_get = dataloader.get_dataset
+
+    def get_dataset(config, is_coarse, return_raw=False):
+        if config.name != "fashion_mnist":
+            raise RuntimeError(f"peers glue: only dataset 'fashion_mnist' is wired (got {config.name!r})")
+        (x_tr, y_tr, x_te, y_te), pre, rev, scale = orig_get(config, is_coarse, return_raw=True)
+        mean, std = dataloader.data_stats[config.name]
+        t0 = time.perf_counter()
+        order = rcig_subset(x_tr, mean, std, lab)
+        y_true = np.asarray(y_tr)[order]
+        if "true" in lab and not np.array_equal(y_true, lab["true"]):
+            raise RuntimeError("peers glue: content join disagrees with the labels file's clean labels")
+        x_sub, y_sub = x_tr[order], np.asarray(lab["noisy"], np.int64)
+        STATE["join"] = {"n": int(len(order)), "join_s": time.perf_counter() - t0,
+                         "tfds_order_differs": bool(np.any(order != lab["indices"]))}
+        print(f"[peers glue] RCIG training set: {len(order)} of {len(y_tr)} tfds images joined by content "
+              f"(clean labels agree), noisy labels from the labels file (realized rate "
+              f"{lab['header'].get('realized_rate')})", flush=True)
+        with config.unlocked():
+            config.train_size = int(len(order))
+        if return_raw:
+            return (x_sub, y_sub, x_te, y_te), pre, rev, scale
+        ds_tr = tf.data.Dataset.from_tensor_slices((x_sub, y_sub))
+        ds_te = tf.data.Dataset.from_tensor_slices((x_te, y_te))
+        return (ds_tr, ds_te), pre, rev, scale
+
+    dataloader.get_dataset = get_dataset
+    if "real_batch" in sets:
+        orig_conf = dataloader.configure_dataloader
+
+        def configure_dataloader(ds, batch_size, *args, train=False, **kw):
+            if train:
+                batch_size = int(sets["real_batch"])
+            return orig_conf(ds, batch_size, *args, train=train, **kw)
+
+        dataloader.configure_dataloader = configure_dataloader
+
+    orig_run, orig_meta = algorithms.run_rcig, algorithms.do_meta_train_step
+    STATE["timing_on"] = False
+
+    def run_rcig(*args, lr_tune=False, **kw):
+        if lr_tune:
+            STATE["tune_calls"] = STATE.get("tune_calls", 0) + 1
+            return orig_run(*args, lr_tune=True, **kw)
+        STATE["timing_on"] = True
+        args = list(args)
+        for i, name in ((7, "inner_lr"), (8, "hvp_lr")):  # --set: the harness's lrs when the script skips tuning
+            if name in sets:
+                STATE.setdefault("lrs_script", [None, None])[i - 7] = float(args[i])
+                args[i] = float(sets[name])
+        STATE["lrs_in"] = [float(v) for v in args[7:9]]
+        try:
+            res = orig_run(*args, lr_tune=False, **kw)
+        finally:
+            STATE["timing_on"] = False
+            STATE["t_end"] = time.perf_counter()
+        state = res[0]
+        STATE["final_state"] = {k: np.asarray(v) for k, v in state.ema_average.items()}
+        STATE["lrs_out"] = [float(res[3]), float(res[4])]
+        STATE["max_outer_acc"] = float(res[5])
+        return res
+
+    def do_meta_train_step(*args, **kw):
+        if STATE["timing_on"]:
+            STATE["marks"].append((len(STATE["marks"]) + 1, time.perf_counter()))
+        return orig_meta(*args, **kw)
+
+    algorithms.run_rcig = run_rcig
+    algorithms.do_meta_train_step = do_meta_train_step
+
+
+def capture_rcig(a, output_dir):
+    """final_set.npz from the script's own pickle (+ the EMA working-space images), timing, own_eval."""
+    import pickle
+
+    marks = STATE["marks"]
+    t_end = STATE.get("t_end", time.perf_counter())
+    per_iter = [marks[i + 1][1] - marks[i][1] for i in range(len(marks) - 1)]
+    if marks:
+        per_iter.append(t_end - marks[-1][1])
+    timing = {"iterations": len(marks), "ms_per_iter_median": 1000 * float(np.median(per_iter)) if per_iter else None,
+              "ms_per_iter_mean": 1000 * float(np.mean(per_iter)) if per_iter else None,
+              "ms_per_iter_first": 1000 * float(per_iter[0]) if per_iter else None,
+              "loop_s": float(t_end - marks[0][1]) if marks else None, "lr_tune_calls": STATE.get("tune_calls", 0),
+              "lrs_after_tune": STATE.get("lrs_in"), "lrs_script_replaced": STATE.get("lrs_script"), "lrs_final": STATE.get("lrs_out"), "join": STATE.get("join")}
+    pkl = os.path.join(output_dir, "distilled_dataset_vis.pkl")
+    with open(pkl, "rb") as f:  # the script's own output, written by this run
+        vis = pickle.load(f)
+    arrays = {"images": np.asarray(vis["coreset_images"], np.float32),
+              "labels": np.asarray(vis["coreset_labels"], np.float32)}
+    fs = STATE.get("final_state") or {}
+    if "x_proto" in fs:
+        arrays["images_working"] = np.asarray(fs["x_proto"], np.float32)
+    if "log_temp" in fs:
+        arrays["log_temp"] = np.asarray(fs["log_temp"], np.float32)
+    np.savez(os.path.join(a.out, "final_set.npz"), **arrays)
+    own = {}
+    if "max_outer_acc" in STATE:
+        own = {"max_outer_train_batch_acc": STATE["max_outer_acc"],
+               "note": "distill_dataset.py has no test evaluation; this is the max outer (real training batch) "
+                       "accuracy it prints, not a test accuracy"}
+    with open(os.path.join(a.out, "timing.json"), "w") as f:
+        json.dump(timing, f, indent=1)
+    with open(os.path.join(a.out, "own_eval.json"), "w") as f:
+        json.dump(own, f, indent=1)
+    STATE["final"] = True
+
+
+def rcig_output_dir(rest):
+    """The script's --output_dir (relative to the run folder)."""
+    for i, t in enumerate(rest):
+        if t == "--output_dir" and i + 1 < len(rest):
+            return rest[i + 1]
+        if t.startswith("--output_dir="):
+            return t.split("=", 1)[1]
+    raise SystemExit("peers glue: RCIG needs --output_dir (the final pickle is read from it)")
+
+
+def main_rcig(a, lab, peer, script, sdir) -> int:
+    """distill_dataset.py from OUT (its relative output/config paths), its folder and DD_LNL on sys.path."""
+    import random
+
+    random.seed(a.seed)
+    np.random.seed(a.seed)
+    install_rcig_patches(a.threads)
+    sets = kv(a.set)
+    rest = list(a.rest)
+    out_rel = rcig_output_dir(rest)
+    if os.path.isabs(out_rel) or ".." in out_rel.split(os.sep):
+        raise SystemExit("peers glue: RCIG's --output_dir must be relative (the script writes './<output_dir>')")
+    tfds_dir = tfds_offline(a.idx_dir, a.out)
+    if "--data_path" not in rest:
+        rest += ["--data_path", tfds_dir]
+    sys.path.insert(0, sdir)
+    sys.path.insert(1, peer)  # the script's sys.path.append("../") for dataSolu, relative to its folder
+    os.chdir(a.out)
+    patch_rcig(a, lab, sets)
+    sys.argv = [script] + rest
+    print(f"[peers glue] distill_dataset.py from {a.out}: {' '.join(rest)}; set {sets}", flush=True)
+    t0 = time.perf_counter()
+    runpy.run_path(script, run_name="__main__")
+    wall = time.perf_counter() - t0
+    capture_rcig(a, os.path.join(a.out, out_rel))
+    with open(os.path.join(a.out, "wall.json"), "w") as f:
+        json.dump({"script": a.script, "wall_s": wall, "final_captured": STATE["final"], "argv": rest,
+                   "set": sets, "seed": a.seed, "threads": a.threads}, f, indent=1)
+    return 0
+
 # ------------------------------------------------------------------------------------------------ main
 def main(argv=None) -> int:
     a = parse(sys.argv[1:] if argv is None else argv)
@@ -371,6 +664,8 @@ def main(argv=None) -> int:
     script = os.path.join(peer, a.script)
     sdir = os.path.dirname(script)
     lab = read_labels(os.path.abspath(a.labels))
+    if os.path.basename(script) == "distill_dataset.py":  # RCIG: the JAX venv (no torch, no wandb)
+        return main_rcig(a, lab, peer, script, sdir)
     import random
 
     random.seed(a.seed)
