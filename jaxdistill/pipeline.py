@@ -175,6 +175,9 @@ class Stages:
                     os.makedirs(os.path.dirname(dst), exist_ok=True)
                     atomic_copy(f, dst)
                     written.append(dst)
+            cfg = os.path.join(self.mirror, "config.json")  # the config the mirror's stages belong to
+            if os.path.exists(cfg):
+                written.insert(0, cfg)
             if self.on_put is not None:
                 self.on_put(written)
         return value

@@ -42,7 +42,7 @@ def test_stages_survive_the_run_directory(tmp_path, monkeypatch):
     # 1. one stage (the baseline) in one session ...
     st = run_denoise(_cfg(), run, progress=False, stage_mirror=store, on_stage=put.append, only=("baseline",))
     assert sorted(os.listdir(os.path.join(store, "stages"))) == ["baseline.json"]
-    assert put == [[os.path.join(store, "stages", "baseline.json")]]
+    assert put == [[os.path.join(store, "config.json"), os.path.join(store, "stages", "baseline.json")]]
     assert json.load(open(os.path.join(store, "stages", "baseline.json")))["results"] == st["baseline"]["results"]
     # 2. ... its run directory is lost (a fresh checkout); the next run trains only what is missing
     shutil.rmtree(run)
@@ -53,7 +53,8 @@ def test_stages_survive_the_run_directory(tmp_path, monkeypatch):
     assert kept == ["baseline.json", "distill_dance.json", "eval_control_random_noisy_standard.json",
                     "eval_dance_standard.json"]
     assert os.path.exists(os.path.join(store, "dance", "distilled.npz"))  # the distill stage brings its set
-    assert [os.path.basename(p) for p in put[1]] == ["distilled.npz", "initial.npz", "distill_dance.json"]
+    assert [os.path.basename(p) for p in put[1]] == ["config.json", "distilled.npz", "initial.npz",
+                                                    "distill_dance.json"]
     np.testing.assert_allclose(doc["results"]["baseline_last"]["accs"], st["baseline"]["results"]["baseline_noisy"]["accs"])
     # 3. lost again: nothing is recomputed, and the results are the same
     shutil.rmtree(run)
