@@ -10,7 +10,7 @@ import time
 import traceback
 from typing import Callable, Optional
 
-from grid_cells import ROOT, cell_command, expand, load_grid, machine  # sets up sys.path for jaxdistill
+from grid_cells import RESULTS_DIR, ROOT, cell_command, expand, load_grid, machine  # sets up sys.path for jaxdistill
 
 from jaxdistill.checkpoint import atomic_write_json, read_json  # noqa: E402
 
@@ -116,15 +116,20 @@ def git_committer(label: str, echo: Callable = print, repo: str = ROOT) -> Calla
 # ------------------------------------------------------------------------------------------ run
 def run_grid(grid_name: str, out: str, only: Optional[str] = None, dry_run: bool = False, tiny: bool = False,
              echo: Callable = print, runner: Optional[Callable] = None, stage_store: Optional[str] = None,
-             commit: bool = False, baseline_only: bool = False) -> dict:
+             commit: bool = False, baseline_only: bool = False, results_dir: str = RESULTS_DIR) -> dict:
     """Run every (filtered) cell; returns {'done': [...], 'skipped': [...], 'failed': [...]} of cell labels.
 
     stage_store: every finished stage of a cell is also kept under stage_store/<grid>/<cell dir> and a cell
     takes the stages it lacks from there (pipeline.Stages), so a fresh checkout goes on where the last
     session stopped; commit: each stage kept there is committed at once. baseline_only: run only the baseline
-    stage of each cell (the cells' other stages were made before)."""
+    stage of each cell (the cells' other stages were made before). A cell finished in the committed
+    <results_dir>/<GRID>.json (same grid settings) is skipped: its run directory is gone with an earlier session,
+    and its numbers are kept there (a changed baseline is then run with baseline_only)."""
+    from grid_aggregate import _previous_cells
+
     grid = load_grid(grid_name)
     cells = expand(grid, only, tiny)
+    committed = _previous_cells(grid, read_json(os.path.join(results_dir, f"{grid['name']}.json")), tiny)
     if runner is None:
         from jaxdistill import pipeline
 
@@ -146,6 +151,11 @@ def run_grid(grid_name: str, out: str, only: Optional[str] = None, dry_run: bool
                       if commit else None)
         if baseline_only:
             kw["only"] = ("baseline",)
+        if not baseline_only and not os.path.exists(os.path.join(cdir, "results.json")) and \
+                (cell.dataset, cell.noise, cell.ipc, cell.seed) in committed:
+            summary["skipped"].append(cell.label())
+            echo(f"{tag}: finished in the committed {grid['name']}.json (no run directory here), skipped")
+            continue
         if is_finished(cdir, cfg, mirror, baseline_only):
             summary["skipped"].append(cell.label())
             echo(f"{tag}: finished, skipped")

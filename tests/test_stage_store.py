@@ -170,3 +170,28 @@ def test_git_committer_commits_only_the_stage_files(tmp_path):
     assert git("diff", "--cached", "--name-only").split() == ["other.txt"]  # still staged, not committed
     grid.git_committer("g cell", said.append, repo=str(tmp_path))([str(stage)])  # not a repository: said, no raise
     assert said and "commit of baseline.json failed" in said[0]
+
+
+def test_run_skips_a_cell_finished_in_the_committed_grid_json(tmp_path):
+    """On a fresh checkout a cell kept in results/<GRID>.json is not run again (its run directory is gone); with
+    --baseline-only it still gets its baseline stage; other grid settings (k) do not count as finished."""
+    g = {"name": "g", "description": "t", "datasets": ["digits"], "noises": ["symmetric:0.4"], "ipcs": [1],
+         "seeds": [0], "methods": ["dance"], "preset": "quick", "k": 1}
+    gpath = tmp_path / "g.json"
+    gpath.write_text(json.dumps(g))
+    cell = grid.expand(grid.load_grid(str(gpath)))[0]
+    rdir = tmp_path / "results"
+    rdir.mkdir()
+    (rdir / "g.json").write_text(json.dumps({"grid": {**g, "control_draws": 1}, "cells": [
+        {"dataset": "digits", "noise": "symmetric:0.4", "ipc": 1, "seed": 0, "finished": True, "tiny": False,
+         "results": {"dance/standard": {"acc_mean": 0.5}}}]}))
+    ran = []
+    runner = lambda cfg, d, **kw: ran.append(kw)  # noqa: E731
+    s = grid.run_grid(str(gpath), str(tmp_path / "runs"), echo=lambda s: None, runner=runner, results_dir=str(rdir))
+    assert s["skipped"] == [cell.label()] and ran == []
+    s = grid.run_grid(str(gpath), str(tmp_path / "runs"), echo=lambda s: None, runner=runner, results_dir=str(rdir),
+                      baseline_only=True)
+    assert s["done"] == [cell.label()] and ran == [{"only": ("baseline",)}]
+    gpath.write_text(json.dumps({**g, "k": 2}))
+    s = grid.run_grid(str(gpath), str(tmp_path / "runs2"), echo=lambda s: None, runner=runner, results_dir=str(rdir))
+    assert s["done"] == [cell.label()]
