@@ -344,6 +344,8 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
     from jaxdistill.runlog import MetricsLog
 
     _check_methods(cfg.methods)
+    if only not in (None, ("baseline",)):
+        raise ConfigError(f"only={only!r}; allowed None (the whole job) or ('baseline',)")
     ensure_out_dir(out_dir, "out_dir")
     _config_guard(out_dir, cfg)
     if stage_mirror is not None:
@@ -385,7 +387,10 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
     # retrains the baseline alone, and every other finished stage stays.
     bcfg_json = json.loads(json.dumps(dataclasses.asdict(settings.baseline)))
     b = stages.get("baseline")
-    if b is None or b.get("config") != bcfg_json:
+    # a stage from before configs were recorded was made without the memorising schedule (the guard above
+    # vouches for the rest of its config)
+    legacy = bcfg_json if settings.baseline.memorise is None else None
+    if b is None or b.get("config", legacy) != bcfg_json:
         t = time.perf_counter()
         b = run_baseline(data, settings.baseline, stage_key(cfg.seed, "baseline"),
                          clean=cfg.clean_baseline, progress=progress, run_dir=os.path.join(out_dir, "baseline"))

@@ -83,6 +83,16 @@ def test_stages_survive_the_run_directory(tmp_path, monkeypatch):
     assert same(doc3["results"]["dance/standard"]) == same(doc["results"]["dance/standard"])
     stored = json.load(open(os.path.join(store, "stages", "baseline.json")))
     assert stored["config"]["memorise"]["max_epochs"] == 3
+    # a baseline stage from before configs were recorded (no "config"): kept for a fixed schedule, retrained
+    # for a memorising one
+    monkeypatch.setattr(b, "get_baseline_config", real_cfg)
+    path = os.path.join(run, "stages", "baseline.json")
+    json.dump({k: v for k, v in json.load(open(path)).items() if k != "config"}, open(path, "w"))
+    calls.clear()
+    run_denoise(_cfg(), run, progress=False)
+    assert calls == []
+    with pytest.raises(ConfigError, match=r"only=\('distill',\); allowed None"):
+        run_denoise(_cfg(), run, progress=False, only=("distill",))
 
 
 def test_grid_stage_store_paths_baseline_only_and_is_finished(tmp_path, monkeypatch):
