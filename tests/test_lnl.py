@@ -258,3 +258,11 @@ def test_anchor_coteaching_cell_ranks_by_the_anchors_cross_entropy(monkeypatch):
     np.testing.assert_allclose([seen["tau"], r["tau"]], [1 - w.mean()] * 2)
     np.testing.assert_allclose(r["tau_error"], 1 - w.mean() - 0.3)
     assert seen["optimizer"] == "adam" and r["acc_mean"] == 0.8 and r["label_precision_last"] == 0.9
+
+
+def test_entry_records_the_final_noisy_validation_accuracy():
+    """final_val (what a rule is chosen on) from a method's final_val, or the last point of its val curve."""
+    assert rl._entry({"acc_mean": 0.8, "val_curve": [0.4, 0.45]})["final_val"] == 0.45
+    assert rl._entry({"acc_mean": 0.8}, {"acc_mean": 0.7, "val_curve": [0.5, 0.52]})["final_val"] == 0.52
+    assert rl._entry({"acc_mean": 0.8, "final_val": [0.3, 0.5]})["final_val"] == 0.4
+    assert "final_val" not in rl._entry({"acc_mean": 0.8})

@@ -63,11 +63,17 @@ def _strip(d: dict) -> dict:
 
 
 def _entry(r: dict, best: dict | None = None) -> dict:
+    """A cell's accuracy entry; `final_val`: the last epoch's noisy-validation accuracy where the method tracks it
+    (the figure a choice between rules or variants is made on: never the test set)."""
     out = {"acc_mean": r["acc_mean"], "acc_std": r.get("acc_std", 0.0), "accs": r.get("accs", [r["acc_mean"]])}
     if best is not None:
         out.update(best_acc_mean=best["acc_mean"], best_accs=best.get("accs"))
     elif "best_acc_mean" in r:
         out.update(best_acc_mean=r["best_acc_mean"], best_accs=r.get("best_accs"))
+    curve = (best or {}).get("val_curve") or r.get("val_curve")
+    final_val = r.get("final_val", curve[-1] if curve else None)
+    if final_val is not None:
+        out["final_val"] = float(np.mean(final_val))
     return out
 
 
