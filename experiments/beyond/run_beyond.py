@@ -131,7 +131,9 @@ def run_entry(ds, noise: str, seed: int, a) -> dict:
     clock.stage("noise", t0, f"N={n} realized {data.noise_rate:.3f}")
 
     bcfg = get_baseline_config(ds.name, a.preset)
-    bcfg = dataclasses.replace(bcfg, k=a.k, width=a.width or bcfg.width,
+    # memorise=None: this study's stored seeds were made with the preset's fixed recipe before the cpu preset's
+    # baseline memorised (issue 30); new seeds must mean the same (run_lnl.py has the memorising baseline)
+    bcfg = dataclasses.replace(bcfg, k=a.k, width=a.width or bcfg.width, memorise=None,
                                train=bcfg.train.replace(epochs=a.epochs or bcfg.train.epochs))
     ep = bcfg.train.epochs
     pair_kw = {"width": bcfg.width, "k": a.k, "num_gradual": max(1, ep // 5)}
