@@ -164,9 +164,13 @@ def findings(grid: dict, summ: dict) -> list[dict]:
                 fid = "1" if kind == "symmetric" and float(rate or 0) >= 0.2 else "3" if kind == "asymmetric" else None
                 if fid and heads:
                     m = max(heads, key=lambda name: heads[name][0])
+                    sched = v.get("_schedule")
+                    # a baseline that did not train to memorisation is named so: its last epoch is not the study's
+                    tag = "" if sched in (None, "memorise") else f" ({sched})"
                     for bname in ("baseline_last", "baseline_best"):
                         if v.get(bname):
-                            add(fid, f"best distilled ({m}) vs {bname}", heads[m], v[bname], 1 if fid == "1" else -1)
+                            add(fid, f"best distilled ({m}) vs {bname}{tag}", heads[m], v[bname],
+                                1 if fid == "1" else -1)
                 rc = v.get(f"random_clean/ipc{k}")
                 if kind != "clean" and rc:
                     for m in grid["methods"]:

@@ -251,8 +251,8 @@ def test_aggregate_two_fake_cells_into_table_png_and_json(tmp_path):
     assert agg["summary"][("digits", "symmetric:0.4")]["baseline_last"][2] == 2
     # findings: datm's own 74 +- 2 against the baseline's 62 +- 2 (spread sqrt(8)); each method against random_clean
     assert "## The study's findings, computed from the cells" in md
-    assert "| 1 | digits | symmetric:0.4 | 10 | best distilled (datm) vs baseline_last | 74.00 | 62.00 | +12.00 | " \
-           "2.83 (nets) | 1 | holds |" in md
+    assert "| 1 | digits | symmetric:0.4 | 10 | best distilled (datm) vs baseline_last (fixed (before issue 30)) | " \
+           "74.00 | 62.00 | +12.00 | 2.83 (nets) | 1 | holds |" in md
     assert "| denoise | digits | symmetric:0.4 | 10 | datm vs random_clean | 72.00 | 66.00 | +6.00 | 2.24 (nets) | 1 | " \
            "holds |" in md
     assert "| denoise | digits | symmetric:0.4 | 10 | rcig vs random_clean | 50.00 | 66.00 | -16.00 | 1.00 (nets) | 1 | " \

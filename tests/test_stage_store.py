@@ -205,3 +205,33 @@ def test_run_skips_a_cell_finished_in_the_committed_grid_json(tmp_path):
     gpath.write_text(json.dumps({**g, "k": 2}))
     s = grid.run_grid(str(gpath), str(tmp_path / "runs2"), echo=lambda s: None, runner=runner, results_dir=str(rdir))
     assert s["done"] == [cell.label()]
+
+
+def test_a_baseline_only_rerun_keeps_the_committed_cell_in_the_aggregate(tmp_path):
+    """--baseline-only writes the cell's run directory (cell.json) but no results.json: the aggregate must keep
+    the committed cell (and put the stored baseline beside it), not report it as unfinished."""
+    from jaxdistill.pipeline import baseline_config
+
+    g = {"name": "g", "description": "t", "datasets": ["digits"], "noises": ["symmetric:0.4"], "ipcs": [1],
+         "seeds": [0], "methods": ["dance"], "preset": "quick", "k": 1, "control_draws": 1}
+    gpath = tmp_path / "g.json"
+    gpath.write_text(json.dumps(g))
+    cell = grid.expand(grid.load_grid(str(gpath)))[0]
+    rdir, out, store = tmp_path / "results", tmp_path / "runs", str(tmp_path / "store")
+    rdir.mkdir()
+    (rdir / "g.json").write_text(json.dumps({"grid": g, "cells": [
+        {"dataset": "digits", "noise": "symmetric:0.4", "ipc": 1, "seed": 0, "finished": True, "tiny": False,
+         "k": 1, "command": "python experiments/grid.py run g", "seconds": 60.0,
+         "results": {"baseline_noisy": {"acc_mean": 0.8, "accs": [0.8]}, "dance/standard": {"acc_mean": 0.5,
+                                                                                           "accs": [0.5]}}}]}))
+    os.makedirs(out / cell.rel_dir())
+    (out / cell.rel_dir() / "cell.json").write_text(json.dumps({"started": "2026-12-06T05:00:00+00:00"}))
+    mirror = grid.stage_mirror_dir(store, "g", cell)
+    os.makedirs(os.path.join(mirror, "stages"))
+    with open(os.path.join(mirror, "stages", "baseline.json"), "w") as f:
+        json.dump({"config": grid._cfg_json(baseline_config(cell.config())), "results": {
+            "baseline_noisy": {"acc_mean": 0.6, "accs": [0.6], "schedule": "memorise", "wrong_fit": 0.99}}}, f)
+    agg = grid.aggregate(str(gpath), str(out), str(rdir), echo=lambda s: None, stage_store=store)
+    c = agg["data"]["cells"][0]
+    assert c["finished"] and c.get("carried") and c["baseline_from"] == "stage store"
+    assert c["results"]["baseline_last"]["acc_mean"] == 0.6 and c["results"]["dance/standard"]["acc_mean"] == 0.5
