@@ -88,11 +88,11 @@ def collect(grid_name: str, out: str, tiny: bool = False, previous: Optional[dic
         b = stored_baseline(stage_store, grid["name"], cell) if entry.get("results") else None
         if b is None:
             return entry
-        res = {k: v for k, v in entry["results"].items() if not k.startswith("baseline_") or k == "baseline_clean"}
-        # a cell without a separate clean net (clean labels) keeps no other baseline
-        return {**entry, "results": {**b, **res, **({"baseline_clean": b["baseline_clean"]}
-                                                     if "baseline_clean" in b else {})},
-                "baseline_from": "stage store"}
+        # the stored baseline's entries replace the kept ones; a kept clean-label bound stays where the stored run
+        # trained none
+        kept = {k: v for k, v in entry["results"].items()
+                if k not in b and (not k.startswith("baseline_") or k == "baseline_clean")}
+        return {**entry, "results": {**b, **kept}, "baseline_from": "stage store"}
 
     for cell in expand(grid):
         cdir = os.path.join(out, cell.rel_dir())

@@ -21,18 +21,11 @@ from typing import Callable, Optional
 import jax
 import numpy as np
 
+from jaxdistill.anchored import ANCHORED_RULES
 from jaxdistill.errors import ConfigError
 
 LABEL_RULES = ("relabel", "select", "relabel_select")
-
-
-def _all_rules() -> tuple:
-    from jaxdistill.anchored import ANCHORED_RULES
-
-    return LABEL_RULES + ANCHORED_RULES
-
-
-RULES = _all_rules()
+RULES = LABEL_RULES + ANCHORED_RULES
 # `jaxdistill repair`'s rule unless one is named: the best on the noisy validation split at the cpu preset
 # (experiments/beyond/lnl_fmnist_cpu.md; BUILD_NOTES, issue 31)
 DEFAULT_RULE = "relabel"
@@ -172,16 +165,16 @@ def _repair_by_training(data, scores, cfg: RepairConfig, bcfg, key) -> RepairRes
     split, 'distilled' (the anchor nets); the comparison baseline when cfg.baseline."""
     from jaxdistill.anchored import train_anchored
     from jaxdistill.baseline import run_baseline
+    from jaxdistill.report import acc_entry
 
     r = train_anchored(cfg.rule, data, scores.pred_probs, dataclasses.replace(bcfg, memorise=None), key)
-    entry = lambda a: {"acc_mean": float(np.mean(a)), "acc_std": float(np.std(a)), "accs": [float(x) for x in a]}  # noqa: E731
-    results = {"repair": entry(r["accs"])}
+    results = {"repair": acc_entry(r["accs"])}
     if r.get("best_accs"):
-        results["repair_valselected"] = entry(r["best_accs"])
+        results["repair_valselected"] = acc_entry(r["best_accs"])
     if cfg.baseline:
         results["baseline_noisy"] = run_baseline(data, bcfg, key, clean=False)["baseline_noisy"]
     if "test_accs" in scores.meta:
-        results["distilled"] = {**entry(scores.meta["test_accs"]), "protocol": scores.meta.get("protocol")}
+        results["distilled"] = acc_entry(scores.meta["test_accs"], protocol=scores.meta.get("protocol"))
     y = np.asarray(data.y_noisy)
     n = len(y)
     stats = label_stats(y, y, np.ones(n, bool), getattr(data, "y_true", None))

@@ -187,12 +187,20 @@ def idx_images(idx_dir, train=True):
     return x, y
 
 
+FASHION_IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+
+
 def torchvision_root(idx_dir, out):
     """A folder torchvision's FashionMNIST reads offline: <root>/FashionMNIST/raw/<uncompressed IDX files>."""
-    raw = os.path.join(out, "tv_data", "FashionMNIST", "raw")
+    uncompressed_idx(idx_dir, os.path.join(out, "tv_data", "FashionMNIST", "raw"))
+    return os.path.join(out, "tv_data")
+
+
+def uncompressed_idx(idx_dir, raw):
+    """Fashion-MNIST's four IDX files, uncompressed, in folder `raw` (copied, or gunzipped from `<stem>.gz`)."""
     os.makedirs(raw, exist_ok=True)
-    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                 "t10k-labels-idx1-ubyte"):
+    for stem in FASHION_IDX:
         dst = os.path.join(raw, stem)
         if os.path.exists(dst):
             continue
@@ -203,7 +211,7 @@ def torchvision_root(idx_dir, out):
             with gzip.open(src + ".gz", "rb") as f, open(dst + ".tmp", "wb") as g:
                 shutil.copyfileobj(f, g)
             os.replace(dst + ".tmp", dst)
-    return os.path.join(out, "tv_data")
+    return raw
 
 
 def subset_noisy(ds, lab):
@@ -388,10 +396,6 @@ def capture(loc, a):
 
 
 # ------------------------------------------------------------------------------------------------ RCIG (JAX)
-FASHION_IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-               "t10k-labels-idx1-ubyte")
-
-
 def rcig_thread_env(threads: int) -> dict:
     """Environment that pins XLA's and TensorFlow's CPU threads (set before jax/tensorflow are imported)."""
     flags = os.environ.get("XLA_FLAGS", "")
@@ -446,19 +450,7 @@ def tfds_offline(idx_dir: str, out: str):
     """tfds's download manager answers the Fashion-MNIST URLs with local decompressed IDX files."""
     import tensorflow_datasets as tfds
 
-    raw = os.path.join(out, "tfds_idx")
-    os.makedirs(raw, exist_ok=True)
-    for stem in FASHION_IDX:
-        dst = os.path.join(raw, stem)
-        if os.path.exists(dst):
-            continue
-        src = os.path.join(idx_dir, stem)
-        if os.path.exists(src):
-            shutil.copyfile(src, dst)
-        else:
-            with gzip.open(src + ".gz", "rb") as f, open(dst + ".tmp", "wb") as g:
-                shutil.copyfileobj(f, g)
-            os.replace(dst + ".tmp", dst)
+    raw = uncompressed_idx(idx_dir, os.path.join(out, "tfds_idx"))
 
     def local(url):
         base = os.path.basename(str(url))
