@@ -104,12 +104,19 @@ def git_committer(label: str, echo: Callable = print, repo: str = ROOT) -> Calla
         if not paths:
             return
         names = ", ".join(os.path.basename(p) for p in paths)
-        try:
-            subprocess.run(["git", "add", "--", *paths], cwd=repo, check=True, capture_output=True)
-            subprocess.run(["git", "commit", "-q", "-m", f"grid stage {label}: {names}", "--", *paths], cwd=repo,
-                           check=True, capture_output=True)
-        except subprocess.CalledProcessError as e:  # a failed commit must not lose the run: the files are there
-            echo(f"    (commit of {names} failed: {e.stderr.decode(errors='replace')[-300:]})")
+        for attempt in range(5):
+            try:
+                subprocess.run(["git", "add", "--", *paths], cwd=repo, check=True, capture_output=True)
+                subprocess.run(["git", "commit", "-q", "-m", f"grid stage {label}: {names}", "--", *paths],
+                               cwd=repo, check=True, capture_output=True)
+                return
+            except subprocess.CalledProcessError as e:  # a failed commit must not lose the run: the files are there
+                err = e.stderr.decode(errors="replace")
+                if "index.lock" in err and attempt < 4:  # another process (a second grid run) is committing
+                    time.sleep(2.0 * (attempt + 1))
+                    continue
+                echo(f"    (commit of {names} failed: {err[-300:]})")
+                return
 
     return commit
 

@@ -15,6 +15,7 @@ from jaxdistill.pipeline import TINY_OVERRIDES, DenoiseConfig, run_denoise
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
 import grid  # noqa: E402
+import grid_run  # noqa: E402
 
 
 def _cfg(**kw):
@@ -180,6 +181,31 @@ def test_git_committer_commits_only_the_stage_files(tmp_path):
     assert git("diff", "--cached", "--name-only").split() == ["other.txt"]  # still staged, not committed
     grid.git_committer("g cell", said.append, repo=str(tmp_path))([str(stage)])  # not a repository: said, no raise
     assert said and "commit of baseline.json failed" in said[0]
+
+
+def test_git_committer_waits_for_another_process_holding_the_index_lock(tmp_path, monkeypatch):
+    """Two grid runs side by side commit into one repository: a held index.lock is waited for, not a failure."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True, text=True).stdout  # noqa
+    git("init", "-q")
+    git("config", "user.email", "t@t")
+    git("config", "user.name", "t")
+    stage = repo / "baseline.json"
+    stage.write_text("{}")
+    lock = repo / ".git" / "index.lock"
+    lock.write_text("")
+    slept = []
+
+    def sleep(s):  # the other process finishes its commit while we wait
+        slept.append(s)
+        lock.unlink()
+
+    monkeypatch.setattr(grid_run.time, "sleep", sleep)
+    said = []
+    grid.git_committer("g cell", said.append, repo=str(repo))([str(stage)])
+    assert slept == [2.0] and said == []
+    assert git("log", "--format=%s").strip() == "grid stage g cell: baseline.json"
 
 
 def test_run_skips_a_cell_finished_in_the_committed_grid_json(tmp_path):
