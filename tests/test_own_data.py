@@ -2,7 +2,8 @@
 
 The settings of a data set without a named setting are derived from the data (`jaxdistill/configs/derive.py`):
 the rule itself is tested here on its own, then each command runs through the CLI entry point in-process on a
-small npz file (digits with and without `y_true`, and 12x12 RGB images of 3 classes), with tiny budgets
+small npz file (12x12 RGB uint8 images of 3 classes through `denoise` with every method, digits without `y_true`
+through `distill`, `detect` and `repair`), with tiny budgets
 (`--set`), checking the files, the accuracies, the recorded derivation and the distilled set's shape. A bad
 setting fails before any work (before the baseline trains). The end-to-end runs spend their time compiling
 (about 40-60 s per method on 2 cores), so they are marked slow.
@@ -47,7 +48,8 @@ def _digits_npz(path, n_train=240, n_test=60, y_true=True) -> str:
 
 
 def _rgb_npz(path, per_class=30, classes=3, side=12) -> str:
-    """12x12x3 images, 3 classes told apart by colour, no y_true, uint8 (the given labels are all there is)."""
+    """12x12x3 uint8 images, 3 classes told apart by colour; the given labels `y` have 20% of them flipped and
+    `y_true` keeps the colours' classes."""
     rng = np.random.default_rng(1)
 
     def make(n):
@@ -58,7 +60,10 @@ def _rgb_npz(path, per_class=30, classes=3, side=12) -> str:
 
     x, y = make(per_class)
     xt, yt = make(10)
-    np.savez(path, x=x, y=y, x_test=xt, y_test=yt)
+    given = y.copy()
+    flip = rng.random(len(y)) < 0.2
+    given[flip] = (y[flip] + 1 + rng.integers(0, classes - 1, flip.sum())) % classes
+    np.savez(path, x=x, y=given, y_true=y, x_test=xt, y_test=yt)
     return str(path)
 
 
@@ -176,49 +181,50 @@ def test_bad_setting_fails_before_the_baseline(capsys, tmp_path, monkeypatch, ov
 # ------------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_denoise_all_three_methods_on_own_npz(capsys, tmp_path):
-    path = _digits_npz(tmp_path / "d.npz")
+def test_denoise_all_three_methods_on_own_rgb_npz(capsys, tmp_path):
+    """Every method through `denoise`, both protocols, on 3-channel uint8 images of a shape no named set has."""
+    path = _rgb_npz(tmp_path / "rgb.npz")
     out = tmp_path / "run"
     text = _run(capsys, "denoise", "--dataset", f"npz:{path}", "--methods", "datm,dance,rcig", "--ipc", "2",
-                "--k", "1", "--noise", "clean", "--controls", "random_noisy", "--out", str(out),
-                "--set", f"overrides={json.dumps(TINY_OVERRIDES)}")
-    assert "template digits" in text
+                "--k", "1", "--noise", "clean", "--controls", "random_noisy", "--protocols", "both", "--out",
+                str(out), "--set", f"overrides={json.dumps(TINY_OVERRIDES)}")
+    assert "template cifar10" in text
     doc = json.load(open(out / "results.json"))
     d = doc["derived_from"]
-    assert (d["image_shape"], d["num_classes"], d["template"], d["ipc"]) == ([8, 8, 1], 10, "digits", 2)
-    assert d["n_train"] == 216  # 240 less the 10% noisy validation split
+    assert (d["image_shape"], d["num_classes"], d["template"], d["ipc"]) == ([12, 12, 3], 3, "cifar10", 2)
+    assert d["n_train"] == 81  # 90 less the 10% noisy validation split
     res = doc["results"]
-    for name in ("baseline_last", "baseline_clean", "datm/standard", "dance/standard", "rcig/standard",
-                 "control/random_noisy/standard"):
+    for name in ("baseline_last", "baseline_best", "baseline_clean", "control/random_noisy/standard",
+                 *(f"{m}/{p}" for m in METHODS for p in ("standard", m))):
         assert name in res, name
     _accs_ok(res)
     from jaxdistill.methods.base import DistilledSet
 
     for m in METHODS:
         ds = DistilledSet.load(out / m / "distilled.npz")
-        assert ds.images.shape == (2 * 10, 8, 8, 1) and sorted(set(ds.labels.tolist())) == list(range(10)), m
+        assert ds.images.shape == (2 * 3, 12, 12, 3) and sorted(set(ds.labels.tolist())) == [0, 1, 2], m
         assert json.load(open(out / "stages" / f"distill_{m}.json"))["config"]["dataset"] == f"npz:{path}"
     for f in ("report.md", "noise.png", "config.json"):
         assert os.path.getsize(out / f) > 0
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", METHODS)
-def test_distill_each_method_on_own_rgb_npz(capsys, tmp_path, method):
-    path = _rgb_npz(tmp_path / "rgb.npz")
-    out = tmp_path / method
-    _run(capsys, "distill", "--method", method, "--dataset", f"npz:{path}", "--noise", "symmetric:0.2",
-         "--ipc", "2", "--k", "1", "--eval", "own", "--out", str(out), *_sets(method))
+def test_distill_on_own_npz_without_true_labels(capsys, tmp_path):
+    """`distill` with its own evaluation protocol on one-channel images and only the given labels."""
+    path = _digits_npz(tmp_path / "d.npz", y_true=False)
+    out = tmp_path / "dance"
+    _run(capsys, "distill", "--method", "dance", "--dataset", f"npz:{path}", "--noise", "symmetric:0.2",
+         "--ipc", "2", "--k", "1", "--eval", "own", "--out", str(out), *_sets("dance"))
     doc = json.load(open(out / "results.json"))
     d = doc["derived_from"]
-    assert (d["image_shape"], d["num_classes"], d["n_train"], d["template"]) == ([12, 12, 3], 3, 90, "cifar10")
+    assert (d["image_shape"], d["num_classes"], d["n_train"], d["template"]) == ([8, 8, 1], 10, 240, "digits")
     assert doc["config"]["method_config"]["dataset"] == f"npz:{path}" and doc["config"]["ipc"] == 2
     _accs_ok(doc["results"])
-    assert list(doc["results"]) == [f"{method}/{method}"]
+    assert list(doc["results"]) == ["dance/dance"]
     from jaxdistill.methods.base import DistilledSet
 
     ds = DistilledSet.load(out / "distilled.npz")
-    assert ds.images.shape == (2 * 3, 12, 12, 3)
+    assert ds.images.shape == (2 * 10, 8, 8, 1)
     assert json.load(open(out / "config.json"))["dataset"] == f"npz:{path}"
 
 
