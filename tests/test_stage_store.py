@@ -162,13 +162,22 @@ def test_aggregate_puts_a_stored_baseline_beside_kept_results(tmp_path):
         "best distilled (dance) vs baseline_last", "best distilled (dance) vs baseline_best"]
 
 
-def test_git_committer_commits_only_the_stage_files(tmp_path):
-    repo = tmp_path / "repo"
+def _git_repo(repo):
+    """A fresh git repository at `repo`; returns git(*args) -> stdout run in it."""
     repo.mkdir()
-    git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True, text=True).stdout  # noqa
+
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True, text=True).stdout
+
     git("init", "-q")
     git("config", "user.email", "t@t")
     git("config", "user.name", "t")
+    return git
+
+
+def test_git_committer_commits_only_the_stage_files(tmp_path):
+    repo = tmp_path / "repo"
+    git = _git_repo(repo)
     (repo / "other.txt").write_text("staged work of someone else")
     git("add", "other.txt")
     (repo / "s").mkdir()
@@ -186,11 +195,7 @@ def test_git_committer_commits_only_the_stage_files(tmp_path):
 def test_git_committer_waits_for_another_process_holding_the_index_lock(tmp_path, monkeypatch):
     """Two grid runs side by side commit into one repository: a held index.lock is waited for, not a failure."""
     repo = tmp_path / "repo"
-    repo.mkdir()
-    git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True, text=True).stdout  # noqa
-    git("init", "-q")
-    git("config", "user.email", "t@t")
-    git("config", "user.name", "t")
+    git = _git_repo(repo)
     stage = repo / "baseline.json"
     stage.write_text("{}")
     lock = repo / ".git" / "index.lock"
