@@ -33,6 +33,10 @@ class TrainConfig:
     """How to train.
 
     milestones are fractions of the total number of steps (multistep: lr *= gamma at each).
+    milestone_epochs, instead, are whole epochs (the first one at the lower lr): torch's MultiStepLR stepped once
+    per epoch, as the originals' evaluators and DANCE's pool (a repeated epoch applies gamma again, as there).
+    reset_momentum: the momentum buffer starts again from zero at each milestone, as in code that builds a new
+    SGD optimiser when it lowers the lr (DATM's evaluate_synset).
     sam_rho > 0 turns on sharpness-aware steps; sam_alpha > 0 makes them GSAM (surrogate-gap
     ascent, as FTD's flat expert trajectories). steps, if set, replaces epochs x steps-per-epoch.
     drop_last=False keeps the last, smaller batch of each epoch (ceil(N / batch) steps, as the PyTorch
@@ -47,6 +51,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "constant"
     milestones: tuple = ()
+    milestone_epochs: tuple = ()
+    reset_momentum: bool = False
     gamma: float = 0.1
     warmup_steps: int = 0
     cosine_alpha: float = 0.01
@@ -68,6 +74,18 @@ class TrainConfig:
             raise ConfigError(f"epochs={self.epochs} must be >= 0 and batch_size={self.batch_size} >= 1")
         if not (self.lr > 0):
             raise ConfigError(f"lr={self.lr} must be > 0")
+        if self.milestone_epochs:
+            if self.milestones:
+                raise ConfigError(f"milestones={self.milestones} and milestone_epochs={self.milestone_epochs}: "
+                                  "give one of them")
+            if self.steps is not None:
+                raise ConfigError(f"milestone_epochs={self.milestone_epochs} needs epoch-based training; "
+                                  f"got steps={self.steps}")
+            if any(int(e) != e or e < 0 for e in self.milestone_epochs):
+                raise ConfigError(f"milestone_epochs={self.milestone_epochs} must be whole epochs >= 0")
+        if self.reset_momentum and self.schedule != "multistep":
+            raise ConfigError(f"reset_momentum=True restarts momentum at multistep milestones; "
+                              f"got schedule={self.schedule!r}")
 
     def replace(self, **kw) -> "TrainConfig":
         return dataclasses.replace(self, **kw)
@@ -113,8 +131,7 @@ def lr_schedule(cfg: TrainConfig, total_steps: int, lr: Any = None):
     if cfg.schedule == "constant":
         return lr
     if cfg.schedule == "multistep":
-        bounds = {int(round(f * total_steps)): cfg.gamma for f in cfg.milestones}
-        return optax.piecewise_constant_schedule(lr, bounds)
+        return optax.piecewise_constant_schedule(lr, milestone_steps(cfg, total_steps))
     if isinstance(lr, (int, float)):
         return optax.warmup_cosine_decay_schedule(
             0.0, lr, cfg.warmup_steps, max(total_steps, cfg.warmup_steps + 1), lr * cfg.cosine_alpha)
@@ -123,13 +140,60 @@ def lr_schedule(cfg: TrainConfig, total_steps: int, lr: Any = None):
     return lambda count: lr * unit(count)
 
 
+def milestone_steps(cfg: TrainConfig, total_steps: int) -> dict[int, float]:
+    """{first step at the lower lr: factor} of a multistep schedule over `total_steps` optimiser steps (for
+    milestone_epochs: epochs x steps per epoch). Milestones that land on one step multiply, as torch's
+    MultiStepLR counts a repeated milestone (DANCE's 2E//3 and 5E//6 are both 1 for a 2-epoch pool)."""
+    total_steps = max(int(total_steps), 1)
+    if cfg.milestone_epochs:
+        per_epoch = total_steps // max(cfg.epochs, 1)
+        at = [int(e) * per_epoch for e in cfg.milestone_epochs]
+    else:
+        at = [int(round(f * total_steps)) for f in cfg.milestones]
+    bounds: dict[int, float] = {}
+    for s in at:
+        bounds[s] = bounds.get(s, 1.0) * cfg.gamma
+    return bounds
+
+
+def epoch_milestones(fractions, epochs: int) -> tuple:
+    """Fractions of a run -> whole epochs, floored as torch code writes them (`2 * E // 3`, `5 * E // 6`)."""
+    return tuple(int(math.floor(f * epochs + 1e-9)) for f in fractions)
+
+
+class _RestartTraceState(NamedTuple):
+    count: jax.Array
+    trace: Any
+
+
+def _trace_restarting(decay: float, restarts: tuple) -> optax.GradientTransformation:
+    """Heavy-ball momentum (optax.trace: buf = decay * buf + g) whose buffer is zero again at the steps in
+    `restarts`, as when torch code replaces its SGD optimiser at an lr milestone."""
+
+    def init(params):
+        return _RestartTraceState(jnp.zeros([], jnp.int32), jax.tree_util.tree_map(jnp.zeros_like, params))
+
+    def update(updates, state, params=None):
+        del params
+        keep = jnp.ones([], jnp.float32)
+        for s in restarts:
+            keep = jnp.where(state.count == s, 0.0, keep)
+        new = jax.tree_util.tree_map(lambda g, t: g + (decay * keep).astype(t.dtype) * t, updates, state.trace)
+        return new, _RestartTraceState(state.count + 1, new)
+
+    return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(cfg: TrainConfig, total_steps: int, lr: Any = None) -> optax.GradientTransformation:
     """cfg's optimiser; lr (possibly traced) replaces cfg.lr. The state's structure does not depend on lr."""
     sched = lr_schedule(cfg, total_steps, lr)
     parts = []
     if cfg.weight_decay > 0:  # torch-style coupled L2: added to the gradient before momentum
         parts.append(optax.add_decayed_weights(cfg.weight_decay))
-    if cfg.optimizer == "sgd":
+    if cfg.optimizer == "sgd" and cfg.reset_momentum and cfg.momentum:
+        parts += [_trace_restarting(cfg.momentum, tuple(sorted(milestone_steps(cfg, total_steps)))),
+                  optax.scale_by_learning_rate(sched)]
+    elif cfg.optimizer == "sgd":
         parts.append(optax.sgd(sched, momentum=cfg.momentum or None))
     else:
         parts.append(optax.adam(sched))

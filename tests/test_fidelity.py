@@ -388,12 +388,13 @@ def test_schedules_match_the_originals_formulas():
                     lr * (alpha + (1 - alpha) * 0.5 * (1 + np.cos(np.pi * np.minimum(t - 500, total - 500)
                                                                   / (total - 500)))))
     np.testing.assert_allclose(_lrs(p.train, total), want, rtol=1e-4, atol=1e-12)
-    # DANCE: x0.2 at 2/3 and at 5/6 of the steps (torch MultiStepLR on epochs 1000 and 1250 of 1500)
+    # DANCE: x0.2 from epochs 2E//3 and 5E//6 (torch MultiStepLR per epoch): quick, 100 epochs of 6 steps ->
+    # epochs 66 and 83 = steps 396 and 498
     d = get_protocol("dance", num_images=100, num_classes=10, image_size=32, preset="quick")
     total = 600
-    want = 0.01 * np.where(t[:total] < 400, 1.0, np.where(t[:total] < 500, 0.2, 0.04))
+    want = 0.01 * np.where(t[:total] < 396, 1.0, np.where(t[:total] < 498, 0.2, 0.04))
     np.testing.assert_allclose(_lrs(d.train, total), want, rtol=1e-5)
-    # DATM: x0.1 at half
+    # DATM: Epoch + 1 = 1001 epochs (1 step each), x0.1 after epoch Epoch // 2 + 1 = 501
     m = get_protocol("datm", num_images=100, num_classes=10, image_size=32, lr=0.02)
-    want = 0.02 * np.where(t[:1000] < 500, 1.0, 0.1)
-    np.testing.assert_allclose(_lrs(m.train, 1000), want, rtol=1e-5)
+    want = 0.02 * np.where(t[:1001] < 502, 1.0, 0.1)
+    np.testing.assert_allclose(_lrs(m.train, 1001), want, rtol=1e-5)
