@@ -342,7 +342,7 @@ def test_rcig_commands_and_config_json(tmp_path):
     cfg = B.get_config("rcig", "fashion_mnist", 10, "quick").replace(iterations=5)
     steps = R.original_commands("rcig", cfg, python="py", peer_dir=peer, labels="l.npz", odir=str(tmp_path / "o"),
                                 seed=3, threads=1, noise="symmetric:0.4", k=2, budget="quick")
-    assert [s[0] for s in steps] == ["distill"] and steps[0][2].endswith("final_set.npz")
+    assert [s[0] for s in steps] == ["distill"] and steps[0][2].endswith("own_eval.json")
     argv = steps[0][1]
     assert argv[argv.index("--script") + 1] == "RCIG+ours/distill_dataset.py"
     assert argv[argv.index("--set") + 1] == "real_batch=128"

@@ -92,7 +92,7 @@ def original_commands(method, cfg, *, python, peer_dir, labels, odir, seed, thre
         return [("pretrain", glue_cmd(python, peer_dir, "DANCE+ours/pretrain.py", labels, os.path.join(odir, "glue_pretrain"),
                                       seed, threads, p_sets, None, p_rest, idx_dir, 0), done_pre),
                 ("condense", glue_cmd(python, peer_dir, "DANCE+ours/DANCE.py", labels, odir, seed, threads,
-                                      c_sets, None, c_rest, idx_dir, 1), os.path.join(odir, "final_set.npz"))]
+                                      c_sets, None, c_rest, idx_dir, 1), os.path.join(odir, "own_eval.json"))]
     if method == "datm":
         buf = os.path.join(odir, "buffers")
         b = m["buffer_FTD.py"]
@@ -117,7 +117,7 @@ def original_commands(method, cfg, *, python, peer_dir, labels, odir, seed, thre
                                     os.path.join(odir, "glue_buffer"), seed, threads, None, patches, b_rest, idx_dir, 0),
                  done_buf),
                 ("distill", glue_cmd(python, peer_dir, "DATM+ours/distill/DATM_tesla.py", labels, odir, seed, threads,
-                                     None, patches, ["--cfg", ypath], idx_dir, 1), os.path.join(odir, "final_set.npz"))]
+                                     None, patches, ["--cfg", ypath], idx_dir, 1), os.path.join(odir, "own_eval.json"))]
     if method == "rcig":
         r = m["distill_dataset.py"]
         cfg_json = rcig_config_json(peer_dir, m["config.json"]["json"])
@@ -130,7 +130,7 @@ def original_commands(method, cfg, *, python, peer_dir, labels, odir, seed, thre
             rest += [_flag(key), str(v)]
         sets = dict(r.get("patch", {}))
         return [("distill", glue_cmd(python, peer_dir, "RCIG+ours/distill_dataset.py", labels, odir, seed, threads,
-                                     sets, None, rest, idx_dir, 0), os.path.join(odir, "final_set.npz"))]
+                                     sets, None, rest, idx_dir, 0), os.path.join(odir, "own_eval.json"))]
     raise SystemExit(f"method {method!r}: allowed dance, datm, rcig")
 
 
