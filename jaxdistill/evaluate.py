@@ -33,7 +33,7 @@ import numpy as np
 from jaxdistill.errors import ConfigError
 from jaxdistill.methods.base import DistilledSet
 from jaxdistill.nn import NetConfig, make_net
-from jaxdistill.train import TrainConfig, accuracy, epoch_milestones, steps_per_epoch, train_models_auto
+from jaxdistill.train import TrainConfig, accuracy, steps_per_epoch, train_models_auto
 
 PROTOCOLS = ("standard", "datm", "dance", "rcig")
 from jaxdistill.configs.presets import PRESETS, eval_budget  # noqa: E402  (PRESETS re-exported)
@@ -99,15 +99,15 @@ def get_protocol(name: str, *, num_images: int, num_classes: int, image_size: in
         # DATM's evaluate_synset (utils_baseline.py): `for ep in range(Epoch + 1)`, and after epoch Epoch // 2 + 1
         # `lr *= 0.1` with a new SGD optimiser (the momentum buffer restarts)
         e = b.datm_epochs
-        tc = TrainConfig(epochs=e + 1, batch_size=128, lr=float(lr or 0.01), momentum=0.9,
-                         weight_decay=5e-4, schedule="multistep", milestone_epochs=(e // 2 + 2,), gamma=0.1,
-                         reset_momentum=True, augment="dsa")
+        tc = TrainConfig(epochs=e + 1, batch_size=128, lr=float(lr or 0.01), momentum=0.9, weight_decay=5e-4,
+                         schedule="multistep", milestones=((e // 2 + 2) / (e + 1),), milestones_in_epochs=True,
+                         gamma=0.1, reset_momentum=True, augment="dsa")
         return EvalProtocol(name, convnet, tc, "learned")
     if name == "dance":
         # DANCE's train.py: MultiStepLR(milestones=[2 * epochs // 3, 5 * epochs // 6], gamma=0.2), stepped per epoch
         epochs = b.dance_epochs
         tc = TrainConfig(epochs=epochs, batch_size=64, lr=0.01, momentum=0.9, weight_decay=5e-4,
-                         schedule="multistep", milestone_epochs=epoch_milestones((2 / 3, 5 / 6), epochs), gamma=0.2,
+                         schedule="multistep", milestones=(2 / 3, 5 / 6), milestones_in_epochs=True, gamma=0.2,
                          augment="dance_eval", cutmix_p=0.5)
         return EvalProtocol(name, convnet, tc, "hard", eval_every=max(epochs // (6 if preset == "paper" else 2), 1))
     steps = b.rcig_steps or (1000 if num_images <= 10 else 2000)

@@ -33,8 +33,9 @@ class TrainConfig:
     """How to train.
 
     milestones are fractions of the total number of steps (multistep: lr *= gamma at each).
-    milestone_epochs, instead, are whole epochs (the first one at the lower lr): torch's MultiStepLR stepped once
-    per epoch, as the originals' evaluators and DANCE's pool (a repeated epoch applies gamma again, as there).
+    milestones_in_epochs: each milestone is the whole epoch floor(f x epochs) (the first one at the lower lr), as
+    torch's MultiStepLR stepped once per epoch with milestones `2 * E // 3` (the originals' evaluators, DANCE's
+    pool), instead of step round(f x steps); ignored when `steps` is set. Milestones on one step multiply.
     reset_momentum: the momentum buffer starts again from zero at each milestone, as in code that builds a new
     SGD optimiser when it lowers the lr (DATM's evaluate_synset).
     sam_rho > 0 turns on sharpness-aware steps; sam_alpha > 0 makes them GSAM (surrogate-gap
@@ -51,7 +52,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "constant"
     milestones: tuple = ()
-    milestone_epochs: tuple = ()
+    milestones_in_epochs: bool = False
     reset_momentum: bool = False
     gamma: float = 0.1
     warmup_steps: int = 0
@@ -74,15 +75,6 @@ class TrainConfig:
             raise ConfigError(f"epochs={self.epochs} must be >= 0 and batch_size={self.batch_size} >= 1")
         if not (self.lr > 0):
             raise ConfigError(f"lr={self.lr} must be > 0")
-        if self.milestone_epochs:
-            if self.milestones:
-                raise ConfigError(f"milestones={self.milestones} and milestone_epochs={self.milestone_epochs}: "
-                                  "give one of them")
-            if self.steps is not None:
-                raise ConfigError(f"milestone_epochs={self.milestone_epochs} needs epoch-based training; "
-                                  f"got steps={self.steps}")
-            if any(int(e) != e or e < 0 for e in self.milestone_epochs):
-                raise ConfigError(f"milestone_epochs={self.milestone_epochs} must be whole epochs >= 0")
         if self.reset_momentum and self.schedule != "multistep":
             raise ConfigError(f"reset_momentum=True restarts momentum at multistep milestones; "
                               f"got schedule={self.schedule!r}")
@@ -142,23 +134,19 @@ def lr_schedule(cfg: TrainConfig, total_steps: int, lr: Any = None):
 
 def milestone_steps(cfg: TrainConfig, total_steps: int) -> dict[int, float]:
     """{first step at the lower lr: factor} of a multistep schedule over `total_steps` optimiser steps (for
-    milestone_epochs: epochs x steps per epoch). Milestones that land on one step multiply, as torch's
+    milestones_in_epochs: epochs x steps per epoch). Milestones that land on one step multiply, as torch's
     MultiStepLR counts a repeated milestone (DANCE's 2E//3 and 5E//6 are both 1 for a 2-epoch pool)."""
     total_steps = max(int(total_steps), 1)
-    if cfg.milestone_epochs:
-        per_epoch = total_steps // max(cfg.epochs, 1)
-        at = [int(e) * per_epoch for e in cfg.milestone_epochs]
+    if cfg.milestones_in_epochs and cfg.steps is None and cfg.epochs > 0:
+        per_epoch = total_steps // cfg.epochs
+        # + 1e-9: 2/3 * 3 must floor to 2, as 2 * 3 // 3 does
+        at = [int(math.floor(f * cfg.epochs + 1e-9)) * per_epoch for f in cfg.milestones]
     else:
         at = [int(round(f * total_steps)) for f in cfg.milestones]
     bounds: dict[int, float] = {}
     for s in at:
         bounds[s] = bounds.get(s, 1.0) * cfg.gamma
     return bounds
-
-
-def epoch_milestones(fractions, epochs: int) -> tuple:
-    """Fractions of a run -> whole epochs, floored as torch code writes them (`2 * E // 3`, `5 * E // 6`)."""
-    return tuple(int(math.floor(f * epochs + 1e-9)) for f in fractions)
 
 
 class _RestartTraceState(NamedTuple):

@@ -179,12 +179,11 @@ def test_standard_protocol_is_its_spec():
     _close(_jax_run(p.train, total), _torch_sgd(lrs, 0.9, 5e-4))
 
 
-def test_restart_and_epoch_milestones_are_checked():
-    with pytest.raises(ConfigError, match="milestone_epochs"):
-        TrainConfig(epochs=4, schedule="multistep", milestones=(0.5,), milestone_epochs=(2,))
-    with pytest.raises(ConfigError, match="steps=10"):
-        TrainConfig(steps=10, schedule="multistep", milestone_epochs=(2,))
+def test_epoch_milestones_follow_a_changed_length_and_restarts_need_milestones():
+    """An override of the run's length (`--set eval.epochs=...`, or `steps` in tiny runs) keeps the milestones as
+    fractions of the run; with `steps` they fall on steps."""
+    tc = get_protocol("dance", num_images=100, num_classes=10, image_size=32).train
+    assert milestone_steps(tc.replace(epochs=9), 18) == pytest.approx({12: 0.2, 14: 0.2})   # epochs 6 and 7
+    assert milestone_steps(tc.replace(steps=20), 20) == pytest.approx({13: 0.2, 17: 0.2})
     with pytest.raises(ConfigError, match="reset_momentum"):
         TrainConfig(epochs=4, reset_momentum=True)
-    with pytest.raises(ConfigError, match="whole epochs"):
-        TrainConfig(epochs=4, schedule="multistep", milestone_epochs=(1.5,))

@@ -11,7 +11,7 @@ from jaxdistill.errors import ConfigError, DataError
 from jaxdistill.evaluate import PROTOCOLS, evaluate, get_protocol
 from jaxdistill.methods.base import DistilledSet
 from jaxdistill.nn import NetConfig, make_net
-from jaxdistill.train import TrainConfig, loss_fn, make_optimizer, train_models
+from jaxdistill.train import TrainConfig, loss_fn, make_optimizer, milestone_steps, train_models
 
 
 def _toy(n=12, c=3, seed=0):
@@ -142,10 +142,10 @@ def test_protocols_follow_the_spec():
     p = get_protocol("datm", num_images=100, num_classes=10, image_size=32, lr=0.03)
     # DATM's evaluate_synset trains Epoch + 1 epochs and lowers the lr after epoch Epoch // 2 + 1 (tests/test_recipes.py)
     assert p.train.lr == 0.03 and p.train.epochs == 1001 and p.train.batch_size == 128 and p.labels == "learned"
-    assert p.train.milestone_epochs == (502,) and p.train.reset_momentum
+    assert milestone_steps(p.train, 1001) == pytest.approx({502: 0.1}) and p.train.reset_momentum
     p = get_protocol("dance", num_images=100, num_classes=10, image_size=32)
     assert p.train.epochs == 1500 and p.train.batch_size == 64 and p.train.cutmix_p == 0.5
-    assert p.train.milestone_epochs == (1000, 1250) and p.train.gamma == 0.2
+    assert milestone_steps(p.train, 3000) == pytest.approx({2000: 0.2, 2500: 0.2}) and p.train.gamma == 0.2
     p = get_protocol("rcig", num_images=10, num_classes=10, image_size=32)
     assert p.train.steps == 1000 and p.net.width_growth == 2 and p.net.norm == "none" and p.train.loss == "mse"
     e = p.train

@@ -48,7 +48,7 @@ from jaxdistill.methods.base import DistilledSet, register
 from jaxdistill.methods.loop import auto_chunk, compile_chunk, run_loop
 from jaxdistill.nn import Net, NetConfig, make_net
 from jaxdistill.sharding import model_mesh, resolve_devices, to_host
-from jaxdistill.train import TrainConfig, epoch_milestones, train_models, train_models_sharded
+from jaxdistill.train import TrainConfig, train_models, train_models_sharded
 
 Array = jax.Array
 tmap = jax.tree_util.tree_map
@@ -130,8 +130,7 @@ def pool_train_config(cfg: DanceConfig) -> TrainConfig:
     epoch), batch 64, per-sample color+crop DSA, CutMix p 0.5."""
     return TrainConfig(epochs=cfg.pretrain_epochs, batch_size=cfg.pretrain_batch, optimizer="sgd",
                        lr=cfg.pretrain_lr, momentum=cfg.pretrain_momentum, weight_decay=cfg.pretrain_wd,
-                       schedule="multistep", milestone_epochs=epoch_milestones(cfg.pretrain_milestones,
-                                                                               cfg.pretrain_epochs),
+                       schedule="multistep", milestones=tuple(cfg.pretrain_milestones), milestones_in_epochs=True,
                        gamma=cfg.pretrain_gamma,
                        augment="dance_pretrain", cutmix_p=cfg.pretrain_cutmix_p)
 
