@@ -36,7 +36,8 @@ from jaxdistill.errors import ConfigError, StoreError
 from jaxdistill.nn import Net
 from jaxdistill.runlog import MetricsLog
 from jaxdistill.sharding import is_primary, model_mesh, resolve_devices, sync, to_host
-from jaxdistill.train import init_state, make_optimizer, steps_per_epoch, train_models, train_models_sharded
+from jaxdistill.train import (init_state, make_optimizer, steps_per_epoch, train_models, train_models_sharded,
+                              without_added_defaults)
 
 STORE_VERSION = 1
 STORE_FILE = "store.json"
@@ -76,7 +77,8 @@ def check_meta(stored: dict, expected: Optional[dict], directory: str) -> None:
     """StoreError naming every key whose stored value differs from the expected one."""
     if not expected:
         return
-    expected = _jsonable(expected)
+    expected = without_added_defaults(_jsonable(expected))
+    stored = without_added_defaults(stored)
     bad = [k for k in expected if k not in stored or stored[k] != expected[k]]
     if bad:
         detail = "; ".join(f"{k}: store has {stored.get(k, '<missing>')!r}, run expects {expected[k]!r}"

@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxdistill.checkpoint import atomic_copy, atomic_save_npz, atomic_write_json, ensure_out_dir, read_json
 from jaxdistill.errors import ConfigError
+from jaxdistill.train import without_added_defaults
 
 log = logging.getLogger("jaxdistill")
 
@@ -390,7 +391,7 @@ def run_denoise(cfg: DenoiseConfig, out_dir: str, progress: bool = True, echo=pr
     # a stage from before configs were recorded was made without the memorising schedule (the guard above
     # vouches for the rest of its config)
     legacy = bcfg_json if settings.baseline.memorise is None else None
-    if b is None or b.get("config", legacy) != bcfg_json:
+    if b is None or without_added_defaults(b.get("config", legacy)) != without_added_defaults(bcfg_json):
         t = time.perf_counter()
         b = run_baseline(data, settings.baseline, stage_key(cfg.seed, "baseline"),
                          clean=cfg.clean_baseline, progress=progress, run_dir=os.path.join(out_dir, "baseline"))

@@ -83,6 +83,23 @@ class TrainConfig:
         return dataclasses.replace(self, **kw)
 
 
+# Fields added to TrainConfig after runs, stores and stages were saved with its JSON form. Absent from a stored
+# config they meant their default, so comparisons drop them where they hold it (`without_added_defaults`): a
+# stored config of an unchanged recipe still matches, one whose recipe did change (a DANCE pool now stepped per
+# epoch) does not.
+ADDED_TRAIN_FIELDS = {"milestones_in_epochs": False, "reset_momentum": False}
+
+
+def without_added_defaults(d: Any) -> Any:
+    """A config's JSON form (nested dicts / lists) without the ADDED_TRAIN_FIELDS that hold their default."""
+    if isinstance(d, dict):
+        return {k: without_added_defaults(v) for k, v in d.items()
+                if not (k in ADDED_TRAIN_FIELDS and v == ADDED_TRAIN_FIELDS[k])}
+    if isinstance(d, (list, tuple)):
+        return [without_added_defaults(v) for v in d]
+    return d
+
+
 class TrainState(NamedTuple):
     params: Any      # stacked over models: leading axis K
     opt_state: Any   # stacked over models

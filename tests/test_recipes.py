@@ -187,3 +187,24 @@ def test_epoch_milestones_follow_a_changed_length_and_restarts_need_milestones()
     assert milestone_steps(tc.replace(steps=20), 20) == pytest.approx({13: 0.2, 17: 0.2})
     with pytest.raises(ConfigError, match="reset_momentum"):
         TrainConfig(epochs=4, reset_momentum=True)
+
+
+def test_configs_stored_before_the_added_fields_still_match():
+    """Stores, stages and lnl stores saved before milestones_in_epochs / reset_momentum existed hold configs without
+    them: an unchanged recipe must still match them, a changed one (the DANCE pool's) must not."""
+    import dataclasses
+    import json
+
+    from jaxdistill.errors import StoreError
+    from jaxdistill.experts import check_meta
+    from jaxdistill.train import ADDED_TRAIN_FIELDS, without_added_defaults
+
+    tc = TrainConfig(epochs=4, schedule="multistep", milestones=(0.5,))
+    now = json.loads(json.dumps(dataclasses.asdict(tc)))
+    old = {k: v for k, v in now.items() if k not in ADDED_TRAIN_FIELDS}
+    assert set(now) - set(old) == {"milestones_in_epochs", "reset_momentum"}
+    assert without_added_defaults({"train": now, "k": [now]}) == {"train": old, "k": [old]}
+    check_meta({"train": old, "width": 8}, {"train": now, "width": 8}, "d")
+    changed = json.loads(json.dumps(dataclasses.asdict(tc.replace(milestones_in_epochs=True))))
+    with pytest.raises(StoreError, match="train"):
+        check_meta({"train": old, "width": 8}, {"train": changed, "width": 8}, "d")

@@ -44,6 +44,7 @@ import numpy as np
 from jaxdistill.checkpoint import atomic_write_json, atomic_write_text, read_json, update_json
 from jaxdistill.cli_beyond import LNL_METHODS, flag_metrics, run_lnl_method
 from jaxdistill.errors import ConfigError
+from jaxdistill.train import without_added_defaults
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 METHODS = ("baseline", "baseline_memorise", "gce", "elr", "coteaching", "jocor", "cleanlearning", "distilled_set",
@@ -200,7 +201,7 @@ def cmd_run(a) -> int:
         if store["args"] and store["args"] != args:
             diff = {k: (store["args"].get(k), v) for k, v in args.items() if store["args"].get(k) != v}
             raise ConfigError(f"{a.runs} was made with other settings {diff} (stored, given); use another --runs")
-        if store.get("recipe") not in (None, recipe):
+        if store.get("recipe") is not None and without_added_defaults(store["recipe"]) != without_added_defaults(recipe):
             raise ConfigError(f"{a.runs} was made with another baseline recipe {store['recipe']} (now {recipe}); "
                               f"use another --runs")
         return {**store, "args": args, "recipe": recipe}
