@@ -108,7 +108,9 @@ def test_budget_datm_quick_both_ways():
     m2 = B.to_original("datm", cfg2)
     assert m2["DATM_tesla.py"]["yaml"]["zca"] is False
     assert B.from_original("datm", m2, "fashion_mnist", 10, "quick") == cfg2
-    assert B.fixed_mismatches("datm", cfg) == []
+    assert [m.split(":")[0] for m in B.fixed_mismatches("datm", cfg)] == (
+        [] if cfg.meta_grad == "tesla" else ["meta_grad"])     # the study ran DATM_tesla.py
+    assert B.fixed_mismatches("datm", cfg.replace(meta_grad="tesla")) == []
     assert B.eval_settings("datm", "quick", 28, 5)["yaml"] == {"epoch_eval_train": 100, "num_eval": 5,
                                                                "batch_train": 128}
     assert "| `iterations` | DATM_tesla.py | `Iteration` | yaml |" in B.table("datm")

@@ -118,6 +118,8 @@ DATM_KNOBS = (
     Knob("depth", "DATM_tesla.py", "net_depth", "patch"),
     Knob("mom_img", "DATM_tesla.py", None, "fixed", fixed=0.5, note="SGD([image_syn], momentum=0.5)"),
     Knob("mom_lr", "DATM_tesla.py", None, "fixed", fixed=0.5, note="SGD([syn_lr], momentum=0.5)"),
+    Knob("meta_grad", "DATM_tesla.py", None, "fixed", fixed="tesla",
+         note="theta_i held fixed in the image / label / lr gradients (distillers.md 1.8)"),
 )
 
 RCIG_KNOBS = (

@@ -15,7 +15,7 @@ INITS = ("samples_predicted_correctly", "real")
 from jaxdistill.configs.presets import PRESETS
 PREPROCESS = ("zca_datm", "none", "meanstd")
 # How the gradient through the unrolled student steps is taken (methods/datm.unroll): the same values.
-META_GRADS = ("jvp", "autodiff")
+META_GRADS = ("jvp", "autodiff", "tesla")
 # Data sets whose settings are another's (natural-noise variants share their clean set's table row).
 ALIASES = {"cifar10_n": "cifar10", "cifar100_n": "cifar100"}
 
@@ -51,7 +51,8 @@ class DATMConfig:
     init: str = "samples_predicted_correctly"
     dsa: bool = True
     remat: bool = True            # meta_grad="autodiff" only: save theta per step, recompute activations
-    meta_grad: str = "jvp"        # "jvp" (faster: BUILD_NOTES) or "autodiff"; see methods.datm.unroll
+    meta_grad: str = "jvp"        # "jvp" (faster: BUILD_NOTES) or "autodiff": exact; "tesla": the study's
+                                  # DATM_tesla.py (theta_i held fixed); see methods.datm.unroll
     # network (ConvNet, instance norm, ReLU, avg-pool)
     width: int = 128
     depth: int = 3

@@ -125,13 +125,15 @@ def unroll(apply_flat: ApplyFlat, theta0: jax.Array, x: jax.Array, y: jax.Array,
     """theta_N after syn_steps student SGD steps: theta <- theta - lr * grad soft_ce(f(theta, DSA(x[b])), y[b]).
 
     theta0 (P,), x (N,H,W,C), y (N,C) logits, lr scalar, idx (S, b), keys (S, 2). Differentiable in x, y, lr.
-    meta_grad picks how the gradient through the unroll is computed (same values to float tolerance):
-    "jvp" = `_unroll_jvp`'s hand-written reverse pass; "autodiff" = JAX's reverse mode through the scan, with
-    `remat` saving only theta per step (the jvp pass always does).
+    meta_grad picks how the gradient through the unroll is computed. "jvp" and "autodiff" give the exact
+    gradient (same values to float tolerance): "jvp" = `_unroll_jvp`'s hand-written reverse pass; "autodiff" =
+    JAX's reverse mode through the scan, with `remat` saving only theta per step (the jvp pass always does).
+    "tesla" is the study's `DATM_tesla.py` (distillers.md 1.8): each step's theta_i is held fixed, so step i's
+    images and labels get only their direct effect on g_i, and the lr's gradient takes sum_i g_i as fixed.
     """
     step_loss = _step_loss(apply_flat, use_dsa)
-    if meta_grad == "jvp":
-        return _unroll_jvp(step_loss)(theta0, x, y, lr, idx, keys)
+    if meta_grad in ("jvp", "tesla"):
+        return _unroll_jvp(step_loss, hold_theta=meta_grad == "tesla")(theta0, x, y, lr, idx, keys)
 
     def step(theta, b, k, x, y, lr):
         return theta - lr * jax.grad(step_loss)(theta, x, y, b, k)
@@ -148,7 +150,7 @@ def unroll(apply_flat: ApplyFlat, theta0: jax.Array, x: jax.Array, y: jax.Array,
     return theta_n
 
 
-def _unroll_jvp(step_loss: Callable) -> Callable:
+def _unroll_jvp(step_loss: Callable, hold_theta: bool = False) -> Callable:
     """`(theta0, x, y, lr, idx, keys) -> theta_N` with a hand-written reverse pass.
 
     Step i is theta_{i+1} = theta_i - lr g_i, g_i = grad_theta L_i(theta_i, x, y). Given the adjoint a of
@@ -158,6 +160,10 @@ def _unroll_jvp(step_loss: Callable) -> Callable:
     skips differentiating the backward pass of the network: on XLA:CPU that pass's transposes and
     col2im sums cost more than the tangent forward (one DATM step at width 128: x0.77, BUILD_NOTES).
     The forward pass saves theta_i only (like remat) and recomputes each step's activations.
+
+    hold_theta (TESLA): theta_i is a constant of step i, so the adjoint stays a_N = dL/dtheta_N at every step
+    (no lr grad_theta D_i term) and theta_0's adjoint is a_N: x's and y's gradients are then exactly TESLA's
+    `2 (lr (theta* - theta_0) + lr^2 sum g) . dg_i / ||theta_0 - theta*||^2`, and lr's is -<sum g, a_N>.
     """
 
     @jax.custom_vjp
@@ -181,6 +187,9 @@ def _unroll_jvp(step_loss: Callable) -> Callable:
         def body(carry, inp):
             a, gx, gy, glr = carry
             theta, b, k = inp
+            if hold_theta:
+                d, (g_x, g_y) = jax.value_and_grad(directional, argnums=(1, 2))(theta, x, y, a, b, k)
+                return (a, gx - lr * g_x, gy - lr * g_y, glr - d), None
             d, (g_th, g_x, g_y) = jax.value_and_grad(directional, argnums=(0, 1, 2))(theta, x, y, a, b, k)
             return (a - lr * g_th, gx - lr * g_x, gy - lr * g_y, glr - d), None
 
