@@ -462,5 +462,12 @@ def test_cfg_override_and_smoke_row_run_on(tmp_path):
     R.record(out, "rcig/symmetric:0.4/quick-smoke", 0, entry, "cmd")
     md = open(R.aggregate(out, str(tmp_path / "p.md"))).read()
     row = [ln for ln in md.splitlines() if ln.startswith("| rcig/")][0]
-    assert "| 50.00 +- 1.00 | 40.00 +- 2.00 | 10 | 5 | - | CPU X, 2 cores, 2026-12-06 | `cmd` |" in row
+    assert "| 50.00 +- 1.00 | 40.00 +- 2.00 | - / - | 10 | 5 | - | CPU X, 2 cores, 2026-12-06 | `cmd` |" in row
     assert json.load(open(out))["rcig/symmetric:0.4/quick-smoke"]["seeds"] == 1
+    # the starting sets' column: mean over the seeds that recorded one
+    entry["original"]["initial"] = {"mean": 0.3}
+    entry["jaxdistill"]["initial"] = {"mean": 0.25}
+    R.record(out, "rcig/symmetric:0.4/quick-smoke", 1, entry, "cmd")
+    md = open(R.aggregate(out, str(tmp_path / "p.md"))).read()
+    row = [ln for ln in md.splitlines() if ln.startswith("| rcig/")][0]
+    assert "| 30.00 / 25.00 |" in row

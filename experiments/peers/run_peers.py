@@ -237,6 +237,7 @@ def run_seed(a, seed, results, key_top, command):
     from jaxdistill.evaluate import evaluate
     from jaxdistill.methods import distill  # the one run driver (workdir, run.json guard, resume)
     from jaxdistill.pipeline import stage_key
+    from jaxdistill.methods.base import DistilledSet
 
     cdir = cell_dir(a.work, a.method, a.noise, a.budget, seed, a.tag)
     os.makedirs(cdir, exist_ok=True)
@@ -273,14 +274,7 @@ def run_seed(a, seed, results, key_top, command):
         if r.returncode != 0 or not os.path.exists(done):
             raise SystemExit(f"original step {name} failed (rc {r.returncode}); see {cdir}/original_{name}.log")
     x_train = np.asarray(data.x_train)
-    if a.method == "dance":
-        oset = I.import_dance(os.path.join(odir, "final_set.npz"), factor=cfg.factor, ipc=cfg.ipc,
-                              mean=cfg.mean or (0.2861,), std=cfg.std or (0.3530,))
-    elif a.method == "rcig":  # dataloader.py: mean/std ('standard') for fashion_mnist, no ZCA
-        oset = I.import_rcig(os.path.join(odir, "final_set.npz"), preprocess="meanstd", mean=(0.2861,),
-                             std=(0.3530,), use_flip=cfg.use_flip)
-    else:
-        oset = I.import_datm(os.path.join(odir, "final_set.npz"), x_train=x_train, zca=cfg.preprocess == "zca_datm")
+    oset = import_original(a.method, os.path.join(odir, "final_set.npz"), cfg, x_train)
     oset.save(os.path.join(odir, "distilled.npz"))
     timing = json.load(open(os.path.join(odir, "timing.json")))
     own = json.load(open(os.path.join(odir, "own_eval.json")))
@@ -296,6 +290,16 @@ def run_seed(a, seed, results, key_top, command):
     for side, s in (("original", oset), ("jaxdistill", jset)):
         r = evaluate(s, data, protocol, ekey, k=a.k, preset=a.budget)
         res[side] = {"accs": [float(v) for v in np.asarray(r.accs)], "mean": float(r.mean), "std": float(r.std)}
+    # ... and each side's starting set (the glue's initial_set.npz, jaxdistill's initial.npz), so that a gap
+    # between the final sets can be split into where they started and what the distillation added
+    starts = {"original": os.path.join(odir, "initial_set.npz"), "jaxdistill": os.path.join(jdir, "initial.npz")}
+    for side, path in starts.items():
+        if not os.path.exists(path):
+            continue
+        s = import_original(a.method, path, cfg, x_train) if side == "original" else DistilledSet.load(path)
+        r = evaluate(s, data, protocol, ekey, k=a.k, preset=a.budget)
+        res[side]["initial"] = {"accs": [float(v) for v in np.asarray(r.accs)], "mean": float(r.mean),
+                                "std": float(r.std)}
     entry["original"] = {**res["original"], "ms_per_iter": timing.get("ms_per_iter_median"),
                          "iterations_timed": timing.get("iterations"), "own_eval": own, "step_wall_s": step_wall}
     if "updates_skipped" in timing:  # DATM: a run whose every update was skipped did not distil anything
@@ -313,6 +317,16 @@ def run_seed(a, seed, results, key_top, command):
     del jax
     record(a.out, key_top, seed, entry, command)
     return entry
+
+
+def import_original(method: str, path: str, cfg, x_train):
+    """An original's saved set (the glue's final_set.npz / initial_set.npz) -> DistilledSet in jaxdistill's terms."""
+    if method == "dance":
+        return I.import_dance(path, factor=cfg.factor, ipc=cfg.ipc, mean=cfg.mean or (0.2861,),
+                              std=cfg.std or (0.3530,))
+    if method == "rcig":  # dataloader.py: mean/std ('standard') for fashion_mnist, no ZCA
+        return I.import_rcig(path, preprocess="meanstd", mean=(0.2861,), std=(0.3530,), use_flip=cfg.use_flip)
+    return I.import_datm(path, x_train=x_train, zca=cfg.preprocess == "zca_datm")
 
 
 def machine() -> str:
@@ -394,8 +408,10 @@ def aggregate(path, md_path):
              "running machine's (its CPU and load: experiments/peers/README.md).", "",
              "A `-smoke` cell is a smoke run (its command holds the cut budget); `run on`: CPU (lscpu) and date, where",
              "the entry records them.", "",
-             "| cell | seeds | original acc | jaxdistill acc | original ms/iter | jaxdistill ms/iter | own eval | run on | command |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "`start`: each side's starting set under the same evaluator (original / jaxdistill, mean over seeds with",
+             "one), where the run recorded it.", "",
+             "| cell | seeds | original acc | jaxdistill acc | start (orig / jax) | original ms/iter | jaxdistill ms/iter | own eval | run on | command |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for key in sorted(allr):
         c = allr[key]
         o, j = c.get("original", {}), c.get("jaxdistill", {})
@@ -405,7 +421,13 @@ def aggregate(path, md_path):
         own_s = ", ".join(f"{100 * v:.2f}" for v in own if v is not None) or "-"
         runs = sorted({f"{e.get('machine')}, {e.get('date')}" for e in c.get("per_seed", {}).values()
                        if e.get("machine")})
-        lines.append(f"| {key} | {c.get('seeds')} | {fmt(o)} | {fmt(j)} | {ms(o)} | {ms(j)} | {own_s} | "
+        def start(side):
+            v = [e[side]["initial"]["mean"] for e in c.get("per_seed", {}).values()
+                 if "initial" in e.get(side, {})]
+            return f"{100 * float(np.mean(v)):.2f}" if v else "-"
+
+        lines.append(f"| {key} | {c.get('seeds')} | {fmt(o)} | {fmt(j)} | {start('original')} / {start('jaxdistill')} | "
+                     f"{ms(o)} | {ms(j)} | {own_s} | "
                      f"{'; '.join(runs) or '-'} | `{c.get('command', '')}` |")
     atomic_write_text(md_path, "\n".join(lines) + "\n")
     return md_path

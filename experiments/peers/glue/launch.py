@@ -24,7 +24,8 @@ Patches, installed before the script is run with `runpy` from its own folder (it
 - `--set`: attributes of the parsed `args` (DANCE: arguments.arg_condense / arg_pretrain, imported first so
   DANCE's --reproduce and data-set block run before the overrides);
 - `--patch net_width=16 net_depth=3`: DATM's `get_default_convnet_setting`;
-- wandb (WANDB_MODE=disabled): `wandb.log({'Progress': it})` marks each iteration (timing.json); at
+- wandb (WANDB_MODE=disabled): `wandb.log({'Progress': it})` marks each iteration (timing.json), and its first
+  call (it = 0) writes the starting set to OUT/initial_set.npz (same format as final_set.npz); at
   `wandb.finish()` the final set is taken from the finishing function's locals and written to
   OUT/final_set.npz (DANCE: synset.data / targets; DATM: image_syn / label_syn / syn_lr), and DANCE's own
   evaluation (`synset.test`) is run on it (own_eval.json).
@@ -312,6 +313,12 @@ def patch_wandb(a):
         def log(data=None, *args, **kw):
             if isinstance(data, dict) and "Progress" in data:
                 STATE["marks"].append((int(data["Progress"]), time.perf_counter()))
+                if int(data["Progress"]) == 0 and not STATE.get("initial"):  # the loop's first mark: the start set
+                    frame = sys._getframe(1)
+                    try:
+                        capture_initial(frame.f_locals, a)
+                    finally:
+                        del frame
             if isinstance(data, dict) and "falts" in data:  # DATM_tesla: loss > threshold, no update applied
                 STATE["skipped"] = STATE.get("skipped", 0) + 1
             if isinstance(data, dict) and "Grand_Loss" in data:  # DATM_tesla: one per iteration
@@ -347,6 +354,22 @@ def patch_wandb(a):
 
     wandb.init = init
     wandb.log, wandb.finish = wrap_log(wandb.log), wrap_finish(wandb.finish)
+
+
+def capture_initial(loc, a):
+    """OUT/initial_set.npz: the set as the distillation loop starts (DATM_tesla: image_syn / label_syn / syn_lr
+    at iteration 0; DANCE: synset), in the same format as final_set.npz."""
+    arrays = {}
+    if "synset" in loc:
+        syn = loc["synset"]
+        arrays = {"images": syn.data.detach().cpu().numpy(), "labels": syn.targets.cpu().numpy()}
+    elif "image_syn" in loc and "label_syn" in loc:
+        arrays = {"images": loc["image_syn"].detach().cpu().numpy(), "labels": loc["label_syn"].detach().cpu().numpy()}
+        if "syn_lr" in loc:
+            arrays["lr"] = np.asarray(float(loc["syn_lr"].detach().cpu().reshape(-1)[0]))
+    if arrays:
+        np.savez(os.path.join(a.out, "initial_set.npz"), **arrays)
+        STATE["initial"] = True
 
 
 def capture(loc, a):
