@@ -87,7 +87,8 @@ class TrainConfig:
 # config they meant their default, so comparisons drop them where they hold it (`without_added_defaults`): a
 # stored config of an unchanged recipe still matches, one whose recipe did change (a DANCE pool now stepped per
 # epoch) does not.
-ADDED_TRAIN_FIELDS = {"milestones_in_epochs": False, "reset_momentum": False}
+# (milestone_epochs, empty, was written for an hour by commit e220c63 before milestones_in_epochs replaced it.)
+ADDED_TRAIN_FIELDS = {"milestones_in_epochs": False, "reset_momentum": False, "milestone_epochs": []}
 
 
 def without_added_defaults(d: Any) -> Any:

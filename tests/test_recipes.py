@@ -203,6 +203,7 @@ def test_configs_stored_before_the_added_fields_still_match():
     now = json.loads(json.dumps(dataclasses.asdict(tc)))
     old = {k: v for k, v in now.items() if k not in ADDED_TRAIN_FIELDS}
     assert set(now) - set(old) == {"milestones_in_epochs", "reset_momentum"}
+    check_meta({"train": {**old, "milestone_epochs": []}, "width": 8}, {"train": now, "width": 8}, "d")
     assert without_added_defaults({"train": now, "k": [now]}) == {"train": old, "k": [old]}
     check_meta({"train": old, "width": 8}, {"train": now, "width": 8}, "d")
     changed = json.loads(json.dumps(dataclasses.asdict(tc.replace(milestones_in_epochs=True))))
