@@ -105,6 +105,12 @@ def collect(grid_name: str, out: str, tiny: bool = False, previous: Optional[dic
                                                "results": _slim(old["results"])}, cell))
             continue
         cj = read_json(os.path.join(cdir, "cell.json")) or {}
+        if doc is None and cj.get("runs"):
+            # an unfinished cell: a run without an end (killed, or still running) counts up to its last file write
+            from grid_run import _earlier_runs
+
+            runs = _earlier_runs(os.path.join(cdir, "cell.json"))
+            cj = {**cj, "runs": runs, "seconds": sum(r["seconds"] for r in runs)}
         entry = {"dataset": cell.dataset, "noise": cell.noise, "ipc": cell.ipc, "seed": cell.seed,
                  "dir": os.path.relpath(cdir, ROOT) if os.path.isabs(cdir) else cdir,
                  "command": cj.get("command") or cell_command(grid_name, out, cell, tiny),

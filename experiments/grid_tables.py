@@ -73,7 +73,7 @@ def markdown(grid_name: str, data: dict, summ: dict) -> str:
         secs = "-" if c.get("seconds") is None else f"{c['seconds'] / 60:.1f} min"
         if (c.get("runs") or 1) > 1:
             killed = c.get("killed_runs") or 0
-            secs += f" ({c['runs']} runs" + (f", {killed} killed: timed to its last file write)" if killed else ")")
+            secs += f" ({c['runs']} runs" + (f", {killed} killed or still running: timed to its last file write)" if killed else ")")
         status = ("finished (kept from the committed .json: no run directory here)" if c.get("carried") else
                   "finished" if c["finished"] else
                   "started, not finished (a re-run resumes it)" if c.get("started") else "not run")
