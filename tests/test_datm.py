@@ -168,6 +168,17 @@ def test_tesla_meta_gradient_equals_the_studys_loop():
     assert rel > 1e-2, rel                                                       # other image gradients
 
 
+def test_run_record_lets_exact_modes_resume_each_other_but_not_tesla():
+    from types import SimpleNamespace
+
+    from jaxdistill.methods.base import run_record
+
+    data = SimpleNamespace(x_train=np.zeros((4, 6, 6, 1), np.float32), y_noisy=np.array([0, 1, 2, 0]), name="toy")
+    rec = {mg: run_record("datm", _cfg(meta_grad=mg), data, jax.random.PRNGKey(0)) for mg in META_GRADS}
+    assert rec["jvp"] == rec["autodiff"] and rec["tesla"] != rec["jvp"]
+    assert rec["tesla"]["config"]["meta_grad"] == "tesla"
+
+
 def test_meta_grad_choice_is_checked():
     with pytest.raises(ConfigError, match="meta_grad.*'reverse'.*jvp.*autodiff"):
         _cfg(meta_grad="reverse")

@@ -14,7 +14,8 @@ from jaxdistill.errors import ConfigError
 INITS = ("samples_predicted_correctly", "real")
 from jaxdistill.configs.presets import PRESETS
 PREPROCESS = ("zca_datm", "none", "meanstd")
-# How the gradient through the unrolled student steps is taken (methods/datm.unroll): the same values.
+# How the gradient through the unrolled student steps is taken (methods/datm.unroll): jvp and autodiff give the
+# exact gradient (the same values); tesla is the study's DATM_tesla.py rule (theta_i held fixed).
 META_GRADS = ("jvp", "autodiff", "tesla")
 # Data sets whose settings are another's (natural-noise variants share their clean set's table row).
 ALIASES = {"cifar10_n": "cifar10", "cifar100_n": "cifar100"}

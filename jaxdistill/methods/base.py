@@ -204,14 +204,16 @@ def run_record(method: str, config, data, key) -> dict:
     """What a distillation run is: method, config, the exact training data and labels, and the key.
 
     Two runs with equal records give the same set, so a workdir holding another record is another run's
-    state. The device count, the chunk length, DANCE's class_chunk and DATM's meta_grad are left out: they
-    change speed and memory, not the set (results equal to float tolerance).
+    state. The device count, the chunk length, DANCE's class_chunk and DATM's exact meta_grad modes (jvp,
+    autodiff) are left out: they change speed and memory, not the set (results equal to float tolerance).
+    meta_grad "tesla" is another gradient, so it stays in.
     """
     cfg = json.loads(json.dumps(dataclasses.asdict(config), default=_json_default))
     cfg.pop("devices", None)
     cfg.pop("chunk_iters", None)
     cfg.pop("class_chunk", None)
-    cfg.pop("meta_grad", None)
+    if cfg.get("meta_grad") in ("jvp", "autodiff"):
+        cfg.pop("meta_grad")
     x = np.asarray(data.x_train)
     noise = getattr(data, "noise", None)
     return {"method": method, "config": cfg,
