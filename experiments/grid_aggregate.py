@@ -9,6 +9,7 @@ from typing import Callable, Optional
 
 from grid_cells import RESULTS_DIR, ROOT, cell_command, expand, load_grid, machine  # sets up sys.path for jaxdistill
 from grid_plot import plot
+from grid_run import _earlier_runs, _wall_seconds
 from grid_tables import findings, markdown
 
 from jaxdistill.checkpoint import atomic_write_json, atomic_write_text, read_json  # noqa: E402
@@ -107,10 +108,8 @@ def collect(grid_name: str, out: str, tiny: bool = False, previous: Optional[dic
         cj = read_json(os.path.join(cdir, "cell.json")) or {}
         if doc is None and cj.get("runs"):
             # an unfinished cell: a run without an end (killed, or still running) counts up to its last file write
-            from grid_run import _earlier_runs
-
             runs = _earlier_runs(os.path.join(cdir, "cell.json"))
-            cj = {**cj, "runs": runs, "seconds": sum(r["seconds"] for r in runs)}
+            cj = {**cj, "runs": runs, "seconds": _wall_seconds(runs)}
         entry = {"dataset": cell.dataset, "noise": cell.noise, "ipc": cell.ipc, "seed": cell.seed,
                  "dir": os.path.relpath(cdir, ROOT) if os.path.isabs(cdir) else cdir,
                  "command": cj.get("command") or cell_command(grid_name, out, cell, tiny),

@@ -286,10 +286,11 @@ def run_seed(a, seed, results, key_top, command):
     j_wall = time.perf_counter() - t0
 
     # ---- one evaluator, same key for both
-    res = {}
-    for side, s in (("original", oset), ("jaxdistill", jset)):
+    def accuracy(s) -> dict:
         r = evaluate(s, data, protocol, ekey, k=a.k, preset=a.budget)
-        res[side] = {"accs": [float(v) for v in np.asarray(r.accs)], "mean": float(r.mean), "std": float(r.std)}
+        return {"accs": [float(v) for v in np.asarray(r.accs)], "mean": float(r.mean), "std": float(r.std)}
+
+    res = {"original": accuracy(oset), "jaxdistill": accuracy(jset)}
     # ... and each side's starting set (the glue's initial_set.npz, jaxdistill's initial.npz), so that a gap
     # between the final sets can be split into where they started and what the distillation added
     starts = {"original": os.path.join(odir, "initial_set.npz"), "jaxdistill": os.path.join(jdir, "initial.npz")}
@@ -297,9 +298,7 @@ def run_seed(a, seed, results, key_top, command):
         if not os.path.exists(path):
             continue
         s = import_original(a.method, path, cfg, x_train) if side == "original" else DistilledSet.load(path)
-        r = evaluate(s, data, protocol, ekey, k=a.k, preset=a.budget)
-        res[side]["initial"] = {"accs": [float(v) for v in np.asarray(r.accs)], "mean": float(r.mean),
-                                "std": float(r.std)}
+        res[side]["initial"] = accuracy(s)
     entry["original"] = {**res["original"], "ms_per_iter": timing.get("ms_per_iter_median"),
                          "iterations_timed": timing.get("iterations"), "own_eval": own, "step_wall_s": step_wall}
     if "updates_skipped" in timing:  # DATM: a run whose every update was skipped did not distil anything

@@ -356,17 +356,23 @@ def patch_wandb(a):
     wandb.log, wandb.finish = wrap_log(wandb.log), wrap_finish(wandb.finish)
 
 
-def capture_initial(loc, a):
-    """OUT/initial_set.npz: the set as the distillation loop starts (DATM_tesla: image_syn / label_syn / syn_lr
-    at iteration 0; DANCE: synset), in the same format as final_set.npz."""
-    arrays = {}
-    if "synset" in loc:
+def set_arrays(loc) -> dict:
+    """The synthetic set in a function's locals as arrays ({} if none): DANCE's `synset` (data / targets), or
+    DATM_tesla's image_syn / label_syn / syn_lr. The format of final_set.npz and initial_set.npz."""
+    if "synset" in loc:  # DANCE.condense
         syn = loc["synset"]
-        arrays = {"images": syn.data.detach().cpu().numpy(), "labels": syn.targets.cpu().numpy()}
-    elif "image_syn" in loc and "label_syn" in loc:
+        return {"images": syn.data.detach().cpu().numpy(), "labels": syn.targets.cpu().numpy()}
+    if "image_syn" in loc:  # DATM_tesla.main
         arrays = {"images": loc["image_syn"].detach().cpu().numpy(), "labels": loc["label_syn"].detach().cpu().numpy()}
         if "syn_lr" in loc:
             arrays["lr"] = np.asarray(float(loc["syn_lr"].detach().cpu().reshape(-1)[0]))
+        return arrays
+    return {}
+
+
+def capture_initial(loc, a):
+    """OUT/initial_set.npz: the set as the distillation loop starts (its first iteration mark)."""
+    arrays = set_arrays(loc)
     if arrays:
         np.savez(os.path.join(a.out, "initial_set.npz"), **arrays)
         STATE["initial"] = True
@@ -387,22 +393,18 @@ def capture(loc, a):
               "loop_s": float(t_end - marks[0][1]) if marks else None}
     if "grand_loss" in STATE:  # DATM: the matching loss per iteration and how many updates the threshold skipped
         timing.update(grand_loss=STATE["grand_loss"], updates_skipped=int(STATE.get("skipped", 0)))
-    arrays, own = {}, {}
+    own = {}
+    arrays = set_arrays(loc)
+    if arrays:
+        np.savez(os.path.join(out, "final_set.npz"), **arrays)
     if "synset" in loc:  # DANCE.condense
         syn = loc["synset"]
-        arrays = {"images": syn.data.detach().cpu().numpy(), "labels": syn.targets.cpu().numpy()}
-        np.savez(os.path.join(out, "final_set.npz"), **arrays)
         if a.own_eval and "val_loader" in loc:
             t0 = time.perf_counter()
             best, last = syn.test(loc["args"], loc["val_loader"], loc.get("logger", print))
             own = {"acc_last": float(last) / 100.0, "acc_best": float(best) / 100.0, "nets": 1,
                    "epochs": int(getattr(loc["args"], "epochs", -1)), "eval_s": time.perf_counter() - t0}
     elif "image_syn" in loc:  # DATM_tesla.main
-        arrays = {"images": loc["image_syn"].detach().cpu().numpy(),
-                  "labels": loc["label_syn"].detach().cpu().numpy()}
-        if "syn_lr" in loc:
-            arrays["lr"] = np.asarray(float(loc["syn_lr"].detach().cpu().reshape(-1)[0]))
-        np.savez(os.path.join(out, "final_set.npz"), **arrays)
         accs = loc.get("accs_test")
         if accs is not None and len(np.atleast_1d(accs)):
             acc = np.atleast_1d(np.asarray(accs, np.float64))
