@@ -20,7 +20,7 @@ import optax
 from jax.sharding import Mesh
 
 from jaxdistill.errors import ConfigError, DataError
-from jaxdistill.nn import Net, NetConfig, make_net
+from jaxdistill.nn import Net, NetConfig, forward_net, make_net
 from jaxdistill.sharding import model_mesh, padded_size, replicate, shard_models, to_host
 
 OPTIMIZERS = ("sgd", "adam")
@@ -480,7 +480,7 @@ def _predict_fn(cfg: NetConfig) -> Callable:
     faster than vmapping them (10,000 test images, 5 nets width 16 / 3 nets width 32: 8.3 / 8.1 s vs
     24.2 / 27.9 s, 2026-12-02).
     """
-    net = make_net(cfg.replace(conv_impl="lax") if cfg.conv_impl == "auto" else cfg)
+    net = forward_net(make_net(cfg))
 
     @jax.jit
     def f(params_stacked, xs):

@@ -223,6 +223,12 @@ def test_jaxdistill_ms_per_iter_from_chunked_metrics(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps({**r, "wall_s": 5.0}) for r in rows) + "\n")
     ms, note = R._ms_per_iter_jax(str(tmp_path))
     assert ms == pytest.approx(5000.0 / 6) and "compile included" in note
+    # rows with the loop's own chunk timing: the median of the chunks after the first (which compiled)
+    timed = [{**r, "chunk_ms_per_iter": {10.0: 900.0, 12.0: 30.0, 14.0: 50.0, 16.0: 40.0}[r["wall_s"]]}
+             for r in rows + [{"stage": "distill_dance", "step": 7, "wall_s": 16.0}]]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in timed) + "\n")
+    ms, note = R._ms_per_iter_jax(str(tmp_path))
+    assert ms == pytest.approx(40.0) and "median chunk time over 3 chunks" in note
 
 
 def test_datm_yaml_values_take_the_yacs_default_types(tmp_path):

@@ -210,9 +210,11 @@ def _env(threads):
 
 
 def _ms_per_iter_jax(workdir):
-    """(ms per iteration, note) from jaxdistill's metrics.jsonl. The chunked loop logs a chunk's rows together
-    with one wall_s, so the rate is taken between the ends of the first and the last chunk (the first chunk's
-    compile left out); with a single chunk only wall/iterations is known, compile included."""
+    """(ms per iteration, note) from jaxdistill's metrics.jsonl: the median of the chunks' own times per
+    iteration (`chunk_ms_per_iter`) after the first chunk; for logs written before the loop timed its chunks,
+    the rate between the ends of the first and the last chunk (a chunk's rows share one wall_s; the first
+    chunk's compile left out, checkpoint saves in between included), or with a single chunk wall / iterations,
+    compile included."""
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
         return None, "no metrics.jsonl"
@@ -220,6 +222,16 @@ def _ms_per_iter_jax(workdir):
     rows = [r for r in rows if "wall_s" in r and "step" in r and str(r.get("stage", "")).startswith("distill")]
     if not rows:
         return None, "no distill rows"
+    # Rows written since the loop timed each chunk: the median over the chunks after the first (the first
+    # compiles), as the glue takes the original's median iteration; checkpoint saves between chunks left out.
+    per_chunk = {}
+    for r in rows:
+        if "chunk_ms_per_iter" in r:
+            per_chunk[r["wall_s"]] = r["chunk_ms_per_iter"]
+    timed = [per_chunk[w] for w in sorted(per_chunk)][1:]
+    if timed:
+        return float(np.median(timed)), f"median chunk time over {len(timed)} chunks after the first (compile " \
+            "and checkpoint saves excluded)"
     ends = {}
     for r in rows:  # last step logged at each distinct wall time = the end of a chunk
         ends[r["wall_s"]] = max(ends.get(r["wall_s"], 0), r["step"])

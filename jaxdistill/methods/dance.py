@@ -46,9 +46,10 @@ from jaxdistill.errors import ConfigError, DataError
 from jaxdistill.experts import train_experts
 from jaxdistill.methods.base import DistilledSet, register
 from jaxdistill.methods.loop import auto_chunk, compile_chunk, run_loop
-from jaxdistill.nn import Net, NetConfig, make_net
+from jaxdistill.nn import Net, NetConfig, forward_net, make_net
 from jaxdistill.sharding import model_mesh, resolve_devices, to_host
 from jaxdistill.train import TrainConfig, train_models, train_models_sharded
+from jaxdistill.xla_options import compiler_options
 
 Array = jax.Array
 tmap = jax.tree_util.tree_map
@@ -244,10 +245,12 @@ def map_classes(fn: Callable, xs: Any, chunk: int) -> Any:
     return tmap(lambda a: a.reshape(n * chunk, *a.shape[2:])[:c], out)
 
 
-def make_iteration(net: Net, st: Statics, tx: optax.GradientTransformation) -> Callable:
-    """Jitted `iteration(syn, opt_state, key, pool0, poolT, x_real, table, counts, mean, std)
-    -> (syn, opt_state, metrics)`. syn: (C*ipc, H, W, Ch) pixels."""
+def make_iteration(net: Net, st: Statics, tx: optax.GradientTransformation, *, jit: bool = True) -> Callable:
+    """Jitted (pure with jit=False, for a caller that compiles it inside its own program)
+    `iteration(syn, opt_state, key, pool0, poolT, x_real, table, counts, mean, std) -> (syn, opt_state, metrics)`.
+    syn: (C*ipc, H, W, Ch) pixels."""
     C, ipc, f = st.num_classes, st.ipc, st.factor
+    fwd_net = forward_net(net)
 
     def syn_batch(syn_c, key):
         s = decode_zoom(syn_c, f)
@@ -257,6 +260,9 @@ def make_iteration(net: Net, st: Statics, tx: optax.GradientTransformation) -> C
 
     def feats(params, x):
         return net.apply_with_features(params, x)[1]
+
+    def feats_nograd(params, x):
+        return fwd_net.apply_with_features(params, x)[1]
 
     def inner_loss(syn_c, k_aug, k_sub, mu_real, th, mean, std):
         s = dance_condense(k_aug, normalise(syn_batch(syn_c, k_sub), mean, std))
@@ -376,11 +382,11 @@ def make_iteration(net: Net, st: Statics, tx: optax.GradientTransformation) -> C
         k_aug_c = jax.random.split(k_aug, C)
         k_sub_c = jax.random.split(k_sub, C)
         if st.class_chunk and st.class_chunk < C:
-            mu_real = map_classes(lambda a: feats(th_mid, dance_condense(a[0], x_real[a[1]])).mean(0),
+            mu_real = map_classes(lambda a: feats_nograd(th_mid, dance_condense(a[0], x_real[a[1]])).mean(0),
                                   (k_aug_c, idx), st.class_chunk)
         else:
             real_aug = jax.vmap(dance_condense)(k_aug_c, x_real[idx])       # (C, n_real, H, W, Ch)
-            mu_real = feats(th_mid, real_aug.reshape(-1, *real_aug.shape[2:])).reshape(C, st.n_real, -1).mean(1)
+            mu_real = feats_nograd(th_mid, real_aug.reshape(-1, *real_aug.shape[2:])).reshape(C, st.n_real, -1).mean(1)
         mu_real = jax.lax.stop_gradient(mu_real)   # (C, F)
 
         def l_in(syn_c, c, e):
@@ -406,7 +412,9 @@ def make_iteration(net: Net, st: Statics, tx: optax.GradientTransformation) -> C
                    "skipped": n_bad.astype(jnp.int32), "model": m, "lam": lam}
         return syn, opt_state, metrics
 
-    return jax.jit(iteration)
+    # XLA:CPU's YNNPACK reductions are slow for this program (xla_options.py); options go on the top-level
+    # jit only (jax refuses them on a nested one), so the chunk program takes the pure function
+    return jax.jit(iteration, compiler_options=compiler_options("dance")) if jit else iteration
 
 
 @functools.lru_cache(maxsize=8)
@@ -429,7 +437,8 @@ def iteration_body(step: Callable) -> Callable:
 @functools.lru_cache(maxsize=8)
 def _cached_chunk(ncfg: NetConfig, st: Statics, lr: float, mom: float) -> Callable:
     # One compiled chunk program per setting, so a second run with the same shapes compiles nothing.
-    return compile_chunk(iteration_body(_cached_iteration(ncfg, st, lr, mom)))
+    step = make_iteration(make_net(ncfg), st, optax.sgd(lr, momentum=mom), jit=False)
+    return compile_chunk(iteration_body(step), compiler_options("dance"))
 
 
 # ----------------------------------------------------------------------------------------------

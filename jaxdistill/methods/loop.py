@@ -13,11 +13,13 @@ current one runs.
 Chunks end on multiples of `chunk` (a divisor of the checkpoint interval), so checkpoints and stops land on
 the same iterations as the per-iteration loop did, and a run compiles at most two chunk lengths (the full one
 and the last, shorter one). `chunk=1` is the per-iteration loop, the oracle the chunked results are tested
-against (`tests/test_loop.py`).
+against (`tests/test_loop.py`). Each metrics.jsonl row carries its chunk's time per iteration
+(`chunk_ms_per_iter`: dispatch to host read, so without the checkpoint saves between chunks).
 """
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Callable, Optional
 
 import jax
@@ -47,11 +49,11 @@ def auto_chunk(checkpoint_every: int, iterations: int, requested: int = 0) -> in
     return max(both) if both and 2 * max(both) >= best else best
 
 
-def compile_chunk(body: Body) -> Callable:
+def compile_chunk(body: Body, compiler_options: Optional[dict] = None) -> Callable:
     """Jitted `run(carry, its (c,) int32, xs (c, ...) | None, consts) -> (carry, metrics (c,)-stacked)`.
 
     The carry is donated; consts (data, pools) are traced arguments, so other data of the same shapes reuse
-    the program."""
+    the program. compiler_options: the method's XLA options (`xla_options.compiler_options`)."""
 
     def run(carry, its, xs, consts):
         def scan_body(c, inp):
@@ -60,7 +62,7 @@ def compile_chunk(body: Body) -> Callable:
 
         return jax.lax.scan(scan_body, carry, (its, xs))
 
-    return jax.jit(run, donate_argnums=0)
+    return jax.jit(run, donate_argnums=0, compiler_options=compiler_options)
 
 
 @dataclasses.dataclass
@@ -98,9 +100,13 @@ def run_loop(name: str, run: Callable, carry: Any, *, start: int, iterations: in
     xs = inputs(0)
     with StopRequest() as stop:
         for n, its in enumerate(ranges):
+            t0 = time.perf_counter()
             carry, m = run(carry, jnp.asarray(its), xs, consts)    # dispatched; runs while the host goes on
             next_xs = inputs(n + 1)                                 # gathered while the chunk runs
             m = to_host(m)                                          # the one host read of this chunk
+            # the chunk's own time per iteration (compile included in a first call), without the saves and
+            # logging between chunks: what a per-iteration timing of another implementation compares with
+            iter_ms = 1e3 * (time.perf_counter() - t0) / len(its)
             finite = np.asarray(m["finite"], bool)
             for j, ok in enumerate(finite):
                 consecutive = 0 if ok else consecutive + 1
@@ -114,7 +120,8 @@ def run_loop(name: str, run: Callable, carry: Any, *, start: int, iterations: in
             if on_chunk is not None:
                 on_chunk(its, m, carry)
             if metrics_log is not None and log_row is not None:
-                metrics_log.log_many([(int(i) + 1, log_row(int(i), {k: np.asarray(v)[j] for k, v in m.items()}))
+                metrics_log.log_many([(int(i) + 1, {**log_row(int(i), {k: np.asarray(v)[j] for k, v in m.items()}),
+                                                    "chunk_ms_per_iter": round(iter_ms, 3)})
                                       for j, i in enumerate(its)])
             done = int(its[-1]) + 1
             if bar is not None:
