@@ -6,8 +6,10 @@ gradient, and the gradient with a double backward (the meta-gradient's per-step 
 PyTorch eager's (the original's framework, a ConvNet written here with GroupNorm(C, C) = instance norm), plus
 jaxdistill's whole forward unroll and whole outer step:
 
-  python benchmarks/studies/datm_quick_parts_vs_torch.py jax
-  <a python with torch>/bin/python benchmarks/studies/datm_quick_parts_vs_torch.py torch   # imports no jax
+  python benchmarks/studies/datm_quick_parts_vs_torch.py jax [--norm none]
+  <a python with torch>/bin/python benchmarks/studies/datm_quick_parts_vs_torch.py torch [--norm none]   # no jax
+
+`--norm none` drops the instance norm on both sides (not the study's network: it isolates the norm's share).
 
 Both modes use 2 threads; run them one after the other on a quiet machine. Median of 7 calls each.
 """
@@ -32,7 +34,7 @@ def timed(fn, reps: int = 7) -> float:
     return 1e3 * statistics.median(out)
 
 
-def run_jax() -> None:
+def run_jax(norm: str) -> None:
     import jax
     import jax.numpy as jnp
     from jax.flatten_util import ravel_pytree
@@ -41,7 +43,7 @@ def run_jax() -> None:
     from jaxdistill.methods import datm
     from jaxdistill.nn import NetConfig, make_net
 
-    net = make_net(NetConfig(C, width=WIDTH, depth=3))
+    net = make_net(NetConfig(C, width=WIDTH, depth=3, norm=norm))
     theta0, unravel = ravel_pytree(net.init(jax.random.PRNGKey(0), (H, H, 1)))
     ts = theta0 + 0.01 * jax.random.normal(jax.random.PRNGKey(1), theta0.shape)
     af = lambda th, xb: net.apply(unravel(th), xb)  # noqa: E731
@@ -66,10 +68,10 @@ def run_jax() -> None:
             argnums=(0, 1))(x, y)), (x, y)),
     }
     for name, (f, a) in parts.items():
-        print(f"jax   {name:32s} {timed(lambda: jax.block_until_ready(f(*a))):8.1f} ms", flush=True)
+        print(f"jax   norm={norm:8s} {name:32s} {timed(lambda: jax.block_until_ready(f(*a))):8.1f} ms", flush=True)
 
 
-def run_torch() -> None:
+def run_torch(norm: str) -> None:
     import torch
     from torch import nn
 
@@ -77,8 +79,9 @@ def run_torch() -> None:
     torch.manual_seed(0)
     layers, cin = [], 1
     for d in range(3):
-        layers += [nn.Conv2d(cin, WIDTH, 3, padding=3 if d == 0 else 1), nn.GroupNorm(WIDTH, WIDTH), nn.ReLU(),
-                   nn.AvgPool2d(2)]
+        layers += [nn.Conv2d(cin, WIDTH, 3, padding=3 if d == 0 else 1)]
+        layers += [nn.GroupNorm(WIDTH, WIDTH)] if norm == "instance" else []
+        layers += [nn.ReLU(), nn.AvgPool2d(2)]
         cin = WIDTH
     net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(WIDTH * 16, C))
     params = list(net.parameters())
@@ -98,13 +101,15 @@ def run_torch() -> None:
 
     for name, f in (("loss forward", fwd), ("parameter gradient", lambda: torch.autograd.grad(loss(), params)),
                     ("gradient + double backward", hvp_like)):
-        print(f"torch {name:32s} {timed(f):8.1f} ms", flush=True)
+        print(f"torch norm={norm:8s} {name:32s} {timed(f):8.1f} ms", flush=True)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("side", choices=("jax", "torch"))
-    run_jax() if ap.parse_args(argv).side == "jax" else run_torch()
+    ap.add_argument("--norm", default="instance", choices=("instance", "none"))
+    a = ap.parse_args(argv)
+    run_jax(a.norm) if a.side == "jax" else run_torch(a.norm)
 
 
 if __name__ == "__main__":
