@@ -104,3 +104,18 @@ def test_jitted_init_equals_flax_init_and_checks_the_shape():
     for bad in [(28, 28), (28, 28, 0), np.zeros((4, 28, 28, 1)), "28x28x1"]:
         with pytest.raises(ConfigError, match="input_shape must be"):
             make_net(cfg).init(jax.random.PRNGKey(0), bad)
+
+
+def test_forward_net_uses_the_native_conv_only_where_auto_and_gives_the_same_features():
+    from jaxdistill.nn import forward_net
+
+    net = make_net(NetConfig(10, width=8, depth=2))
+    fwd = forward_net(net)
+    assert fwd.cfg.conv_impl == "lax" and fwd.cfg.replace(conv_impl="auto") == net.cfg
+    pinned = make_net(NetConfig(10, width=8, depth=2, conv_impl="patches"))
+    assert forward_net(pinned) is pinned   # an explicit choice is kept
+    params = net.init(jax.random.PRNGKey(0), (12, 12, 1))
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 12, 12, 1))
+    a, b = net.apply_with_features(params, x)[1], fwd.apply_with_features(params, x)[1]
+    assert float(jnp.abs(a).max()) > 0.1
+    chex.assert_trees_all_close(a, b, atol=1e-5, rtol=1e-5)
