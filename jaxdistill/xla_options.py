@@ -11,6 +11,7 @@ program, not global: a program asks for its options by name (`compiler_options("
 The ratio may differ on other CPUs (the project meets Intel and AMD machines), so the environment variable
 JAXDISTILL_YNN_REDUCE overrides the per-program choice: `auto` (default: the table below), `on` (YNNPACK
 reductions everywhere, XLA's default), `off` (matmuls only everywhere). Off the CPU backend no option is set.
+The variable is read when a program is built; programs are cached per process, so set it before the first run.
 """
 from __future__ import annotations
 
