@@ -45,3 +45,15 @@ def test_dot_only_compile_gives_the_same_gradients():
     b = np.asarray(lowered.compile(DOT_ONLY)(x))
     assert np.abs(a).max() > 1e-4
     chex.assert_trees_all_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@cpu_only
+def test_an_option_this_jaxlib_does_not_know_is_left_out(monkeypatch):
+    # the option is experimental: a jaxlib that dropped it would refuse every compile that sets it
+    monkeypatch.delenv(X.ENV, raising=False)
+    monkeypatch.setattr(X, "_DOT_ONLY", {"xla_cpu_no_such_option_in_any_jaxlib": "1"})
+    X._option_supported.cache_clear()
+    try:
+        assert X.compiler_options("dance") is None
+    finally:
+        X._option_supported.cache_clear()
