@@ -22,6 +22,7 @@ from jax.sharding import Mesh
 from jaxdistill.errors import ConfigError, DataError
 from jaxdistill.nn import Net, NetConfig, forward_net, make_net
 from jaxdistill.sharding import model_mesh, padded_size, replicate, shard_models, to_host
+from jaxdistill.xla_options import compiler_options
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "multistep", "warmup_cosine")
@@ -331,7 +332,7 @@ def make_epoch_fn(net: Net, cfg: TrainConfig, n: int, tx: Optional[optax.Gradien
 
         return jax.lax.scan(ep, state, None, length=num_epochs)
 
-    return jax.jit(run, static_argnums=3, donate_argnums=0)
+    return jax.jit(run, static_argnums=3, donate_argnums=0, compiler_options=compiler_options("train"))
 
 
 @functools.lru_cache(maxsize=32)

@@ -9,8 +9,10 @@ program, not global: a program asks for its options by name (`compiler_options("
 `jax.jit(..., compiler_options=...)`.
 
 The ratio may differ on other CPUs (the project meets Intel and AMD machines), so the environment variable
-JAXDISTILL_YNN_REDUCE overrides the per-program choice: `auto` (default: the table below), `on` (YNNPACK
-reductions everywhere, XLA's default), `off` (matmuls only everywhere). Off the CPU backend no option is set.
+JAXDISTILL_YNN_REDUCE overrides the per-program choice for every program that asks (the three distillers' chunk
+programs and DATM's outer step, DANCE's iteration, the training epoch program behind the evaluator, experts,
+pools and baselines): `auto` (default: the table below), `on` (YNNPACK reductions, XLA's default), `off`
+(matmuls only). Off the CPU backend no option is set.
 The variable is read when a program is built; programs are cached per process, so set it before the first run.
 """
 from __future__ import annotations

@@ -35,6 +35,7 @@ from jaxdistill.errors import ConfigError, StoreError
 from jaxdistill.experts import ExpertStore, _template_from_layout, train_experts
 from jaxdistill.methods.base import DistilledSet, register
 from jaxdistill.methods.loop import auto_chunk, compile_chunk, run_loop
+from jaxdistill.xla_options import compiler_options
 from jaxdistill.sharding import resolve_devices, to_host
 
 log = logging.getLogger("jaxdistill")
@@ -310,7 +311,7 @@ def make_outer_step(apply_flat: ApplyFlat, cfg: DATMConfig, mesh=None, *, jit: b
         out = jax.tree_util.tree_map(lambda a, b: jnp.where(applied, a, b), new, state)
         return out, loss, finite, applied
 
-    return jax.jit(step, donate_argnums=0) if jit else step
+    return jax.jit(step, donate_argnums=0, compiler_options=compiler_options("datm")) if jit else step
 
 
 def iteration_body(step: Callable) -> Callable:
@@ -332,7 +333,7 @@ def _cached_chunk(apply_flat: ApplyFlat, cfg: DATMConfig, mesh) -> Callable:
 
 @functools.lru_cache(maxsize=8)
 def _chunk_program(apply_flat: ApplyFlat, cfg: DATMConfig, mesh) -> Callable:
-    return compile_chunk(iteration_body(make_outer_step(apply_flat, cfg, mesh, jit=False)))
+    return compile_chunk(iteration_body(make_outer_step(apply_flat, cfg, mesh, jit=False)), compiler_options("datm"))
 
 
 # ------------------------------------------------------------------------------------------------

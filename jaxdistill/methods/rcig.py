@@ -51,6 +51,7 @@ from jaxdistill.configs.rcig import RCIGConfig, get_config
 from jaxdistill.errors import ConfigError, DataError
 from jaxdistill.methods.base import DistilledSet, register
 from jaxdistill.methods.loop import auto_chunk, compile_chunk, run_loop
+from jaxdistill.xla_options import compiler_options
 from jaxdistill.runlog import MetricsLog
 from jaxdistill.sharding import to_host
 from jaxdistill.nn import Net, make_net
@@ -437,7 +438,7 @@ def iteration_body(prob: "Problem") -> Callable:
 @functools.lru_cache(maxsize=8)
 def _cached_chunk(prob: "Problem") -> Callable:
     # Problem is hashable by its setting: a second run with the same setting reuses the compiled chunk.
-    return compile_chunk(iteration_body(prob))
+    return compile_chunk(iteration_body(prob), compiler_options("rcig"))
 
 
 _jit_probe_inner = jax.jit(lambda prob, *a: prob.probe_inner(*a), static_argnums=0)
