@@ -35,9 +35,10 @@ def anchor_cross_entropy(pred_probs: np.ndarray, labels: np.ndarray, floor: floa
     return -np.log(p[np.arange(len(labels)), np.asarray(labels)])
 
 
-def train_anchored(rule: str, data, pred_probs: np.ndarray, bcfg, key: jax.Array) -> dict:
+def train_anchored(rule: str, data, pred_probs: np.ndarray, bcfg, key: jax.Array, memo=None) -> dict:
     """Train with the anchor `pred_probs` (N, C) by `rule` (ANCHORED_RULES), the net and recipe of the
-    BaselineConfig `bcfg` (k runs)."""
+    BaselineConfig `bcfg` (k runs). memo: anchor_dividemix's finished lambda_u candidates
+    (`baselines.dividemix.train_dividemix_select`)."""
     from jaxdistill import baselines as B
     from jaxdistill.baselines.dividemix import anchor_clean_prob
 
@@ -61,7 +62,7 @@ def train_anchored(rule: str, data, pred_probs: np.ndarray, bcfg, key: jax.Array
         ep = bcfg.train.epochs
         cfg = B.DivideMixConfig(width=bcfg.width, k=bcfg.k, train=bcfg.train, warmup=0,
                                 anchor_epochs=max(1, round(0.2 * ep)))
-        r = B.train_dividemix_select(data, cfg, key, anchor_w=w)
+        r = B.train_dividemix_select(data, cfg, key, anchor_w=w, memo=memo)
         r["anchor_scores"], r["anchor_flagged"] = (1.0 - w).tolist(), (w < 0.5).tolist()
         return r
     from jaxdistill.baselines.coteaching import pair_config

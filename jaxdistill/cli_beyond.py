@@ -164,24 +164,27 @@ def flag_metrics(data, label_scores, flagged) -> dict | None:
                              np.asarray(data.y_noisy) != np.asarray(data.y_true))
 
 
-def run_lnl_method(method: str, data, bcfg, key, noise_kind: str = "symmetric", cv_folds: int = 5) -> dict:
+def run_lnl_method(method: str, data, bcfg, key, noise_kind: str = "symmetric", cv_folds: int = 5,
+                   memo=None) -> dict:
     """One established noisy-label method with the baseline's net and recipe `bcfg`: its result dict
     (acc_mean / accs at the last epoch, best_acc_mean where data has a validation split, and `detect` where the
-    method flags labels and the true labels are known)."""
-    r = _train_lnl_method(method, data, bcfg, key, noise_kind, cv_folds)
+    method flags labels and the true labels are known). memo: DivideMix's finished lambda_u candidates
+    (`baselines.dividemix.train_dividemix_select`)."""
+    r = _train_lnl_method(method, data, bcfg, key, noise_kind, cv_folds, memo)
     if "label_scores" in r and "detect" not in r:
         r["detect"] = flag_metrics(data, r["label_scores"], r["flagged"])
     return r
 
 
-def _train_lnl_method(method: str, data, bcfg, key, noise_kind: str, cv_folds: int) -> dict:
+def _train_lnl_method(method: str, data, bcfg, key, noise_kind: str, cv_folds: int, memo=None) -> dict:
     from jaxdistill import baselines as B
     from jaxdistill.errors import ConfigError
 
     if method in ("gce", "elr"):
         return B.train_robust(data, B.RobustConfig(loss=method, width=bcfg.width, k=bcfg.k, train=bcfg.train), key)
     if method == "dividemix":
-        return B.train_dividemix_select(data, B.DivideMixConfig(width=bcfg.width, k=bcfg.k, train=bcfg.train), key)
+        return B.train_dividemix_select(data, B.DivideMixConfig(width=bcfg.width, k=bcfg.k, train=bcfg.train), key,
+                                        memo=memo)
     if method in ("coteaching", "jocor"):
         from jaxdistill.baselines.coteaching import pair_config
         from jaxdistill.baselines.jocor import jocor_lam

@@ -136,3 +136,32 @@ def test_tiny_run_and_lambda_u_selection():
     with pytest.raises(ConfigError, match="val_fraction"):
         dm.train_dividemix_select(make_noisy_data(load_dataset("digits"), "symmetric:0.4", subset=100), cfg,
                                   jax.random.PRNGKey(0))
+
+
+def test_select_reuses_memoised_candidates_and_stores_new_ones(monkeypatch):
+    """A candidate in the memo is not trained again; a trained one lands in the memo as soon as it ends; the
+    memo's names change with any other setting (config or anchor), so a stale memo is never reused."""
+    from types import SimpleNamespace
+
+    calls = []
+
+    def fake(data, cfg, key, progress=False, anchor_w=None):
+        calls.append(cfg.lambda_u)
+        return {"lambda_u": cfg.lambda_u, "final_val": 0.5, "acc_mean": 0.6}
+
+    monkeypatch.setattr(dm, "train_dividemix", fake)
+    data = SimpleNamespace(x_val=np.zeros((4, 2, 2, 1)))
+    cfg = dm.DivideMixConfig()
+    old = {"lambda_u": 0.0, "final_val": 0.9, "acc_mean": 0.1}
+    memo = {dm.candidate_key(cfg.replace(lambda_u=0.0), None): old}
+    r = dm.train_dividemix_select(data, cfg, jax.random.PRNGKey(0), memo=memo)
+    assert calls == [25.0]                              # lambda_u = 0 came from the memo
+    assert r["lambda_u"] == 0.0 and r["final_val"] == 0.9  # and wins on its stored noisy-validation figure
+    assert memo[dm.candidate_key(cfg.replace(lambda_u=25.0), None)]["final_val"] == 0.5
+    assert len(memo) == 2
+    # other settings, other names: nothing reused
+    calls.clear()
+    dm.train_dividemix_select(data, cfg.replace(p_threshold=0.6), jax.random.PRNGKey(0), memo=memo)
+    assert calls == [0.0, 25.0]
+    w = np.full(4, 0.5)
+    assert dm.candidate_key(cfg, w) != dm.candidate_key(cfg, None) != dm.candidate_key(cfg, w + 0.1)

@@ -266,3 +266,21 @@ def test_entry_records_the_final_noisy_validation_accuracy():
     assert rl._entry({"acc_mean": 0.8}, {"acc_mean": 0.7, "val_curve": [0.5, 0.52]})["final_val"] == 0.52
     assert rl._entry({"acc_mean": 0.8, "final_val": [0.3, 0.5]})["final_val"] == 0.4
     assert "final_val" not in rl._entry({"acc_mean": 0.8})
+
+
+def test_store_memo_keeps_candidates_until_the_cell_is_written(tmp_path):
+    """StoreMemo writes each finished sub-run into the store's `partial` section at once (another process's
+    cells untouched) and reads it back from a fresh object, as a restarted run would."""
+    import json
+
+    path = str(tmp_path / "runs.json")
+    atomic_write_json(path, {"args": {}, "cells": {"other|seed0|gce": {"acc_mean": 0.7}}})
+    m = rl.StoreMemo(path, "symmetric:0.4|seed0|dividemix")
+    assert "lambda_u=0|abc" not in m
+    m["lambda_u=0|abc"] = {"final_val": 0.8, "acc_mean": 0.85}
+    again = rl.StoreMemo(path, "symmetric:0.4|seed0|dividemix")
+    assert "lambda_u=0|abc" in again and again["lambda_u=0|abc"]["final_val"] == 0.8
+    assert "lambda_u=0|abc" not in rl.StoreMemo(path, "symmetric:0.4|seed1|dividemix")
+    st = json.load(open(path))
+    assert st["cells"] == {"other|seed0|gce": {"acc_mean": 0.7}}
+    assert list(st["partial"]) == ["symmetric:0.4|seed0|dividemix"]

@@ -120,6 +120,32 @@ def full_data_recipe(dataset: str, a):
     return dataclasses.replace(b, k=1, train=b.train.replace(epochs=a.epochs or b.train.epochs), memorise=None)
 
 
+class StoreMemo:
+    """One cell's finished sub-runs (DivideMix's lambda_u candidates), kept in the --runs store under
+    `partial` as each ends, so a stop between them loses only the one under way; `cmd_run` drops them once the
+    cell itself is written."""
+
+    def __init__(self, path: str, cell: str):
+        self.path, self.cell = path, cell
+
+    def _items(self) -> dict:
+        return (read_json(self.path) or {}).get("partial", {}).get(self.cell, {})
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items()
+
+    def __getitem__(self, name: str) -> dict:
+        return self._items()[name]
+
+    def __setitem__(self, name: str, value: dict) -> None:
+        def add(st):
+            partial = dict(st.get("partial", {}))
+            partial[self.cell] = {**partial.get(self.cell, {}), name: value}
+            return {**st, "partial": partial}
+
+        update_json(self.path, add)
+
+
 def run_cell(method: str, data, seed: int, a, ctx: dict, bcfg) -> dict:
     """One method on one (noise, seed) with the full-data recipe `bcfg` (`full_data_recipe`): a JSON-ready dict
     with acc_mean / best_acc_mean / detect / seconds."""
@@ -146,7 +172,8 @@ def run_cell(method: str, data, seed: int, a, ctx: dict, bcfg) -> dict:
                                                                                "test_slice", "train_noisy")}}
     elif method in LNL_METHODS:
         # The CLI's `jaxdistill lnl` runs the same function: the baseline's net and recipe, one key per method.
-        r = run_lnl_method(method, data, bcfg, key, noise_kind=ctx["kind"], cv_folds=a.cv_folds)
+        r = run_lnl_method(method, data, bcfg, key, noise_kind=ctx["kind"], cv_folds=a.cv_folds,
+                           memo=StoreMemo(a.runs, ctx["cell"]) if "cell" in ctx else None)
         res = {**_entry(r), **{k: r[k] for k in ("config", "tau", "lambda_u", "lambda_u_candidates",
                                                   "kept_fraction", "cv_epochs", "detect") if r.get(k) is not None}}
     elif method in ("jaxdistill_forward", "jaxdistill_anchor_dividemix", "jaxdistill_anchor_coteaching"):
@@ -154,7 +181,8 @@ def run_cell(method: str, data, seed: int, a, ctx: dict, bcfg) -> dict:
 
         d, scores = _anchor(data, seed, a, ctx)
         rule = method[len("jaxdistill_"):]
-        r = train_anchored(rule, data, scores.pred_probs, bcfg, key)
+        r = train_anchored(rule, data, scores.pred_probs, bcfg, key,
+                           memo=StoreMemo(a.runs, ctx["cell"]) if "cell" in ctx else None)
         keep = ("transition", "transition_error", "lambda_u", "lambda_u_candidates", "config", "tau", "tau_error",
                 "label_precision_last")
         res = {**_entry(r), **{k: r[k] for k in keep if r.get(k) is not None}}
@@ -219,12 +247,16 @@ def cmd_run(a) -> int:
             ctx = {"kind": noise.split(":")[0], "tag": f"{noise.replace(':', '_')}_seed{seed}"}
             for m in todo:
                 print(f"[{noise} seed {seed}] {m} ...", flush=True)
+                ctx["cell"] = cell_key(noise, seed, m)
                 r = run_cell(m, data, seed, a, ctx, bcfg)
                 r.update(noise=noise, seed=seed, method=m,
                          command=f"python experiments/beyond/run_lnl.py run --noise {noise} --seeds {seed} "
                                  f"--methods {m}", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-                update_json(a.runs, lambda st, r=r, m=m: {**st, "cells": {**st["cells"],
-                                                                           cell_key(noise, seed, m): r}})
+                def put(st, r=r, c=cell_key(noise, seed, m)):
+                    partial = {k: v for k, v in st.get("partial", {}).items() if k != c}
+                    return {**st, "cells": {**st["cells"], c: r}, "partial": partial}
+
+                update_json(a.runs, put)
                 acc = r["last"]["acc_mean"] if m.startswith("baseline") else r["acc_mean"]
                 print(f"[{noise} seed {seed}] {m}: {100 * acc:.2f} ({r['seconds']:.0f} s)", flush=True)
     return 0

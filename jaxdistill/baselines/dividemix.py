@@ -392,16 +392,39 @@ def _split_batches(w: np.ndarray, tau: float, steps: int, b: int, rs: np.random.
     return jnp.asarray(il), jnp.asarray(wl), jnp.asarray(iu), jnp.asarray(active), frac
 
 
+def candidate_key(cfg: DivideMixConfig, anchor_w: np.ndarray | None) -> str:
+    """A finished candidate's name in a `memo`: its lambda_u plus a digest of everything else that makes the
+    run (the config and the anchor), so a memo written under other settings is never reused."""
+    import hashlib
+
+    h = hashlib.sha1(repr(cfg).encode())
+    if anchor_w is not None:
+        h.update(np.ascontiguousarray(anchor_w, np.float32).tobytes())
+    return f"lambda_u={cfg.lambda_u:g}|{h.hexdigest()[:12]}"
+
+
 def train_dividemix_select(data, cfg: DivideMixConfig, key: jax.Array, lambda_us=(0.0, 25.0),
-                           progress: bool = False, anchor_w: np.ndarray | None = None) -> dict:
+                           progress: bool = False, anchor_w: np.ndarray | None = None, memo=None) -> dict:
     """Train DivideMix once per lambda_u (same key) and keep the run whose last-epoch noisy-validation accuracy
     is highest (no test labels involved). Needs a validation split. Returns the chosen run's dict with
-    `lambda_u_candidates` {lambda_u: {final_val, acc_mean}} beside it."""
+    `lambda_u_candidates` {lambda_u: {final_val, acc_mean}} beside it.
+
+    memo: an optional mapping (e.g. backed by a results file) of finished candidates by `candidate_key`: a
+    candidate found there is not trained again, and each one trained is stored there as soon as it ends, so a
+    run stopped between the two candidates loses only the one under way. The same key is the caller's to keep."""
     if getattr(data, "x_val", None) is None or len(data.x_val) == 0:
         raise ConfigError("DivideMix chooses lambda_u on the noisy validation split, and this data has none: "
                           "make the data with val_fraction > 0 (e.g. make_noisy_data(..., val_fraction=0.1))")
-    runs = {float(lu): train_dividemix(data, cfg.replace(lambda_u=float(lu)), key, progress, anchor_w)
-            for lu in lambda_us}
+    runs = {}
+    for lu in lambda_us:
+        c = cfg.replace(lambda_u=float(lu))
+        name = candidate_key(c, anchor_w)
+        if memo is not None and name in memo:
+            runs[float(lu)] = memo[name]
+            continue
+        runs[float(lu)] = train_dividemix(data, c, key, progress, anchor_w)
+        if memo is not None:
+            memo[name] = runs[float(lu)]
     chosen = max(runs, key=lambda lu: runs[lu]["final_val"])
     out = dict(runs[chosen])
     out["lambda_u_candidates"] = {str(lu): {"final_val": r["final_val"], "acc_mean": r["acc_mean"]}
