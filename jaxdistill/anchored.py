@@ -7,6 +7,8 @@ relabel_select):
 
   forward            forward loss correction, the transition matrix T[i, j] = P(noisy j | class i) estimated
                      from the anchor's predictions against the noisy labels (`robust.estimate_transition`)
+  forward_confident  the same with T from the anchor's most confident fifth of each predicted class (anchor
+                     points, `robust.estimate_transition_confident`): the anchor's own errors bias it less
   anchor_dividemix   DivideMix whose first fifth of the epochs divide the data by the anchor's clean
                      probabilities (the mixture DivideMix fits, on the anchor's cross-entropy) instead of a
                      cross-entropy warm-up on the noisy labels; lambda_u chosen on the noisy validation split
@@ -14,6 +16,8 @@ relabel_select):
                      anchor's cross-entropy on its label (the two pieces of evidence as a product of
                      likelihoods), the forget rate estimated from the anchor (1 - the mean clean probability)
                      instead of the true noise rate the papers' Co-teaching is given
+  anchor_coteaching_confident  the same, the forget rate the noise rate that the anchor-point transition
+                     matrix implies (`robust.noise_rate`)
 
 `train_anchored(rule, data, pred_probs, bcfg, key)` returns the result dict of the method it runs (acc_mean,
 acc_std, accs, best_acc_mean where data has a noisy validation split) plus `label_scores` (high = likely wrong)
@@ -26,7 +30,11 @@ import jax
 
 from jaxdistill.errors import ConfigError
 
-ANCHORED_RULES = ("forward", "anchor_dividemix", "anchor_coteaching")
+ANCHORED_RULES = ("forward", "forward_confident", "anchor_dividemix", "anchor_coteaching",
+                  "anchor_coteaching_confident")
+# The fraction of each predicted class the anchor-point estimator keeps (`robust.estimate_transition_confident`).
+# Fixed in advance, not tuned per run: set from symmetric / asymmetric 0.4, seed 0 (BUILD_NOTES, session 18).
+CONFIDENT_TOP = 0.2
 
 
 def anchor_cross_entropy(pred_probs: np.ndarray, labels: np.ndarray, floor: float = 1e-4) -> np.ndarray:
@@ -48,8 +56,10 @@ def train_anchored(rule: str, data, pred_probs: np.ndarray, bcfg, key: jax.Array
     if np.shape(pred_probs) != (len(y), data.num_classes):
         raise ConfigError(f"pred_probs has shape {np.shape(pred_probs)}; expected ({len(y)}, {data.num_classes})")
     w = anchor_clean_prob(pred_probs, y)
-    if rule == "forward":
-        t = B.robust.estimate_transition(pred_probs, y, data.num_classes)
+    prior = np.asarray(pred_probs, np.float64).mean(0)
+    if rule in ("forward", "forward_confident"):
+        t = (B.robust.estimate_transition(pred_probs, y, data.num_classes) if rule == "forward" else
+             B.robust.estimate_transition_confident(pred_probs, y, data.num_classes, CONFIDENT_TOP))
         cfg = B.RobustConfig(loss="forward", width=bcfg.width, k=bcfg.k, train=bcfg.train,
                              transition=tuple(map(tuple, t)))
         r = B.train_robust(data, cfg, key)
@@ -68,10 +78,16 @@ def train_anchored(rule: str, data, pred_probs: np.ndarray, bcfg, key: jax.Array
     from jaxdistill.baselines.coteaching import pair_config
 
     bias = anchor_cross_entropy(pred_probs, y)
-    tau = float(np.clip(1.0 - w.mean(), 0.0, 0.9))
+    if rule == "anchor_coteaching":
+        tau = float(np.clip(1.0 - w.mean(), 0.0, 0.9))
+    else:
+        t = B.robust.estimate_transition_confident(pred_probs, y, data.num_classes, CONFIDENT_TOP)
+        tau = float(np.clip(B.robust.noise_rate(t, prior), 0.0, 0.9))
     r = B.train_coteaching(data, pair_config(bcfg, forget_rate=tau), key, selection_bias=bias)
     r.update(tau=tau, label_scores=bias.tolist(), flagged=(w < 0.5).tolist(),
              label_precision_last=r["label_precision"][-1])
+    if rule == "anchor_coteaching_confident":
+        r["transition"] = t.tolist()
     if getattr(data, "noise_rate", None) is not None:
         r["tau_error"] = tau - float(data.noise_rate)
     return r

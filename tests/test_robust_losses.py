@@ -144,6 +144,43 @@ def test_estimate_transition_against_a_naive_loop():
     chex.assert_trees_all_close(rb.estimate_transition(a2, noisy, c)[3], np.eye(c)[3])
 
 
+def test_estimate_transition_confident_against_a_naive_loop_and_the_truth():
+    """Anchor points: per predicted class, the noisy labels of its most confident `top` fraction (naive loop:
+    sort by hand); an anchor that is right on its confident samples but wrong on many others recovers the
+    empirical transition there, where soft counts over every sample are biased by its errors."""
+    rs = np.random.RandomState(8)
+    n, c = 3000, 4
+    true = rs.randint(0, c, n)
+    flip = {0: 1, 1: 0, 2: 2, 3: 2}
+    noisy = np.where(rs.rand(n) < 0.3, [flip[t] for t in true], true)
+    # confidence is high and right on half the samples, low and random on the rest (30% of them wrong)
+    sure = rs.rand(n) < 0.5
+    guess = np.where(rs.rand(n) < 0.3, rs.randint(0, c, n), true)
+    anchor = np.where(sure[:, None], np.eye(c)[true] * 0.9 + 0.1 / c, np.eye(c)[guess] * 0.4 + 0.6 / c)
+    top = 0.3
+    t = rb.estimate_transition_confident(anchor, noisy, c, top=top)
+    expect = np.eye(c)
+    pred = anchor.argmax(1)
+    for i in range(c):
+        members = sorted((m for m in range(n) if pred[m] == i), key=lambda m: (-anchor[m, i], m))
+        keep = members[: max(1, int(round(top * len(members))))]
+        for j in range(c):
+            expect[i, j] = sum(noisy[m] == j for m in keep) / len(keep)
+    chex.assert_trees_all_close(t, expect, rtol=1e-12)
+    emp = np.array([[np.mean(noisy[true == i] == j) for j in range(c)] for i in range(c)])
+    assert np.abs(t - emp).sum(1).mean() < 0.08
+    assert np.abs(rb.estimate_transition(anchor, noisy, c) - emp).sum(1).mean() > 0.15
+    rate = rb.noise_rate(t, np.full(c, 0.25))
+    assert abs(rate - np.mean(noisy != true)) < 0.04
+    chex.assert_trees_all_close(rb.noise_rate(np.eye(c), np.ones(c)), 0.0)
+    chex.assert_trees_all_close(rb.noise_rate(np.full((c, c), 1 / c), np.ones(c)), 0.75)
+    # a class never predicted keeps the identity row; a bad fraction is refused naming it
+    chex.assert_trees_all_close(rb.estimate_transition_confident(np.eye(c)[np.minimum(true, 2)], noisy, c)[3],
+                                np.eye(c)[3])
+    with pytest.raises(ConfigError, match=r"top=0.*\(0, 1\]"):
+        rb.estimate_transition_confident(anchor, noisy, c, top=0.0)
+
+
 def test_forward_loss_value_gradient_and_config():
     rs = np.random.RandomState(7)
     z, y = rs.randn(5, 3), rs.randint(0, 3, 5)

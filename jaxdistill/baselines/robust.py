@@ -101,6 +101,34 @@ def estimate_transition(anchor_probs: np.ndarray, noisy: np.ndarray, num_classes
     return np.where(mass > 0, counts / np.maximum(mass, 1e-12), np.eye(num_classes))
 
 
+def estimate_transition_confident(anchor_probs: np.ndarray, noisy: np.ndarray, num_classes: int,
+                                  top: float = 0.2) -> np.ndarray:
+    """Anchor points: T[i] = the noisy-label histogram of the `top` fraction (at least one sample) of the samples
+    the anchor predicts as class i, those it gives class i the highest probability. A confident anchor's class
+    is nearly always the true class, and the anchor never saw the labels, so these rows estimate P(noisy | true)
+    without the bias of the anchor's own errors that soft counts over every sample carry (`estimate_transition`).
+    A class the anchor never predicts gets the identity row. (N, C), (N,) -> (C, C), row-stochastic."""
+    if not 0.0 < top <= 1.0:
+        raise ConfigError(f"top={top}; allowed: a fraction in (0, 1]")
+    a = np.asarray(anchor_probs, np.float64)
+    y = np.asarray(noisy)
+    pred = a.argmax(1)
+    t = np.eye(num_classes)
+    for i in range(num_classes):
+        idx = np.flatnonzero(pred == i)
+        if idx.size == 0:
+            continue
+        idx = idx[np.argsort(-a[idx, i], kind="stable")][: max(1, int(round(top * idx.size)))]
+        t[i] = np.bincount(y[idx], minlength=num_classes) / idx.size
+    return t
+
+
+def noise_rate(transition: np.ndarray, prior: np.ndarray) -> float:
+    """The fraction of wrong labels a transition matrix implies: sum_i prior_i (1 - T[i, i])."""
+    t, pr = np.asarray(transition, np.float64), np.asarray(prior, np.float64)
+    return float((pr / pr.sum() * (1.0 - np.diag(t))).sum())
+
+
 def forward_loss(logits: jax.Array, y: jax.Array, transition: jax.Array) -> jax.Array:
     """Per-example forward-corrected cross-entropy -log (softmax(z) T)_y: (B, C), (B,), (C, C) -> (B,)."""
     q = jax.nn.softmax(logits) @ transition
