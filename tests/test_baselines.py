@@ -129,3 +129,27 @@ def test_an_oracle_selection_bias_keeps_the_wrong_labels_out(small_data):
     assert anchored["label_precision"][-1] > 0.95 > plain["label_precision"][-1] + 0.1
     with pytest.raises(ConfigError, match=r"selection_bias has shape \(3,\); expected \(400,\)"):
         ct.train_coteaching(small_data, cfg, jax.random.PRNGKey(0), selection_bias=np.zeros(3))
+
+
+@pytest.mark.parametrize("method", ["coteaching", "jocor"])
+def test_pair_methods_pick_their_best_epoch_on_the_noisy_validation_split(method):
+    """With a noisy validation split, Co-teaching / JoCoR report net 1's accuracy per epoch on it (`val_curve`),
+    the last one (`final_val`) and the test accuracy at the first epoch of its maximum (best_*), LNL-style;
+    without one they report the last epoch only."""
+    from jaxdistill.data import load_dataset, make_noisy_data
+
+    data = make_noisy_data(load_dataset("digits"), "symmetric:0.4", seed=1, subset=400, val_fraction=0.25)
+    fn, get = ((ct.train_coteaching, ct.get_coteaching_config) if method == "coteaching"
+               else (jc.train_jocor, jc.get_jocor_config))
+    cfg = get("digits", "quick", width=8, k=1, num_gradual=2)
+    cfg = cfg.replace(train=cfg.train.replace(epochs=5, batch_size=64))
+    r = fn(data, cfg, jax.random.PRNGKey(0))
+    curve = np.asarray(r["val_curve"])
+    assert curve.shape == (5,) and np.all((curve >= 0) & (curve <= 1))
+    assert r["best_epochs"] == [int(np.argmax(curve)) + 1]
+    assert r["final_val"] == pytest.approx(curve[-1])
+    assert 0.0 <= r["best_acc_mean"] <= 1.0
+    if r["best_epochs"][0] == 5:
+        assert r["best_acc_mean"] == pytest.approx(r["acc_mean"])
+    # the validation images are not trained on: 25% of 400 held out
+    assert len(data.y_noisy) == 300 and len(data.y_val) == 100

@@ -173,21 +173,35 @@ def train_pair(data, cfg: CoTeachingConfig, key: jax.Array, pair_loss: PairLoss,
                    "label_precision": (m * cb).sum() / jnp.maximum(m.sum(), 1.0)}
         return PairState(params, opt_state, state.key), metrics
 
-    def epoch(state: PairState, rate):
+    has_val = getattr(data, "x_val", None) is not None and len(data.x_val) > 0
+    xv = jnp.asarray(data.x_val if has_val else x[:1], jnp.float32)
+    yv = jnp.asarray(data.y_val if has_val else y[:1], jnp.int32)
+    first = lambda p: jax.tree_util.tree_map(lambda a: a[0], p)  # noqa: E731  net 1 of the pair
+
+    def epoch(carry, inp):
+        state, best = carry   # best: (net 1's params, noisy-validation accuracy, epoch) at its best epoch
+        rate, e = inp
         key, kp = jax.random.split(state.key)
         perm = jax.random.permutation(kp, n)[: n_steps * batch].reshape(n_steps, batch)
         state, met = jax.lax.scan(step, PairState(state.params, state.opt_state, key),
                                   (perm, jnp.full((n_steps,), rate)))
-        return state, jax.tree_util.tree_map(jnp.mean, met)
+        # net 1 is the headline, so its noisy-validation accuracy picks the best epoch (no test labels)
+        p1 = first(state.params)
+        val = (jnp.argmax(net.apply(p1, xv), -1) == yv).mean()
+        better = val > best[1]
+        best = (jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), p1, best[0]),
+                jnp.where(better, val, best[1]), jnp.where(better, e + 1, best[2]))
+        return (state, best), {**jax.tree_util.tree_map(jnp.mean, met), "val": val}
 
     def run_one(key):
         k_init, k_run = jax.random.split(key)
         params = jax.vmap(lambda kk: net.init(kk, tuple(x.shape[1:])))(jax.random.split(k_init, 2))
         state = PairState(params, jax.vmap(tx.init)(params), k_run)
-        return jax.lax.scan(epoch, state, jnp.asarray(rates, jnp.float32))
+        best = (first(params), jnp.asarray(-1.0), jnp.asarray(0))
+        return jax.lax.scan(epoch, (state, best), (jnp.asarray(rates, jnp.float32), jnp.arange(epochs)))
 
     t0 = time.perf_counter()
-    state, hist = jax.jit(jax.vmap(run_one))(jax.random.split(key, cfg.k))
+    (state, best), hist = jax.jit(jax.vmap(run_one))(jax.random.split(key, cfg.k))
     hist = jax.device_get(hist)  # leaves (k, epochs)
     # Test accuracy of both nets of each run; net 1 is the headline (as the paper's tables).
     p1 = jax.tree_util.tree_map(lambda a: a[:, 0], state.params)
@@ -196,16 +210,23 @@ def train_pair(data, cfg: CoTeachingConfig, key: jax.Array, pair_loss: PairLoss,
     acc2 = accuracy(net, p2, data.x_test, data.y_test)
     secs = time.perf_counter() - t0
     sel = np.asarray(hist["selected"]).mean(0)
-    return {"method": name, "acc_mean": float(acc1.mean()), "acc_std": float(acc1.std()),
-            "accs": [float(a) for a in acc1], "accs_net2": [float(a) for a in acc2],
-            "selected_fraction": [float(s) for s in sel],
-            "expected_fraction": [float(num_remember(r, batch)) / batch for r in rates],
-            "forget_rate": [float(r) for r in rates],
-            "label_precision": [float(v) for v in np.asarray(hist["label_precision"]).mean(0)],
-            "loss": [float(v) for v in np.asarray(hist["loss"]).mean(0)],
-            "tau": float(tau), "seconds": secs,
-            "config": {"width": cfg.width, "k": cfg.k, "epochs": epochs, "batch": batch,
-                       "num_gradual": cfg.num_gradual, "lam": cfg.lam, "train": dataclasses.asdict(tc)}}
+    out = {"method": name, "acc_mean": float(acc1.mean()), "acc_std": float(acc1.std()),
+           "accs": [float(a) for a in acc1], "accs_net2": [float(a) for a in acc2],
+           "selected_fraction": [float(s) for s in sel],
+           "expected_fraction": [float(num_remember(r, batch)) / batch for r in rates],
+           "forget_rate": [float(r) for r in rates],
+           "label_precision": [float(v) for v in np.asarray(hist["label_precision"]).mean(0)],
+           "loss": [float(v) for v in np.asarray(hist["loss"]).mean(0)],
+           "tau": float(tau), "seconds": secs,
+           "config": {"width": cfg.width, "k": cfg.k, "epochs": epochs, "batch": batch,
+                      "num_gradual": cfg.num_gradual, "lam": cfg.lam, "train": dataclasses.asdict(tc)}}
+    if has_val:
+        b = accuracy(net, best[0], data.x_test, data.y_test)
+        val = np.asarray(hist["val"])                                   # (k, epochs)
+        out.update(best_acc_mean=float(b.mean()), best_acc_std=float(b.std()), best_accs=[float(a) for a in b],
+                   best_epochs=[int(v) for v in np.asarray(best[2])], val_curve=[float(v) for v in val.mean(0)],
+                   final_val=float(val[:, -1].mean()))
+    return out
 
 
 def train_coteaching(data, cfg: CoTeachingConfig, key: jax.Array, progress: bool = False,
