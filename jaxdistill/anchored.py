@@ -84,7 +84,9 @@ def train_anchored(rule: str, data, pred_probs: np.ndarray, bcfg, key: jax.Array
         t = B.robust.estimate_transition_confident(pred_probs, y, data.num_classes, CONFIDENT_TOP)
         tau = float(np.clip(B.robust.noise_rate(t, prior), 0.0, 0.9))
     r = B.train_coteaching(data, pair_config(bcfg, forget_rate=tau), key, selection_bias=bias)
-    r.update(tau=tau, label_scores=bias.tolist(), flagged=(w < 0.5).tolist(),
+    # label_scores / flagged: the trained pair's cross-entropy plus the anchor's (what its selection ranks by);
+    # the anchor's alone beside them
+    r.update(tau=tau, anchor_scores=bias.tolist(), anchor_flagged=(w < 0.5).tolist(),
              label_precision_last=r["label_precision"][-1])
     if rule == "anchor_coteaching_confident":
         r["transition"] = t.tolist()

@@ -127,6 +127,10 @@ def test_an_oracle_selection_bias_keeps_the_wrong_labels_out(small_data):
     plain = ct.train_coteaching(small_data, cfg, jax.random.PRNGKey(0))
     anchored = ct.train_coteaching(small_data, cfg, jax.random.PRNGKey(0), selection_bias=100.0 * wrong)
     assert anchored["label_precision"][-1] > 0.95 > plain["label_precision"][-1] + 0.1
+    # its label scores include the bias, so an oracle bias ranks the wrong labels first
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(wrong, anchored["label_scores"]) > 0.999
     with pytest.raises(ConfigError, match=r"selection_bias has shape \(3,\); expected \(400,\)"):
         ct.train_coteaching(small_data, cfg, jax.random.PRNGKey(0), selection_bias=np.zeros(3))
 
@@ -151,5 +155,12 @@ def test_pair_methods_pick_their_best_epoch_on_the_noisy_validation_split(method
     assert 0.0 <= r["best_acc_mean"] <= 1.0
     if r["best_epochs"][0] == 5:
         assert r["best_acc_mean"] == pytest.approx(r["acc_mean"])
+    # the pair's own notion of a wrong label: its final cross-entropy per training label, the tau largest flagged
+    from sklearn.metrics import roc_auc_score
+
+    scores, flagged = np.asarray(r["label_scores"]), np.asarray(r["flagged"])
+    assert scores.shape == flagged.shape == (300,)
+    assert flagged.sum() == round(r["tau"] * 300) and scores[flagged].min() >= scores[~flagged].max()
+    assert roc_auc_score(data.y_noisy != data.y_true, scores) > 0.5  # 5 epochs of a width-8 net: weak, not blind
     # the validation images are not trained on: 25% of 400 held out
     assert len(data.y_noisy) == 300 and len(data.y_val) == 100

@@ -247,7 +247,8 @@ def test_anchor_coteaching_cell_ranks_by_the_anchors_cross_entropy(monkeypatch):
 
     def fake(d, cfg, key, selection_bias):
         seen.update(bias=selection_bias, tau=cfg.forget_rate, optimizer=cfg.train.optimizer)
-        return {"acc_mean": 0.8, "accs": [0.8], "label_precision": [0.7, 0.9]}
+        return {"acc_mean": 0.8, "accs": [0.8], "label_precision": [0.7, 0.9],
+                "label_scores": (np.asarray(selection_bias) + 1.0).tolist(), "flagged": [False] * n}
 
     monkeypatch.setattr(B, "train_coteaching", fake)
     a = rl.build_parser().parse_args(["run", "--dataset", "digits", "--preset", "quick"])
@@ -258,6 +259,7 @@ def test_anchor_coteaching_cell_ranks_by_the_anchors_cross_entropy(monkeypatch):
     np.testing.assert_allclose([seen["tau"], r["tau"]], [1 - w.mean()] * 2)
     np.testing.assert_allclose(r["tau_error"], 1 - w.mean() - 0.3)
     assert seen["optimizer"] == "adam" and r["acc_mean"] == 0.8 and r["label_precision_last"] == 0.9
+    assert "detect" in r and "anchor_detect" in r   # the pair's scores and the anchor's alone
 
 
 def test_entry_records_the_final_noisy_validation_accuracy():

@@ -24,7 +24,7 @@ import optax
 
 from jaxdistill.errors import ConfigError
 from jaxdistill.nn import NetConfig, make_net
-from jaxdistill.train import TrainConfig, accuracy, make_optimizer, steps_per_epoch
+from jaxdistill.train import TrainConfig, accuracy, make_optimizer, predict, steps_per_epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,6 +220,14 @@ def train_pair(data, cfg: CoTeachingConfig, key: jax.Array, pair_loss: PairLoss,
            "tau": float(tau), "seconds": secs,
            "config": {"width": cfg.width, "k": cfg.k, "epochs": epochs, "batch": batch,
                       "num_gradual": cfg.num_gradual, "lam": cfg.lam, "train": dataclasses.asdict(tc)}}
+    # Each label's cross-entropy under the final pair (mean over both nets and the runs): the pair's own notion of
+    # a wrong label, ranked as its small-loss selection ranks samples (with the selection bias where one was
+    # given); flagged = the tau fraction it would drop at the end.
+    logp = jax.nn.log_softmax(jnp.concatenate([predict(net, p1, x), predict(net, p2, x)]))   # (2k, N, C)
+    scores = -np.asarray(jnp.take_along_axis(logp, y[None, :, None], -1)[..., 0]).mean(0)
+    scores = scores + (0.0 if selection_bias is None else np.asarray(selection_bias, np.float64))
+    order = np.argsort(np.argsort(scores, kind="stable"), kind="stable")
+    out.update(label_scores=scores.tolist(), flagged=(order >= n - int(round(tau * n))).tolist())
     if has_val:
         b = accuracy(net, best[0], data.x_test, data.y_test)
         val = np.asarray(hist["val"])                                   # (k, epochs)
