@@ -18,6 +18,8 @@ relabel_select):
                      instead of the true noise rate the papers' Co-teaching is given
   anchor_coteaching_confident  the same, the forget rate the noise rate that the anchor-point transition
                      matrix implies (`robust.noise_rate`)
+  coteaching_anchor_rate  the papers' Co-teaching (selection by the nets' losses alone), its forget rate the
+                     anchor-point noise rate: the papers give it the true rate, which a user does not have
 
 `train_anchored(rule, data, pred_probs, bcfg, key)` returns the result dict of the method it runs (acc_mean,
 acc_std, accs, best_acc_mean where data has a noisy validation split) plus `label_scores` (high = likely wrong)
@@ -31,7 +33,7 @@ import jax
 from jaxdistill.errors import ConfigError
 
 ANCHORED_RULES = ("forward", "forward_confident", "anchor_dividemix", "anchor_coteaching",
-                  "anchor_coteaching_confident")
+                  "anchor_coteaching_confident", "coteaching_anchor_rate")
 # The fraction of each predicted class the anchor-point estimator keeps (`robust.estimate_transition_confident`).
 # Fixed in advance, not tuned per run: set from symmetric / asymmetric 0.4, seed 0 (BUILD_NOTES, session 18).
 CONFIDENT_TOP = 0.2
@@ -78,6 +80,15 @@ def train_anchored(rule: str, data, pred_probs: np.ndarray, bcfg, key: jax.Array
     from jaxdistill.baselines.coteaching import pair_config
 
     bias = anchor_cross_entropy(pred_probs, y)
+    if rule == "coteaching_anchor_rate":
+        t = B.robust.estimate_transition_confident(pred_probs, y, data.num_classes, CONFIDENT_TOP)
+        tau = float(np.clip(B.robust.noise_rate(t, prior), 0.0, 0.9))
+        r = B.train_coteaching(data, pair_config(bcfg, forget_rate=tau), key)
+        r.update(tau=tau, transition=t.tolist(), anchor_scores=bias.tolist(), anchor_flagged=(w < 0.5).tolist(),
+                 label_precision_last=r["label_precision"][-1])
+        if getattr(data, "noise_rate", None) is not None:
+            r["tau_error"] = tau - float(data.noise_rate)
+        return r
     if rule == "anchor_coteaching":
         tau = float(np.clip(1.0 - w.mean(), 0.0, 0.9))
     else:

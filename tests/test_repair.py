@@ -128,7 +128,8 @@ def test_repair_trains_the_repaired_labels_with_the_recipe_and_the_baseline_to_m
     assert [m for _, m in seen] == [None, MemoriseConfig()] and seen[1][0] == 200
 
 
-@pytest.mark.parametrize("rule", ["forward", "anchor_coteaching", "anchor_coteaching_confident"])
+@pytest.mark.parametrize("rule", ["forward", "anchor_coteaching", "anchor_coteaching_confident",
+                                  "coteaching_anchor_rate"])
 def test_training_rules_keep_the_labels_and_train_with_the_anchor(rule):
     """repair with a training rule (jaxdistill.anchored): every label kept as given, the method trained with the
     anchor's probabilities; a confident correct anchor gives the forward rule a near-true transition matrix and
@@ -159,7 +160,8 @@ def test_training_rules_keep_the_labels_and_train_with_the_anchor(rule):
     with pytest.raises(ConfigError, match="redistill needs repaired labels; rule 'forward'"):
         rp.repair(data, None, jax.random.PRNGKey(0), rp.RepairConfig(rule="forward", train=bcfg),
                   scores=scores_from_probs(p, data.y_noisy), redistill=lambda d, k: None)
-    with pytest.raises(ConfigError, match="allowed forward, forward_confident, anchor_dividemix, anchor_coteaching, anchor_coteaching_confident"):
+    with pytest.raises(ConfigError, match="allowed forward, forward_confident, anchor_dividemix, anchor_coteaching, "
+                                         "anchor_coteaching_confident, coteaching_anchor_rate"):
         from jaxdistill.anchored import train_anchored
 
         train_anchored("mixup", data, p, bcfg, jax.random.PRNGKey(0))

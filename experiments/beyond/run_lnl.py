@@ -25,6 +25,8 @@ cell under way and a later session goes on where this one stopped:
     jaxdistill_forward_confident / jaxdistill_anchor_coteaching_confident: the same two with the transition
                     matrix (and the forget rate it implies) from the anchor's most confident fifth of each
                     predicted class (anchor points) instead of soft counts over every sample
+    jaxdistill_coteaching_anchor_rate: the papers' Co-teaching with the anchor-point noise rate as its forget
+                    rate (the papers' runs are given the true rate)
 
 The distilled set of each (noise, seed) is saved under --sets (small; committed) so the jaxdistill_ cells of a
 later session reuse it. Then `aggregate` writes the issue's JSON ({noise: {method: {acc_mean, acc_std, seeds,
@@ -53,7 +55,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 METHODS = ("baseline", "baseline_memorise", "gce", "elr", "coteaching", "jocor", "cleanlearning", "distilled_set",
            "jaxdistill_repair_select", "jaxdistill_repair_relabel", "jaxdistill_repair_relabel_select",
            "jaxdistill_forward", "dividemix", "jaxdistill_anchor_dividemix", "jaxdistill_anchor_coteaching",
-           "jaxdistill_forward_confident", "jaxdistill_anchor_coteaching_confident")
+           "jaxdistill_forward_confident", "jaxdistill_anchor_coteaching_confident",
+           "jaxdistill_coteaching_anchor_rate")
 # Args that change what a cell means: a resumed run must agree on them.
 RESULT_ARGS = ("dataset", "subset", "val_fraction", "preset", "ipc", "distiller", "cv_folds", "epochs")
 
@@ -181,7 +184,8 @@ def run_cell(method: str, data, seed: int, a, ctx: dict, bcfg) -> dict:
         res = {**_entry(r), **{k: r[k] for k in ("config", "tau", "lambda_u", "lambda_u_candidates",
                                                   "kept_fraction", "cv_epochs", "detect") if r.get(k) is not None}}
     elif method in ("jaxdistill_forward", "jaxdistill_anchor_dividemix", "jaxdistill_anchor_coteaching",
-                    "jaxdistill_forward_confident", "jaxdistill_anchor_coteaching_confident"):
+                    "jaxdistill_forward_confident", "jaxdistill_anchor_coteaching_confident",
+           "jaxdistill_coteaching_anchor_rate"):
         from jaxdistill.anchored import train_anchored
 
         d, scores = _anchor(data, seed, a, ctx)
