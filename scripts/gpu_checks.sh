@@ -9,6 +9,7 @@
 #   bash scripts/gpu_checks.sh
 # Every step has its own timeout, so one slow step cannot eat the others; logs and JSON go to $OUT.
 # ONLY=datm,dance_mem: only the steps whose names start so (to split the script over two slots).
+# ONLY=peers: the originals beside jaxdistill (needs .peers_gpu, below); never part of the default run.
 # TINY=1: every step at CPU-sized shapes, with 5x its time limit and no installs, so a broken step shows up on
 # the CPU before a device slot is spent on it (all steps: about 12 min on 2 cores; tests/test_gpu_checks.py runs
 # a cheap ONLY subset).
@@ -93,4 +94,30 @@ try:
 except Exception as e:  # noqa: BLE001
     print("determinism comparison failed:", type(e).__name__, e)
 EOF
+# #29 item 4: the study's own DATM_tesla.py and DANCE.py beside jaxdistill on the GPU, same work (quick budget,
+# Fashion-MNIST, symmetric 0.4, seed 0), each side's time per iteration. Only on request (ONLY=peers: a slot of
+# its own, about 8 minutes) and with .peers_gpu carried (bash scripts/peers_gpu_prepare.sh DD_LNL_CHECKOUT).
+# TINY=1: on the CPU with the torch venv (experiments/peers/venv.py) and the glue's wandb / torchvision stand-ins.
+if [ -n "${ONLY:-}" ] && selected peers; then
+    if [ ! -d .peers_gpu/dd_lnl ]; then
+        log "peers: skipped (.peers_gpu missing: bash scripts/peers_gpu_prepare.sh DD_LNL_CHECKOUT, then carry it)"
+    else
+        if tiny; then
+            PEERS_PY=$(python -c "from experiments.peers.venv import venv_python; print(venv_python('torch'))")
+            export PEERS_STUB=wandb,torchvision
+        else
+            pip install --no-deps -q .peers_gpu/whl/*.whl 2>&1 | tail -2
+            PEERS_PY=python
+        fi
+        IDX=$([ -d .fmnist ] && echo "$PWD/.fmnist" || echo /usr/share/datasets/fashion-mnist)
+        for m in datm dance; do
+            small=$([ $m = datm ] && echo "--cfg num_experts=1" || echo "--cfg pretrain_epochs=1")
+            step "peers_$m" 300 python experiments/peers/run_peers.py run --peer-dir .peers_gpu/dd_lnl \
+                --python "$PEERS_PY" --device $(sz cpu cuda) --idx-dir "$IDX" --method $m \
+                --noise symmetric:0.4 --budget quick --seeds 0 --k 1 --tag gpu --work "$OUT/peers" \
+                --out "$OUT/peers_gpu.json" $(sz "--iterations 4 --chunk-iters 2 $small" "--iterations 40 --chunk-iters 10")
+        done
+        selected peers && python experiments/peers/run_peers.py aggregate --out "$OUT/peers_gpu.json" | tail -1
+    fi
+fi
 log done

@@ -477,3 +477,91 @@ def test_cfg_override_and_smoke_row_run_on(tmp_path):
     md = open(R.aggregate(out, str(tmp_path / "p.md"))).read()
     row = [ln for ln in md.splitlines() if ln.startswith("| rcig/")][0]
     assert "| 30.00 / 25.00 |" in row
+
+
+def test_original_commands_on_a_gpu_pass_the_device_and_refuse_rcig(tmp_path, monkeypatch):
+    """--device cuda reaches every glue command (before the script's own arguments); cpu adds nothing; the RCIG
+    glue has no GPU mode and says so."""
+    from experiments.peers import run_peers as R
+
+    cfg = B.get_config("datm", "fashion_mnist", 10, "quick")
+    kw = dict(python="py", peer_dir=str(tmp_path), labels="l.npz", odir=str(tmp_path / "o"), seed=0, threads=1,
+              noise="symmetric:0.4", k=1, budget="quick")
+    monkeypatch.setattr(R, "datm_default_types", lambda peer: {})   # no DATM checkout here: values as given
+    cpu = R.original_commands("datm", cfg, **kw)
+    gpu = R.original_commands("datm", cfg, **kw, device="cuda")
+    assert [s[0] for s in gpu] == [s[0] for s in cpu] == ["buffer", "distill"]
+    for (_, a, _), (_, g, _) in zip(cpu, gpu):
+        assert "--device" not in a
+        i = g.index("--device")
+        assert g[i + 1] == "cuda" and g.index("--") == i + 2 and g[:i] + g[i + 2:] == a
+    with pytest.raises(SystemExit, match="RCIG glue has no GPU mode"):
+        R.original_commands("rcig", B.get_config("rcig", "fashion_mnist", 10, "quick"), **kw, device="cuda")
+
+
+_SHIM_CHECK = r"""
+import argparse, json, os, sys
+import numpy as np, torch, torchvision
+from torchvision import datasets, transforms
+sys.path.insert(0, sys.argv[1])
+import shims
+root = sys.argv[2]
+real = datasets.FashionMNIST(root, train=True, transform=transforms.Compose([transforms.ToTensor(),
+                                                                           transforms.Normalize([0.3], [0.4])]))
+tv = shims.torchvision_stub()
+mine = tv["torchvision.datasets"].FashionMNIST(root, train=True, transform=tv["torchvision.transforms"].Compose(
+    [tv["torchvision.transforms"].ToTensor(), tv["torchvision.transforms"].Normalize([0.3], [0.4])]))
+out = {"len": [len(real), len(mine)], "data": bool(torch.equal(real.data, mine.data)),
+       "targets": bool(torch.equal(real.targets, mine.targets)),
+       "items": max(float((real[i][0] - mine[i][0]).abs().max()) for i in range(len(real))),
+       "labels": [real[i][1] == mine[i][1] for i in range(len(real))],
+       "shape": list(mine[0][0].shape), "dtype": str(mine[0][0].dtype)}
+u8 = real.data[:2]
+conv = tv["torchvision.transforms"].ConvertImageDtype(torch.float)(u8)
+out["convert"] = float((conv - transforms.ConvertImageDtype(torch.float)(u8)).abs().max())
+crop = tv["torchvision.transforms"].RandomCrop(28, padding=4)(mine[0][0])
+out["crop_shape"] = list(crop.shape)
+w = shims.wandb_stub()
+run = w.init(project="p", name="n", config=argparse.Namespace(ipc=10, lr=0.5))
+out["wandb"] = [w.config._items, run.name, w.log({"a": 1}), w.finish()]
+try:
+    tv["torchvision.datasets"].CIFAR10
+    out["strict"] = False
+except AttributeError as e:
+    out["strict"] = "stand-in" in str(e)
+print(json.dumps(out))
+"""
+
+
+def test_glue_stand_ins_match_torchvision_on_the_fashion_mnist_path(tmp_path):
+    """The glue's torchvision stand-in (for a GPU machine without the package) reads the IDX files and
+    transforms the images exactly as torchvision does; the wandb stand-in hands the config back as the scripts
+    read it; anything else fails loudly."""
+    import json
+    import subprocess
+
+    from experiments.peers.venv import venv_python
+
+    py = venv_python("torch")
+    if not os.path.exists(py):
+        pytest.skip(f"no torch venv at {py} (python experiments/peers/venv.py torch)")
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rs = np.random.RandomState(0)
+    for stem, n in (("train", 7), ("t10k", 3)):
+        img = rs.randint(0, 256, (n, 28, 28)).astype(np.uint8)
+        lab = rs.randint(0, 10, n).astype(np.uint8)
+        (raw / f"{stem}-images-idx3-ubyte").write_bytes(
+            bytes([0, 0, 8, 3]) + b"".join(int(v).to_bytes(4, "big") for v in img.shape) + img.tobytes())
+        (raw / f"{stem}-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]) + n.to_bytes(4, "big") + lab.tobytes())
+    script = tmp_path / "check.py"
+    script.write_text(_SHIM_CHECK)
+    r = subprocess.run([py, str(script), os.path.join(ROOT, "experiments", "peers", "glue"), str(tmp_path)],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["len"] == [7, 7] and out["data"] and out["targets"] and all(out["labels"])
+    assert out["items"] == 0.0 and out["convert"] == 0.0
+    assert out["shape"] == [1, 28, 28] and out["dtype"] == "torch.float32" and out["crop_shape"] == [1, 28, 28]
+    assert out["wandb"] == [{"ipc": 10, "lr": 0.5}, "n", None, None]
+    assert out["strict"] is True

@@ -71,8 +71,20 @@ def glue_cmd(python, peer_dir, script, labels, out, seed, threads, sets=None, pa
 
 
 def original_commands(method, cfg, *, python, peer_dir, labels, odir, seed, threads, noise, k, budget,
-                      idx_dir=None) -> list[tuple[str, list[str], str]]:
-    """[(step name, argv, the file whose presence means the step is done)] for one original run."""
+                      idx_dir=None, device="cpu") -> list[tuple[str, list[str], str]]:
+    """[(step name, argv, the file whose presence means the step is done)] for one original run; device: the
+    glue's --device (cpu redirects the scripts' CUDA calls; cuda runs them on the GPU, DANCE / DATM only)."""
+    if device != "cpu" and method == "rcig":
+        raise SystemExit("--device cuda: the RCIG glue has no GPU mode (its JAX 0.4.33 venv is CPU-only here)")
+    steps = _original_commands(method, cfg, python=python, peer_dir=peer_dir, labels=labels, odir=odir, seed=seed,
+                               threads=threads, noise=noise, k=k, budget=budget, idx_dir=idx_dir)
+    if device == "cpu":
+        return steps
+    return [(n, argv[:argv.index("--")] + ["--device", device] + argv[argv.index("--"):], d) for n, argv, d in steps]
+
+
+def _original_commands(method, cfg, *, python, peer_dir, labels, odir, seed, threads, noise, k, budget,
+                       idx_dir=None) -> list[tuple[str, list[str], str]]:
     m = B.to_original(method, cfg)
     ev = B.eval_settings(method, budget, 28, k)
     if method == "dance":
@@ -272,7 +284,8 @@ def run_seed(a, seed, results, key_top, command):
     # ---- the original
     odir = os.path.join(cdir, "original")
     steps = original_commands(a.method, cfg, python=a.python, peer_dir=a.peer_dir, labels=lpath, odir=odir,
-                              seed=seed, threads=a.threads, noise=a.noise, k=a.k, budget=a.budget, idx_dir=a.idx_dir)
+                              seed=seed, threads=a.threads, noise=a.noise, k=a.k, budget=a.budget, idx_dir=a.idx_dir,
+                              device=a.device)
     step_wall = {}
     for name, argv, done in steps:
         if os.path.exists(done):
@@ -323,7 +336,7 @@ def run_seed(a, seed, results, key_top, command):
                            "distill_wall_s": j_wall}
     entry["protocol"] = protocol
     entry["k"] = a.k
-    entry["machine"] = machine()
+    entry["machine"] = machine(a.device)
     entry["date"] = time.strftime("%Y-%m-%d", time.gmtime())
     del jax
     record(a.out, key_top, seed, entry, command)
@@ -340,8 +353,16 @@ def import_original(method: str, path: str, cfg, x_train):
     return I.import_datm(path, x_train=x_train, zca=cfg.preprocess == "zca_datm")
 
 
-def machine() -> str:
-    """'<lscpu model name>, <n> cores' (the wall times are this machine's)."""
+def machine(device: str = "cpu") -> str:
+    """'<lscpu model name>, <n> cores' (the wall times are this machine's); with device cuda the GPU's name
+    (nvidia-smi) first."""
+    if device == "cuda":
+        try:
+            gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                                 text=True, timeout=20).stdout.strip().splitlines()[0]
+        except (OSError, subprocess.SubprocessError, IndexError):
+            gpu = "unknown GPU"
+        return f"{gpu}; host {machine('cpu')}"
     model = ""
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
@@ -470,6 +491,8 @@ def main(argv=None) -> int:
         s.add_argument("--python", default=None,
                        help="the original's interpreter (default: venv.py's venv for the method: torch, or rcig)")
         s.add_argument("--idx-dir", default="/usr/share/datasets/fashion-mnist")
+        s.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                       help="the originals' device (cuda: a GPU machine; jaxdistill runs on JAX's default device)")
         s.add_argument("--data-dir", default=None)
         s.add_argument("--work", default=os.path.join(ROOT, "runs", "peers"))
         s.add_argument("--tag", default="", help="suffix of the budget in the result key and work dir")
@@ -503,7 +526,7 @@ def main(argv=None) -> int:
                                                        labels=os.path.join(cdir, "labels.npz"),
                                                        odir=os.path.join(cdir, "original"), seed=seed,
                                                        threads=a.threads, noise=a.noise, k=a.k, budget=a.budget,
-                                                       idx_dir=a.idx_dir):
+                                                       idx_dir=a.idx_dir, device=a.device):
                 print(f"# seed {seed} {name} (done when {done} exists)\n{shlex.join(argv_)}")
         return 0
     from jaxdistill.checkpoint import read_json

@@ -9,12 +9,15 @@ jaxdistill:
 
 Patches, installed before the script is run with `runpy` from its own folder (its relative imports and paths):
 - threads: torch.set_num_threads / set_num_interop_threads (the harness also sets OMP/MKL variables);
+- `--device cuda` (a GPU machine): none of the CPU redirections below; `--device cpu` (default):
 - CUDA -> CPU: a `TorchFunctionMode` that rewrites `device='cuda...'` arguments (factories, `.to`) to the CPU,
   and `Tensor.cuda` / `nn.Module.cuda` return their receiver; `torch.cuda.is_available()` stays False;
   `Tensor.cpu` returns a copy, as the device copy it is on a GPU (torch returns a CPU tensor itself, which made
   DATM's expert snapshots `p.detach().cpu()` aliases of the live parameters);
 - `Tensor.view` falls back to `reshape` where the tensor is not contiguous (DSA's crop of one-channel input
   feeds the ConvNet's `.view`);
+- wandb / torchvision that do not import (a GPU machine without a package index), or named in PEERS_STUB: the
+  glue's stand-ins (`shims.py`: the Fashion-MNIST path's pieces only);
 - `torchvision._meta_registrations` stubbed before torchvision is imported (PyPI's torchvision beside the CPU
   torch wheel), `efficientnet_pytorch` stubbed when missing (DANCE's common.py imports it);
 - data: DANCE's `common.load_resized_data` is wrapped: its Fashion-MNIST training set is cut to the labels
@@ -82,6 +85,8 @@ def parse(argv):
     p.add_argument("--set", action="append", default=[], help="KEY=JSON set on the parsed args")
     p.add_argument("--patch", action="append", default=[], help="net_width=N / net_depth=N (DATM)")
     p.add_argument("--own-eval", type=int, default=1, help="1: run the original's own evaluation at the end")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="cpu: redirect the scripts' CUDA calls to the CPU (default); cuda: run them as written")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     a = p.parse_args(argv)
     if a.rest and a.rest[0] == "--":
@@ -101,7 +106,7 @@ def kv(items):
 
 
 # ------------------------------------------------------------------------------------------------ torch
-def install_torch_patches(threads: int):
+def install_torch_patches(threads: int, device: str = "cpu"):
     sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
     import torch
     from torch.overrides import TorchFunctionMode
@@ -111,6 +116,11 @@ def install_torch_patches(threads: int):
         torch.set_num_interop_threads(max(1, threads))
     except RuntimeError:
         pass
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("peers glue: --device cuda, but torch sees no CUDA device")
+        install_view_fallback(torch)
+        return
 
     def is_cuda(d):
         return (isinstance(d, torch.device) and d.type == "cuda") or (isinstance(d, str) and d.startswith("cuda"))
@@ -138,6 +148,15 @@ def install_torch_patches(threads: int):
         return out.clone() if out is self else out
 
     torch.Tensor.cpu = cpu
+    install_view_fallback(torch)
+    mode = CpuMode()
+    mode.__enter__()
+    return mode
+
+
+def install_view_fallback(torch):
+    """`Tensor.view` falls back to `reshape` on a non-contiguous tensor (DSA's crop of one-channel input), and
+    `efficientnet_pytorch` is stubbed where missing (DANCE's common.py imports it); both devices."""
     orig_view = torch.Tensor.view
 
     def view(self, *shape, **kw):
@@ -161,9 +180,6 @@ def install_torch_patches(threads: int):
 
         stub.EfficientNet = EfficientNet
         sys.modules["efficientnet_pytorch"] = stub
-    mode = CpuMode()
-    mode.__enter__()
-    return mode
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -687,7 +703,11 @@ def main(argv=None) -> int:
 
     random.seed(a.seed)
     np.random.seed(a.seed)
-    install_torch_patches(a.threads)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import shims  # experiments/peers/glue/shims.py: stand-ins for wandb / torchvision where they do not import
+
+    shims.install(shims.missing())
+    install_torch_patches(a.threads, a.device)
     import torch
 
     torch.manual_seed(a.seed)
