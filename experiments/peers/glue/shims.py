@@ -8,7 +8,8 @@ peers glue (nothing of torchvision's or wandb's code is copied):
 - `torchvision`: the pieces the Fashion-MNIST path uses: `datasets.FashionMNIST` (reads <root>/FashionMNIST/raw/
   IDX files; `.data` uint8 (N, 28, 28), `.targets` int64; items are (transform(image), int label) with the image
   an (H, W) uint8 tensor instead of a PIL image), `transforms.Compose / ToTensor / Normalize / ConvertImageDtype /
-  RandomCrop / RandomHorizontalFlip` on tensors, `utils.make_grid` (a plain tiling) / `save_image` (no-op). Any
+  RandomCrop / RandomHorizontalFlip` on tensors, `utils.make_grid` (a plain tiling) / `save_image` (no-op),
+  `datasets.DatasetFolder / ImageFolder` as bases to subclass (building one raises). Any
   other attribute raises an AttributeError naming the shim, so a path that needs more fails loudly.
 
 `install(names)` puts the named stand-ins into sys.modules; the glue calls it for each package that does not
@@ -191,7 +192,19 @@ def torchvision_stub() -> dict:
                 padding + q * (w + padding): padding + q * (w + padding) + w] = t[k]
         return out
 
+    class DatasetFolder(torch.utils.data.Dataset):
+        """A base the originals subclass at import time (DANCE's data.py); never built on the Fashion-MNIST path."""
+
+        def __init__(self, *a, **k):
+            raise NotImplementedError("torchvision.datasets folders are not in the peers glue's stand-in")
+
     datasets.FashionMNIST = FashionMNIST
+    datasets.DatasetFolder = datasets.ImageFolder = DatasetFolder
+
+    def default_loader(path):
+        raise NotImplementedError("torchvision.datasets.folder is not in the peers glue's stand-in")
+
+    datasets.folder = types.SimpleNamespace(default_loader=default_loader)   # a default argument in DANCE's data.py
     for name, obj in (("Compose", Compose), ("ToTensor", ToTensor), ("ConvertImageDtype", ConvertImageDtype),
                       ("Normalize", Normalize), ("RandomCrop", RandomCrop),
                       ("RandomHorizontalFlip", RandomHorizontalFlip)):
