@@ -127,7 +127,10 @@ def cmd_repair(args, noisy_data) -> int:
 
     data = noisy_data(args)
     mcfg, derived = _settings(args, data)
-    cfg = RepairConfig(rule=args.rule, preset=args.preset, score_k=args.k,
+    from jaxdistill.repair import DEFAULT_LABEL_RULE, DEFAULT_RULE
+
+    rule = args.rule or (DEFAULT_LABEL_RULE if args.redistill else DEFAULT_RULE)
+    cfg = RepairConfig(rule=rule, preset=args.preset, score_k=args.k,
                        train=get_baseline_config(args.dataset, args.preset, data))
     ds, _ = _distilled(args, data, mcfg)
     redistill = None
@@ -262,12 +265,13 @@ def add_commands(sub, common_data, noisy_data, config_flags=None) -> None:
     s.add_argument("--method", default="dance", help="datm | dance | rcig")
     s.add_argument("--ipc", type=int, default=10)
     s.add_argument("--k", type=int, default=5)
-    from jaxdistill.repair import DEFAULT_RULE, RULES
+    from jaxdistill.repair import DEFAULT_LABEL_RULE, DEFAULT_RULE, LABEL_RULES, RULES
 
-    s.add_argument("--rule", default=DEFAULT_RULE, choices=list(RULES),
-                   help="label rules relabel / select / relabel_select edit the labels; forward / anchor_dividemix / "
-                        "anchor_coteaching train with the distilled-set nets as an anchor (jaxdistill.anchored); "
-                        f"default {DEFAULT_RULE} (chosen by measurement, BUILD_NOTES)")
+    s.add_argument("--rule", default=None, choices=list(RULES),
+                   help=f"label rules {' / '.join(LABEL_RULES)} edit the labels; "
+                        f"{' / '.join(r for r in RULES if r not in LABEL_RULES)} train with the distilled-set nets "
+                        f"as an anchor (jaxdistill.anchored); default {DEFAULT_RULE}, or {DEFAULT_LABEL_RULE} with "
+                        f"--redistill (chosen on the noisy validation split, BUILD_NOTES)")
     s.add_argument("--redistill", action="store_true", help="also distil again from the repaired set")
     if config_flags is not None:
         config_flags(s)  # --config / --set on the method's config

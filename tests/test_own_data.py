@@ -230,8 +230,8 @@ def test_distill_on_own_npz_without_true_labels(capsys, tmp_path):
 
 @pytest.mark.slow
 def test_detect_and_repair_on_own_npz(capsys, tmp_path):
-    """detect, then repair into the same --out: repair loads the set detect distilled (same run) and scores,
-    relabels and retrains with the derived baseline."""
+    """detect, then repair into the same --out: repair loads the set detect distilled (same run), scores the
+    labels and trains with its default rule (forward correction from the anchor) on the derived baseline."""
     path = _digits_npz(tmp_path / "d.npz", y_true=False)
     out = tmp_path / "o"
     common = ["--method", "dance", "--dataset", f"npz:{path}", "--noise", "clean", "--ipc", "2", "--k", "1",
@@ -249,3 +249,4 @@ def test_detect_and_repair_on_own_npz(capsys, tmp_path):
     assert doc["config"]["repair"]["train"]["train"]["batch_size"] <= 240
     _accs_ok(doc["results"])
     assert {"repair", "baseline_last", "distilled"} <= set(doc["results"])
+    assert doc["config"]["repair"]["rule"] == "forward_confident"
