@@ -125,7 +125,7 @@ def cmd_repair(args, noisy_data) -> int:
 
     from jaxdistill.baseline import get_baseline_config
 
-    data = noisy_data(args)
+    data = noisy_data(args, val_fraction=args.val_fraction)
     mcfg, derived = _settings(args, data)
     from jaxdistill.repair import DEFAULT_LABEL_RULE, DEFAULT_RULE
 
@@ -273,6 +273,10 @@ def add_commands(sub, common_data, noisy_data, config_flags=None) -> None:
                         f"as an anchor (jaxdistill.anchored); default {DEFAULT_RULE}, or {DEFAULT_LABEL_RULE} with "
                         f"--redistill (chosen on the noisy validation split, BUILD_NOTES)")
     s.add_argument("--redistill", action="store_true", help="also distil again from the repaired set")
+    s.add_argument("--val-fraction", type=float, default=0.0,
+                   help="noisy validation split held out of training (rule auto chooses on it, e.g. 0.1; every "
+                        "rule then reports its best epoch by it). Default 0: none, so a set distilled by `detect` "
+                        "into the same --out is reused")
     if config_flags is not None:
         config_flags(s)  # --config / --set on the method's config
     s.add_argument("--out", required=True)

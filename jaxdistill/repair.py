@@ -27,7 +27,9 @@ from jaxdistill.errors import ConfigError
 LABEL_RULES = ("relabel", "select", "relabel_select")
 RULES = LABEL_RULES + ANCHORED_RULES
 # `jaxdistill repair`'s rule unless one is named: the highest noisy-validation accuracy at the cpu preset under
-# symmetric and asymmetric 0.4 (seed 0; experiments/beyond/lnl_fmnist_cpu.md; BUILD_NOTES session 18, issue 31).
+# asymmetric 0.4 and the second under symmetric 0.4 (seed 0; experiments/beyond/lnl_fmnist_cpu.md; BUILD_NOTES
+# session 18), and it needs no validation split, so `detect` then `repair` in one folder share the distilled set.
+# `auto` (both leaders, the better on a noisy validation split: --rule auto --val-fraction 0.1) won under both.
 # With --redistill (which needs edited labels) the default is the best label rule there, DEFAULT_LABEL_RULE.
 DEFAULT_RULE = "forward_confident"
 DEFAULT_LABEL_RULE = "relabel"
@@ -181,5 +183,6 @@ def _repair_by_training(data, scores, cfg: RepairConfig, bcfg, key) -> RepairRes
     n = len(y)
     stats = label_stats(y, y, np.ones(n, bool), getattr(data, "y_true", None))
     stats.update(rule=cfg.rule, flagged_by_rule=int(np.sum(r["flagged"])),
-                 **{k: r[k] for k in ("tau", "tau_error", "transition_error", "lambda_u") if r.get(k) is not None})
+                 **{k: r[k] for k in ("tau", "tau_error", "transition_error", "lambda_u", "rule_chosen",
+                                      "auto_candidates") if r.get(k) is not None})
     return RepairResult(y.astype(np.int32), np.ones(n, bool), np.zeros(n, bool), results, stats, scores)

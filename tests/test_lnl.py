@@ -286,3 +286,24 @@ def test_store_memo_keeps_candidates_until_the_cell_is_written(tmp_path):
     st = json.load(open(path))
     assert st["cells"] == {"other|seed0|gce": {"acc_mean": 0.7}}
     assert list(st["partial"]) == ["symmetric:0.4|seed0|dividemix"]
+
+
+def test_aggregate_derives_the_auto_row_from_noisy_validation_only():
+    """jaxdistill_auto per (noise, seed): the candidate with the higher final_val, even where the other has the
+    higher test accuracy; no row where a candidate is missing or has no final_val."""
+    c = {rl.cell_key("symmetric:0.4", 0, "jaxdistill_forward_confident"):
+         {"noise": "symmetric:0.4", "seed": 0, "method": "jaxdistill_forward_confident", "acc_mean": 0.85,
+          "final_val": 0.52},
+         rl.cell_key("symmetric:0.4", 0, "jaxdistill_coteaching_anchor_rate"):
+         {"noise": "symmetric:0.4", "seed": 0, "method": "jaxdistill_coteaching_anchor_rate", "acc_mean": 0.80,
+          "final_val": 0.54},
+         rl.cell_key("asymmetric:0.4", 0, "jaxdistill_forward_confident"):
+         {"noise": "asymmetric:0.4", "seed": 0, "method": "jaxdistill_forward_confident", "acc_mean": 0.83,
+          "final_val": 0.73}}
+    d = rl.with_auto(c)
+    auto = d[rl.cell_key("symmetric:0.4", 0, "jaxdistill_auto")]
+    assert auto["acc_mean"] == 0.80 and auto["rule_chosen"] == "coteaching_anchor_rate"
+    assert rl.cell_key("asymmetric:0.4", 0, "jaxdistill_auto") not in d
+    agg = rl.aggregate(c)
+    assert agg["symmetric:0.4"]["jaxdistill_auto"]["acc_mean"] == pytest.approx(0.80)
+    assert "jaxdistill_auto" not in agg["asymmetric:0.4"]

@@ -231,7 +231,8 @@ def test_distill_on_own_npz_without_true_labels(capsys, tmp_path):
 @pytest.mark.slow
 def test_detect_and_repair_on_own_npz(capsys, tmp_path):
     """detect, then repair into the same --out: repair loads the set detect distilled (same run), scores the
-    labels and trains with its default rule (forward correction from the anchor) on the derived baseline."""
+    labels and trains with its default rule (forward correction from the anchor's most confident predictions)
+    on the derived baseline."""
     path = _digits_npz(tmp_path / "d.npz", y_true=False)
     out = tmp_path / "o"
     common = ["--method", "dance", "--dataset", f"npz:{path}", "--noise", "clean", "--ipc", "2", "--k", "1",

@@ -160,8 +160,37 @@ def test_training_rules_keep_the_labels_and_train_with_the_anchor(rule):
     with pytest.raises(ConfigError, match="redistill needs repaired labels; rule 'forward'"):
         rp.repair(data, None, jax.random.PRNGKey(0), rp.RepairConfig(rule="forward", train=bcfg),
                   scores=scores_from_probs(p, data.y_noisy), redistill=lambda d, k: None)
-    with pytest.raises(ConfigError, match="allowed forward, forward_confident, anchor_dividemix, anchor_coteaching, "
-                                         "anchor_coteaching_confident, coteaching_anchor_rate"):
+    with pytest.raises(ConfigError, match="allowed auto, forward, forward_confident, anchor_dividemix, "
+                                         "anchor_coteaching, anchor_coteaching_confident, coteaching_anchor_rate"):
         from jaxdistill.anchored import train_anchored
 
         train_anchored("mixup", data, p, bcfg, jax.random.PRNGKey(0))
+
+
+def test_auto_rule_keeps_the_candidate_best_on_the_noisy_validation_split(monkeypatch):
+    """rule auto trains each of AUTO_CANDIDATES and keeps the one with the highest last-epoch noisy-validation
+    accuracy (final_val, else the val curve's last point), whatever its test accuracy; without a validation split
+    it is refused, naming the way to get one."""
+    from types import SimpleNamespace
+
+    from jaxdistill import anchored
+
+    vals = {"forward_confident": {"val_curve": [0.5, 0.71]}, "coteaching_anchor_rate": {"final_val": 0.69}}
+    seen = []
+
+    def fake(rule, data, pred_probs, bcfg, key, memo=None):
+        seen.append(rule)
+        return {"acc_mean": 0.9 if rule == "coteaching_anchor_rate" else 0.8, "accs": [0.8], **vals[rule]}
+
+    monkeypatch.setattr(anchored, "train_anchored", fake)
+    data = SimpleNamespace(x_val=np.zeros((3, 2, 2, 1)))
+    r = anchored._train_auto(data, None, None, None)
+    assert seen == list(anchored.AUTO_CANDIDATES)
+    assert r["rule_chosen"] == "forward_confident" and r["acc_mean"] == 0.8
+    assert r["auto_candidates"] == {"forward_confident": {"final_val": 0.71, "acc_mean": 0.8},
+                                    "coteaching_anchor_rate": {"final_val": 0.69, "acc_mean": 0.9}}
+    vals["coteaching_anchor_rate"]["final_val"] = [0.70, 0.74]       # k runs: their mean
+    assert anchored._train_auto(data, None, None, None)["rule_chosen"] == "coteaching_anchor_rate"
+    with pytest.raises(ConfigError, match="rule 'auto' chooses on the noisy validation split.*--val-fraction"):
+        anchored._train_auto(SimpleNamespace(x_val=None), None, None, None)
+    assert rp.DEFAULT_RULE in anchored.AUTO_CANDIDATES and rp.DEFAULT_LABEL_RULE in rp.LABEL_RULES

@@ -27,6 +27,9 @@ cell under way and a later session goes on where this one stopped:
                     predicted class (anchor points) instead of soft counts over every sample
     jaxdistill_coteaching_anchor_rate: the papers' Co-teaching with the anchor-point noise rate as its forget
                     rate (the papers' runs are given the true rate)
+    jaxdistill_auto (derived by `aggregate`, not run): per (noise, seed) the one of jaxdistill_forward_confident
+                    and jaxdistill_coteaching_anchor_rate with the higher final noisy-validation accuracy, as
+                    `jaxdistill repair --rule auto` chooses
 
 The distilled set of each (noise, seed) is saved under --sets (small; committed) so the jaxdistill_ cells of a
 later session reuse it. Then `aggregate` writes the issue's JSON ({noise: {method: {acc_mean, acc_std, seeds,
@@ -273,10 +276,28 @@ def cmd_run(a) -> int:
 
 # ---------------------------------------------------------------------------------------------- aggregate
 
+def with_auto(cells: dict) -> dict:
+    """cells plus a `jaxdistill_auto` cell per (noise, seed) where every `anchored.AUTO_CANDIDATES` cell has its
+    final noisy-validation accuracy: a copy of the candidate with the highest one (what `--rule auto` keeps; no
+    test labels involved), marked `rule_chosen`."""
+    from jaxdistill.anchored import AUTO_CANDIDATES
+
+    out = dict(cells)
+    keys = {(c["noise"], c["seed"]) for c in cells.values()}
+    for noise, seed in keys:
+        cand = [cells.get(cell_key(noise, seed, f"jaxdistill_{r}")) for r in AUTO_CANDIDATES]
+        if all(c is not None and c.get("final_val") is not None for c in cand):
+            best = max(cand, key=lambda c: c["final_val"])
+            out[cell_key(noise, seed, "jaxdistill_auto")] = {**best, "method": "jaxdistill_auto",
+                                                              "rule_chosen": best["method"][len("jaxdistill_"):]}
+    return out
+
+
 def aggregate(cells: dict) -> dict:
-    """cells -> {noise: {method: {acc_mean, acc_std, seeds, best_acc_mean?, auroc?}}} (means over seeds)."""
+    """cells -> {noise: {method: {acc_mean, acc_std, seeds, best_acc_mean?, auroc?}}} (means over seeds); with
+    the derived `jaxdistill_auto` rows (`with_auto`)."""
     groups: dict = {}
-    for c in cells.values():
+    for c in with_auto(cells).values():
         if c["method"] == "baseline_memorise":
             rows = [("baseline_last", {**c["last"], "wrong_fit": c.get("wrong_fit"), "epochs": c.get("epochs")}),
                     ("baseline_best", c["best"])]
