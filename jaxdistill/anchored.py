@@ -87,26 +87,19 @@ def train_anchored(rule: str, data, pred_probs: np.ndarray, bcfg, key: jax.Array
     from jaxdistill.baselines.coteaching import pair_config
 
     bias = anchor_cross_entropy(pred_probs, y)
-    if rule == "coteaching_anchor_rate":
+    if rule in ("coteaching_anchor_rate", "anchor_coteaching_confident"):
+        # anchor points: the transition matrix of the anchor's most confident predictions, and the rate it implies
         t = B.robust.estimate_transition_confident(pred_probs, y, data.num_classes, CONFIDENT_TOP)
         tau = float(np.clip(B.robust.noise_rate(t, prior), 0.0, 0.9))
-        r = B.train_coteaching(data, pair_config(bcfg, forget_rate=tau), key)
-        r.update(tau=tau, transition=t.tolist(), anchor_scores=bias.tolist(), anchor_flagged=(w < 0.5).tolist(),
-                 label_precision_last=r["label_precision"][-1])
-        if getattr(data, "noise_rate", None) is not None:
-            r["tau_error"] = tau - float(data.noise_rate)
-        return r
-    if rule == "anchor_coteaching":
-        tau = float(np.clip(1.0 - w.mean(), 0.0, 0.9))
     else:
-        t = B.robust.estimate_transition_confident(pred_probs, y, data.num_classes, CONFIDENT_TOP)
-        tau = float(np.clip(B.robust.noise_rate(t, prior), 0.0, 0.9))
-    r = B.train_coteaching(data, pair_config(bcfg, forget_rate=tau), key, selection_bias=bias)
-    # label_scores / flagged: the trained pair's cross-entropy plus the anchor's (what its selection ranks by);
-    # the anchor's alone beside them
+        tau = float(np.clip(1.0 - w.mean(), 0.0, 0.9))
+    # coteaching_anchor_rate keeps the papers' selection (the nets' losses alone); the others add the anchor's
+    # cross-entropy. label_scores / flagged: what the pair's selection ranks by at the end; the anchor's beside them
+    sel = None if rule == "coteaching_anchor_rate" else bias
+    r = B.train_coteaching(data, pair_config(bcfg, forget_rate=tau), key, selection_bias=sel)
     r.update(tau=tau, anchor_scores=bias.tolist(), anchor_flagged=(w < 0.5).tolist(),
              label_precision_last=r["label_precision"][-1])
-    if rule == "anchor_coteaching_confident":
+    if rule != "anchor_coteaching":
         r["transition"] = t.tolist()
     if getattr(data, "noise_rate", None) is not None:
         r["tau_error"] = tau - float(data.noise_rate)
