@@ -529,6 +529,10 @@ try:
     out["strict"] = False
 except AttributeError as e:
     out["strict"] = "stand-in" in str(e)
+os.environ.pop("PEERS_STUB", None)
+out["missing"] = shims.missing()
+os.environ["PEERS_STUB"] = "wandb,torchvision"
+out["forced"] = shims.missing()
 print(json.dumps(out))
 """
 
@@ -565,3 +569,4 @@ def test_glue_stand_ins_match_torchvision_on_the_fashion_mnist_path(tmp_path):
     assert out["shape"] == [1, 28, 28] and out["dtype"] == "torch.float32" and out["crop_shape"] == [1, 28, 28]
     assert out["wandb"] == [{"ipc": 10, "lr": 0.5}, "n", None, None]
     assert out["strict"] is True
+    assert out["missing"] == [] and out["forced"] == ["wandb", "torchvision"]  # the real packages unless forced
