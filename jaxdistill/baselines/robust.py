@@ -106,8 +106,8 @@ def estimate_transition_confident(anchor_probs: np.ndarray, noisy: np.ndarray, n
     """Anchor points: T[i] = the noisy-label histogram of the `top` fraction (at least one sample) of the samples
     the anchor predicts as class i, those it gives class i the highest probability. A confident anchor's class
     is nearly always the true class, and the anchor was not trained on these labels (only on the distilled set),
-    so these rows estimate P(noisy | true)
-    without the bias of the anchor's own errors that soft counts over every sample carry (`estimate_transition`).
+    so these rows estimate P(noisy | true) without the bias of the anchor's own errors that soft counts over
+    every sample carry (`estimate_transition`).
     A class the anchor never predicts gets the identity row. (N, C), (N,) -> (C, C), row-stochastic."""
     if not 0.0 < top <= 1.0:
         raise ConfigError(f"top={top}; allowed: a fraction in (0, 1]")
