@@ -369,6 +369,9 @@ def check_args(args) -> None:
         from jaxdistill.methods import get_method
 
         get_method(args.method)
+    if args.command == "repair" and getattr(args, "rule", None) == "auto" and not vf:
+        raise ConfigError("--rule auto chooses on a noisy validation split: give --val-fraction in (0, 1), e.g. "
+                          "0.1, or name another rule")
     if args.command == "denoise":
         from jaxdistill.pipeline import _check_methods
 

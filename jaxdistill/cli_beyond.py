@@ -125,11 +125,11 @@ def cmd_repair(args, noisy_data) -> int:
 
     from jaxdistill.baseline import get_baseline_config
 
-    data = noisy_data(args, val_fraction=args.val_fraction)
-    mcfg, derived = _settings(args, data)
     from jaxdistill.repair import DEFAULT_LABEL_RULE, DEFAULT_RULE
 
-    rule = args.rule or (DEFAULT_LABEL_RULE if args.redistill else DEFAULT_RULE)
+    rule = args.rule or (DEFAULT_LABEL_RULE if args.redistill else DEFAULT_RULE)   # --rule auto: checked by check_args
+    data = noisy_data(args, val_fraction=args.val_fraction)
+    mcfg, derived = _settings(args, data)
     cfg = RepairConfig(rule=rule, preset=args.preset, score_k=args.k,
                        train=get_baseline_config(args.dataset, args.preset, data))
     ds, _ = _distilled(args, data, mcfg)

@@ -619,6 +619,8 @@ ARG_CASES = {
     "detect --top 0": (["detect", "--top", "0", "--no-cleanlab"], ["--top=0"]),
     "detect --cv-epochs 0": (["detect", "--cv-epochs", "0", "--no-cleanlab"], ["--cv-epochs=0"]),
     "repair --ipc 0": (["repair", "--ipc", "0"], ["--ipc=0"]),
+    "repair --rule auto": (["repair", "--rule", "auto"], ["--rule auto", "--val-fraction in (0, 1)"]),
+    "repair --val-fraction 1": (["repair", "--val-fraction", "1.0"], ["--val-fraction=1.0", "[0, 1)"]),
 }
 
 
