@@ -60,6 +60,8 @@ METHODS = ("baseline", "baseline_memorise", "gce", "elr", "coteaching", "jocor",
            "jaxdistill_forward", "dividemix", "jaxdistill_anchor_dividemix", "jaxdistill_anchor_coteaching",
            "jaxdistill_forward_confident", "jaxdistill_anchor_coteaching_confident",
            "jaxdistill_coteaching_anchor_rate")
+# The cells of jaxdistill.anchored's training rules (`auto` is derived by `aggregate`, not run).
+TRAINED_WITH_ANCHOR = tuple(m for m in METHODS if m.startswith("jaxdistill_") and not m.startswith("jaxdistill_repair_"))
 # Args that change what a cell means: a resumed run must agree on them.
 RESULT_ARGS = ("dataset", "subset", "val_fraction", "preset", "ipc", "distiller", "cv_folds", "epochs")
 
@@ -186,9 +188,7 @@ def run_cell(method: str, data, seed: int, a, ctx: dict, bcfg) -> dict:
                            memo=StoreMemo(a.runs, ctx["cell"]) if "cell" in ctx else None)
         res = {**_entry(r), **{k: r[k] for k in ("config", "tau", "lambda_u", "lambda_u_candidates",
                                                   "kept_fraction", "cv_epochs", "detect") if r.get(k) is not None}}
-    elif method in ("jaxdistill_forward", "jaxdistill_anchor_dividemix", "jaxdistill_anchor_coteaching",
-                    "jaxdistill_forward_confident", "jaxdistill_anchor_coteaching_confident",
-           "jaxdistill_coteaching_anchor_rate"):
+    elif method in TRAINED_WITH_ANCHOR:
         from jaxdistill.anchored import train_anchored
 
         d, scores = _anchor(data, seed, a, ctx)
