@@ -61,7 +61,8 @@ METHODS = ("baseline", "baseline_memorise", "gce", "elr", "coteaching", "jocor",
            "jaxdistill_forward_confident", "jaxdistill_anchor_coteaching_confident",
            "jaxdistill_coteaching_anchor_rate")
 # The cells of jaxdistill.anchored's training rules (`auto` is derived by `aggregate`, not run).
-TRAINED_WITH_ANCHOR = tuple(m for m in METHODS if m.startswith("jaxdistill_") and not m.startswith("jaxdistill_repair_"))
+TRAINED_WITH_ANCHOR = tuple(m for m in METHODS
+                            if m.startswith("jaxdistill_") and not m.startswith("jaxdistill_repair_"))
 # Args that change what a cell means: a resumed run must agree on them.
 RESULT_ARGS = ("dataset", "subset", "val_fraction", "preset", "ipc", "distiller", "cv_folds", "epochs")
 
