@@ -115,10 +115,16 @@ def final_val(r: dict) -> float:
     raise ConfigError("this result has no noisy-validation accuracy (the data has no validation split)")
 
 
-def _train_auto(data, pred_probs, bcfg, key) -> dict:
+def check_auto_data(data) -> None:
+    """ConfigError unless `data` has the noisy validation split rule auto chooses on (repair checks it before
+    scoring, so the refusal comes before any work)."""
     if getattr(data, "x_val", None) is None or len(data.x_val) == 0:
         raise ConfigError("rule 'auto' chooses on the noisy validation split and this data has none: make it with "
                           "val_fraction > 0 (jaxdistill repair --val-fraction 0.1), or name a rule")
+
+
+def _train_auto(data, pred_probs, bcfg, key) -> dict:
+    check_auto_data(data)
     runs = {rule: train_anchored(rule, data, pred_probs, bcfg, key) for rule in AUTO_CANDIDATES}
     chosen = max(AUTO_CANDIDATES, key=lambda rule: final_val(runs[rule]))
     out = dict(runs[chosen])

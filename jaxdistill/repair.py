@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import jax
 import numpy as np
 
-from jaxdistill.anchored import ANCHORED_RULES
+from jaxdistill.anchored import ANCHORED_RULES, check_auto_data
 from jaxdistill.errors import ConfigError
 
 LABEL_RULES = ("relabel", "select", "relabel_select")
@@ -126,9 +126,8 @@ def repair(data, distilled, key: jax.Array, cfg: RepairConfig = RepairConfig(), 
     if cfg.rule not in LABEL_RULES and redistill is not None:
         raise ConfigError(f"redistill needs repaired labels; rule {cfg.rule!r} keeps the given ones (label rules: "
                           f"{', '.join(LABEL_RULES)})")
-    if cfg.rule == "auto" and (getattr(data, "x_val", None) is None or len(data.x_val) == 0):
-        raise ConfigError("rule 'auto' chooses on the noisy validation split and this data has none: make it with "
-                          "val_fraction > 0 (jaxdistill repair --val-fraction 0.1), or name a rule")
+    if cfg.rule == "auto":
+        check_auto_data(data)
     k_score, k_train, k_re, k_eval = jax.random.split(key, 4)
     if scores is None:
         scores = score_labels(distilled, data, k_score, k=cfg.score_k, protocol=cfg.score_protocol,

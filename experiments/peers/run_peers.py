@@ -58,7 +58,7 @@ def cell_dir(work, method, noise, budget, seed, tag=""):
 
 
 def glue_cmd(python, peer_dir, script, labels, out, seed, threads, sets=None, patches=None, rest=(),
-             idx_dir=None, own_eval=1) -> list[str]:
+             idx_dir=None, own_eval=1, device="cpu") -> list[str]:
     cmd = [python, GLUE, "--peer-dir", peer_dir, "--script", script, "--labels", labels, "--out", out,
            "--seed", str(seed), "--threads", str(threads), "--own-eval", str(own_eval)]
     if idx_dir:
@@ -67,6 +67,8 @@ def glue_cmd(python, peer_dir, script, labels, out, seed, threads, sets=None, pa
         cmd += ["--set", f"{k}={json.dumps(v)}"]
     for k, v in (patches or {}).items():
         cmd += ["--patch", f"{k}={json.dumps(v)}"]
+    if device != "cpu":
+        cmd += ["--device", device]
     return cmd + ["--"] + list(rest)
 
 
@@ -76,15 +78,6 @@ def original_commands(method, cfg, *, python, peer_dir, labels, odir, seed, thre
     glue's --device (cpu redirects the scripts' CUDA calls; cuda runs them on the GPU, DANCE / DATM only)."""
     if device != "cpu" and method == "rcig":
         raise SystemExit("--device cuda: the RCIG glue has no GPU mode (its JAX 0.4.33 venv is CPU-only here)")
-    steps = _original_commands(method, cfg, python=python, peer_dir=peer_dir, labels=labels, odir=odir, seed=seed,
-                               threads=threads, noise=noise, k=k, budget=budget, idx_dir=idx_dir)
-    if device == "cpu":
-        return steps
-    return [(n, argv[:argv.index("--")] + ["--device", device] + argv[argv.index("--"):], d) for n, argv, d in steps]
-
-
-def _original_commands(method, cfg, *, python, peer_dir, labels, odir, seed, threads, noise, k, budget,
-                       idx_dir=None) -> list[tuple[str, list[str], str]]:
     m = B.to_original(method, cfg)
     ev = B.eval_settings(method, budget, 28, k)
     if method == "dance":
@@ -102,9 +95,9 @@ def _original_commands(method, cfg, *, python, peer_dir, labels, odir, seed, thr
             c_rest += [_flag(key), str(v)]
         done_pre = os.path.join(pre, f"premodel{cfg.pool_size - 1}_trained.pth.tar")
         return [("pretrain", glue_cmd(python, peer_dir, "DANCE+ours/pretrain.py", labels, os.path.join(odir, "glue_pretrain"),
-                                      seed, threads, p_sets, None, p_rest, idx_dir, 0), done_pre),
+                                      seed, threads, p_sets, None, p_rest, idx_dir, 0, device), done_pre),
                 ("condense", glue_cmd(python, peer_dir, "DANCE+ours/DANCE.py", labels, odir, seed, threads,
-                                      c_sets, None, c_rest, idx_dir, 1), os.path.join(odir, "own_eval.json"))]
+                                      c_sets, None, c_rest, idx_dir, 1, device), os.path.join(odir, "own_eval.json"))]
     if method == "datm":
         buf = os.path.join(odir, "buffers")
         b = m["buffer_FTD.py"]
@@ -126,10 +119,11 @@ def _original_commands(method, cfg, *, python, peer_dir, labels, odir, seed, thr
                 f.write(f"{key}: {_yaml_scalar(v)}\n")
         done_buf = os.path.join(buf, "FashionMNIST", "ConvNet", "replay_buffer_0.pt")
         return [("buffer", glue_cmd(python, peer_dir, "DATM+ours/buffer/buffer_FTD.py", labels,
-                                    os.path.join(odir, "glue_buffer"), seed, threads, None, patches, b_rest, idx_dir, 0),
-                 done_buf),
+                                    os.path.join(odir, "glue_buffer"), seed, threads, None, patches, b_rest, idx_dir, 0,
+                                    device), done_buf),
                 ("distill", glue_cmd(python, peer_dir, "DATM+ours/distill/DATM_tesla.py", labels, odir, seed, threads,
-                                     None, patches, ["--cfg", ypath], idx_dir, 1), os.path.join(odir, "own_eval.json"))]
+                                     None, patches, ["--cfg", ypath], idx_dir, 1, device),
+                 os.path.join(odir, "own_eval.json"))]
     if method == "rcig":
         r = m["distill_dataset.py"]
         cfg_json = rcig_config_json(peer_dir, m["config.json"]["json"])

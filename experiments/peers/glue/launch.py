@@ -706,10 +706,8 @@ def main(argv=None) -> int:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import shims  # experiments/peers/glue/shims.py: stand-ins for wandb / torchvision where they do not import
 
-    # PyPI's torchvision imports beside the CPU torch wheel only with this stubbed (see install_torch_patches)
-    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+    install_torch_patches(a.threads, a.device)   # first: it stubs torchvision's _meta_registrations for the check
     shims.install(shims.missing())
-    install_torch_patches(a.threads, a.device)
     import torch
 
     torch.manual_seed(a.seed)
