@@ -165,3 +165,46 @@ def test_select_reuses_memoised_candidates_and_stores_new_ones(monkeypatch):
     assert calls == [0.0, 25.0]
     w = np.full(4, 0.5)
     assert dm.candidate_key(cfg, w) != dm.candidate_key(cfg, None) != dm.candidate_key(cfg, w + 0.1)
+
+
+def test_mix_epoch_runs_only_the_active_steps_like_a_naive_loop():
+    """The compiled epoch (a loop to the largest active count, runs vmapped) against a Python loop that takes
+    mix_step over each run's own active steps only: same parameters, same mean loss."""
+    from jaxdistill.nn import NetConfig, make_net
+    from jaxdistill.train import make_optimizer
+
+    rs = np.random.RandomState(0)
+    n, b, steps, c = 24, 4, 6, 3
+    x = jnp.asarray(rs.rand(n, 6, 6, 1), jnp.float32)
+    y1h = jax.nn.one_hot(jnp.asarray(rs.randint(0, c, n)), c)
+    cfg = dm.DivideMixConfig(width=4, depth=1, warmup=1, rampup=2)
+    net = make_net(NetConfig(c, width=4, depth=1))
+    opt = lambda lr: make_optimizer(cfg.train.replace(schedule="constant"), 1, lr=lr)
+    aug = lambda k, xb: xb + 0.01 * jax.random.normal(k, xb.shape)
+    _, mix_step, mix_epoch = dm.epoch_fns(net, x, y1h, cfg, opt, aug, b)
+    keys = jax.random.split(jax.random.PRNGKey(1), 4)
+    params = jax.vmap(lambda k: net.init(k, (6, 6, 1)))(keys[:2])
+    other = jax.vmap(lambda k: net.init(k, (6, 6, 1)))(keys[2:])
+    opt_state = jax.vmap(opt(0.1).init)(params)
+    il = jnp.asarray(rs.randint(0, n, (2, steps, b)), jnp.int32)
+    iu = jnp.asarray(rs.randint(0, n, (2, steps, b)), jnp.int32)
+    wl = jnp.asarray(rs.rand(2, steps, b), jnp.float32)
+    counts = [2, 4]
+    active = jnp.asarray([[1.0] * k + [0.0] * (steps - k) for k in counts])
+    run_keys = jax.random.split(jax.random.PRNGKey(2), 2)
+    lr, ef, lu = jnp.float32(0.1), jnp.float32(1.0), jnp.float32(25.0)
+    got_p, _, got_l = jax.jit(jax.vmap(mix_epoch, in_axes=(0, 0, 0, 0, None, None, None, 0, 0, 0, 0, None)))(
+        params, opt_state, other, run_keys, lr, ef, lu, il, wl, iu, active, jnp.int32(max(counts)))
+    for r, k in enumerate(counts):
+        pick = lambda t: jax.tree_util.tree_map(lambda a: a[r], t)
+        carry = (pick(params), pick(opt_state), pick(other), run_keys[r], lr, ef, lu)
+        losses = []
+        for s in range(k):
+            carry, l = mix_step(carry, (il[r, s], wl[r, s], iu[r, s], jnp.float32(1.0), jnp.int32(s)))
+            losses.append(float(l))
+        chex.assert_trees_all_close(pick(got_p), carry[0], rtol=1e-5, atol=1e-6)
+        assert abs(float(got_l[r]) - np.mean(losses)) < 1e-5
+    # a run with no active step keeps its parameters
+    same, _, _ = jax.jit(mix_epoch)(*[jax.tree_util.tree_map(lambda a: a[0], t) for t in (params, opt_state, other)],
+                                    run_keys[0], lr, ef, lu, il[0], wl[0], iu[0], jnp.zeros(steps), jnp.int32(0))
+    chex.assert_trees_all_equal(same, jax.tree_util.tree_map(lambda a: a[0], params))

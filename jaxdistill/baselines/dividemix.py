@@ -187,6 +187,76 @@ def mixmatch_loss(logits: jax.Array, targets: jax.Array, n_labelled: int, lambda
 
 # ----------------------------------------------------------------------------------------------- training
 
+def epoch_fns(net, x: jax.Array, y1h: jax.Array, cfg: DivideMixConfig, opt, aug, b: int):
+    """The compiled pieces of one net's epoch over x (N, H, W, C) with noisy one-hot labels y1h (N, C), batch b:
+    warm_epoch(params, opt_state, key, lr) -> (params, opt_state, mean CE); mix_step, one MixMatch step as a scan
+    body; mix_epoch(params, opt_state, other, key, lr, epoch_f, lambda_u, il, wl, iu, active, n_active) ->
+    (params, opt_state, mean loss over the active steps). `opt(lr)` is the optax transform at that lr.
+
+    mix_epoch runs only the first n_active steps (a traced count: no recompiling as the split changes), because
+    DivideMix takes len(labelled) // b steps and the active steps come first; a run whose own count is lower
+    (under vmap) keeps its state through its inactive ones."""
+    n = x.shape[0]
+    steps = max(1, n // b)
+    warm = cfg.warmup_epochs
+
+    def warm_step(carry, idx):
+        params, opt_state, key, lr = carry
+        key, ka = jax.random.split(key)
+        xb = aug(ka, x[idx])
+
+        def loss(p):
+            lg = net.apply(p, xb)
+            return -(y1h[idx] * jax.nn.log_softmax(lg)).sum(-1).mean()
+
+        l, g = jax.value_and_grad(loss)(params)
+        upd, opt_state = opt(lr).update(g, opt_state, params)
+        return (optax.apply_updates(params, upd), opt_state, key, lr), l
+
+    def warm_epoch(params, opt_state, key, lr):
+        k_perm, k_run = jax.random.split(key)
+        perm = jax.random.permutation(k_perm, n)[: steps * b].reshape(steps, b)
+        (params, opt_state, _, _), losses = jax.lax.scan(warm_step, (params, opt_state, k_run, lr), perm)
+        return params, opt_state, losses.mean()
+
+    def mix_step(carry, inp):
+        params, opt_state, other, key, lr, epoch_f, lambda_u = carry
+        il, wl, iu, active, s = inp
+        key, k1, k2, k3, k4, km = jax.random.split(key, 6)
+        xl, xu = x[il], x[iu]
+        x1, x2, u1, u2 = aug(k1, xl), aug(k2, xl), aug(k3, xu), aug(k4, xu)
+        sm = lambda p, xb: jax.nn.softmax(net.apply(p, xb))
+        pu = (sm(params, u1) + sm(params, u2) + sm(other, u1) + sm(other, u2)) / 4
+        tu = sharpen(pu, cfg.T)
+        px = (sm(params, x1) + sm(params, x2)) / 2
+        tx_ = sharpen(co_refine(y1h[il], wl, px), cfg.T)
+        tu, tx_ = jax.lax.stop_gradient(tu), jax.lax.stop_gradient(tx_)
+        mixed_x, mixed_t, _, _ = mixup(km, jnp.concatenate([x1, x2, u1, u2]),
+                                       jnp.concatenate([tx_, tx_, tu, tu]), cfg.alpha)
+        lam_u = lambda_u * linear_rampup(epoch_f + s / steps, warm, cfg.rampup)
+
+        def loss(p):
+            return mixmatch_loss(net.apply(p, mixed_x), mixed_t, 2 * b, lam_u)
+
+        (l, met), g = jax.value_and_grad(loss, has_aux=True)(params)
+        upd, new_opt = opt(lr).update(g, opt_state, params)
+        new_params = optax.apply_updates(params, upd)
+        keep = lambda new, old: jax.tree_util.tree_map(lambda a, o: jnp.where(active, a, o), new, old)
+        return (keep(new_params, params), keep(new_opt, opt_state), other, key, lr, epoch_f, lambda_u), l
+
+    def mix_epoch(params, opt_state, other, key, lr, epoch_f, lambda_u, il, wl, iu, active, n_active):
+        def body(s, state):
+            carry, total = state
+            carry, l = mix_step(carry, (il[s], wl[s], iu[s], active[s], s))
+            return carry, total + l * active[s]
+
+        carry = (params, opt_state, other, key, lr, epoch_f, lambda_u)
+        (params, opt_state, *_), total = jax.lax.fori_loop(0, n_active, body, (carry, jnp.float32(0.0)))
+        return params, opt_state, total / jnp.maximum(active.sum(), 1)
+
+    return warm_epoch, mix_step, mix_epoch
+
+
 TEST_CURVE = 2000  # test images scored after every epoch for the curve (never used for a choice)
 
 def train_dividemix(data, cfg: DivideMixConfig, key: jax.Array, progress: bool = False,
@@ -220,63 +290,12 @@ def train_dividemix(data, cfg: DivideMixConfig, key: jax.Array, progress: bool =
     sched = lr_schedule(tc, epochs)
     lr_at = (lambda e: float(sched(e))) if callable(sched) else (lambda e: float(sched))
 
-    def opt(lr):
-        return make_optimizer(tc.replace(schedule="constant"), 1, lr=lr)
-
-    def warm_step(carry, idx):
-        params, opt_state, key, lr = carry
-        key, ka = jax.random.split(key)
-        xb = aug(ka, x[idx])
-
-        def loss(p):
-            lg = net.apply(p, xb)
-            return -(y1h[idx] * jax.nn.log_softmax(lg)).sum(-1).mean()
-
-        l, g = jax.value_and_grad(loss)(params)
-        upd, opt_state = opt(lr).update(g, opt_state, params)
-        return (optax.apply_updates(params, upd), opt_state, key, lr), l
-
-    def warm_epoch(params, opt_state, key, lr):
-        """One CE epoch of one net over all samples."""
-        k_perm, k_run = jax.random.split(key)
-        perm = jax.random.permutation(k_perm, n)[: steps * b].reshape(steps, b)
-        (params, opt_state, _, _), losses = jax.lax.scan(warm_step, (params, opt_state, k_run, lr), perm)
-        return params, opt_state, losses.mean()
-
-    def mix_step(carry, inp):
-        params, opt_state, other, key, lr, epoch_f, lambda_u = carry
-        il, wl, iu, active, s = inp
-        key, k1, k2, k3, k4, km = jax.random.split(key, 6)
-        xl, xu = x[il], x[iu]
-        x1, x2, u1, u2 = aug(k1, xl), aug(k2, xl), aug(k3, xu), aug(k4, xu)
-        sm = lambda p, xb: jax.nn.softmax(net.apply(p, xb))
-        pu = (sm(params, u1) + sm(params, u2) + sm(other, u1) + sm(other, u2)) / 4
-        tu = sharpen(pu, cfg.T)
-        px = (sm(params, x1) + sm(params, x2)) / 2
-        tx_ = sharpen(co_refine(y1h[il], wl, px), cfg.T)
-        tu, tx_ = jax.lax.stop_gradient(tu), jax.lax.stop_gradient(tx_)
-        mixed_x, mixed_t, _, _ = mixup(km, jnp.concatenate([x1, x2, u1, u2]),
-                                       jnp.concatenate([tx_, tx_, tu, tu]), cfg.alpha)
-        lam_u = lambda_u * linear_rampup(epoch_f + s / steps, warm, cfg.rampup)
-
-        def loss(p):
-            return mixmatch_loss(net.apply(p, mixed_x), mixed_t, 2 * b, lam_u)
-
-        (l, met), g = jax.value_and_grad(loss, has_aux=True)(params)
-        upd, new_opt = opt(lr).update(g, opt_state, params)
-        new_params = optax.apply_updates(params, upd)
-        keep = lambda new, old: jax.tree_util.tree_map(lambda a, o: jnp.where(active, a, o), new, old)
-        return (keep(new_params, params), keep(new_opt, opt_state), other, key, lr, epoch_f, lambda_u), l
-
-    def mix_epoch(params, opt_state, other, key, lr, epoch_f, lambda_u, il, wl, iu, active):
-        """One MixMatch epoch of one net (the other net co-guesses): il, iu (S, B) indices, wl (S, B), active (S,)."""
-        carry = (params, opt_state, other, key, lr, epoch_f, lambda_u)
-        (params, opt_state, *_), losses = jax.lax.scan(mix_step, carry, (il, wl, iu, active, jnp.arange(steps)))
-        return params, opt_state, (losses * active).sum() / jnp.maximum(active.sum(), 1)
+    opt = lambda lr: make_optimizer(tc.replace(schedule="constant"), 1, lr=lr)
+    warm_epoch, _, mix_epoch = epoch_fns(net, x, y1h, cfg, opt, aug, b)
 
     # Shapes: runs k (vmapped) x nets 2 (leading axes of params); the two nets of a run train one after the other.
     warm_all = jax.jit(jax.vmap(jax.vmap(warm_epoch, in_axes=(0, 0, 0, None)), in_axes=(0, 0, 0, None)))
-    mix_all = jax.jit(jax.vmap(mix_epoch, in_axes=(0, 0, 0, 0, None, None, None, 0, 0, 0, 0)))
+    mix_all = jax.jit(jax.vmap(mix_epoch, in_axes=(0, 0, 0, 0, None, None, None, 0, 0, 0, 0, None)))
 
     def logits_sum(params, xs):
         flat = jax.tree_util.tree_map(lambda a: a.reshape(kr * 2, *a.shape[2:]), params)
@@ -324,7 +343,8 @@ def train_dividemix(data, cfg: DivideMixConfig, key: jax.Array, progress: bool =
                 other = jax.tree_util.tree_map(lambda a: a[:, 1 - j], params)
                 key, km = jax.random.split(key)
                 pj, oj, lj = mix_all(pj, oj, other, jax.random.split(km, kr), lr, jnp.float32(e),
-                                     jnp.float32(cfg.lambda_u), il, wl, iu, active)
+                                     jnp.float32(cfg.lambda_u), il, wl, iu, active,
+                                     jnp.int32(np.asarray(active).sum(1).max()))
                 params = jax.tree_util.tree_map(lambda a, v: a.at[:, j].set(v), params, pj)
                 opt_state = jax.tree_util.tree_map(lambda a, v: a.at[:, j].set(v), opt_state, oj)
                 losses.append(float(np.mean(to_host(lj))))
