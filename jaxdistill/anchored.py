@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 import jax
 
+from jaxdistill.data.noisy import has_val_split
 from jaxdistill.errors import ConfigError
 
 ANCHORED_RULES = ("auto", "forward", "forward_confident", "anchor_dividemix", "anchor_coteaching",
@@ -106,19 +107,22 @@ def train_anchored(rule: str, data, pred_probs: np.ndarray, bcfg, key: jax.Array
     return r
 
 
-def final_val(r: dict) -> float:
-    """A result's last-epoch noisy-validation accuracy (`final_val`, else the last point of `val_curve`)."""
+def final_val(r: dict, required: bool = True) -> float | None:
+    """A result's last-epoch noisy-validation accuracy (`final_val`, else the last point of `val_curve`; runs
+    averaged). Without either: ConfigError, or None where not `required`."""
     if r.get("final_val") is not None:
         return float(np.mean(r["final_val"]))
     if r.get("val_curve"):
         return float(r["val_curve"][-1])
+    if not required:
+        return None
     raise ConfigError("this result has no noisy-validation accuracy (the data has no validation split)")
 
 
 def check_auto_data(data) -> None:
     """ConfigError unless `data` has the noisy validation split rule auto chooses on (repair checks it before
     scoring, so the refusal comes before any work)."""
-    if getattr(data, "x_val", None) is None or len(data.x_val) == 0:
+    if not has_val_split(data):
         raise ConfigError("rule 'auto' chooses on the noisy validation split and this data has none: make it with "
                           "val_fraction > 0 (jaxdistill repair --val-fraction 0.1), or name a rule")
 

@@ -50,6 +50,7 @@ import time
 import numpy as np
 
 from jaxdistill.checkpoint import atomic_write_json, atomic_write_text, read_json, update_json
+from jaxdistill.anchored import final_val
 from jaxdistill.cli_beyond import LNL_METHODS, flag_metrics, run_lnl_method
 from jaxdistill.errors import ConfigError
 from jaxdistill.train import without_added_defaults
@@ -84,10 +85,10 @@ def _entry(r: dict, best: dict | None = None) -> dict:
         out.update(best_acc_mean=best["acc_mean"], best_accs=best.get("accs"))
     elif "best_acc_mean" in r:
         out.update(best_acc_mean=r["best_acc_mean"], best_accs=r.get("best_accs"))
-    curve = (best or {}).get("val_curve") or r.get("val_curve")
-    final_val = r.get("final_val", curve[-1] if curve else None)
-    if final_val is not None:
-        out["final_val"] = float(np.mean(final_val))
+    fv = final_val({"final_val": r.get("final_val"),
+                    "val_curve": (best or {}).get("val_curve") or r.get("val_curve")}, required=False)
+    if fv is not None:
+        out["final_val"] = fv
     return out
 
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxdistill.data.noisy import has_val_split
 from jaxdistill.errors import ConfigError
 from jaxdistill.nn import NetConfig, make_net
 from jaxdistill.train import TrainConfig, accuracy, make_optimizer, predict, steps_per_epoch
@@ -173,7 +174,7 @@ def train_pair(data, cfg: CoTeachingConfig, key: jax.Array, pair_loss: PairLoss,
                    "label_precision": (m * cb).sum() / jnp.maximum(m.sum(), 1.0)}
         return PairState(params, opt_state, state.key), metrics
 
-    has_val = getattr(data, "x_val", None) is not None and len(data.x_val) > 0
+    has_val = has_val_split(data)
     xv = jnp.asarray(data.x_val if has_val else x[:1], jnp.float32)
     yv = jnp.asarray(data.y_val if has_val else y[:1], jnp.int32)
     first = lambda p: jax.tree_util.tree_map(lambda a: a[0], p)  # noqa: E731  net 1 of the pair

@@ -32,6 +32,7 @@ import optax
 
 from jaxdistill.augment import crop_flip
 from jaxdistill.baseline import get_baseline_config
+from jaxdistill.data.noisy import has_val_split
 from jaxdistill.errors import ConfigError
 from jaxdistill.evaluate import default_depth
 from jaxdistill.nn import NetConfig, make_net
@@ -285,7 +286,7 @@ def train_dividemix(data, cfg: DivideMixConfig, key: jax.Array, progress: bool =
     aug = lambda k, xb: crop_flip(k, xb, pad)
     net = make_net(NetConfig(c, width=cfg.width, depth=cfg.depth or default_depth(h)))
     y1h = jax.nn.one_hot(jnp.asarray(y), c)
-    has_val = getattr(data, "x_val", None) is not None and len(data.x_val) > 0
+    has_val = has_val_split(data)
     y_true = getattr(data, "y_true", None)
     sched = lr_schedule(tc, epochs)
     lr_at = (lambda e: float(sched(e))) if callable(sched) else (lambda e: float(sched))
@@ -432,7 +433,7 @@ def train_dividemix_select(data, cfg: DivideMixConfig, key: jax.Array, lambda_us
     memo: an optional mapping (e.g. backed by a results file) of finished candidates by `candidate_key`: a
     candidate found there is not trained again, and each one trained is stored there as soon as it ends, so a
     run stopped between the two candidates loses only the one under way. The same key is the caller's to keep."""
-    if getattr(data, "x_val", None) is None or len(data.x_val) == 0:
+    if not has_val_split(data):
         raise ConfigError("DivideMix chooses lambda_u on the noisy validation split, and this data has none: "
                           "make the data with val_fraction > 0 (e.g. make_noisy_data(..., val_fraction=0.1))")
     runs = {}

@@ -30,6 +30,7 @@ import numpy as np
 import optax
 
 from jaxdistill.baseline import get_baseline_config
+from jaxdistill.data.noisy import has_val_split
 from jaxdistill.errors import ConfigError
 from jaxdistill.evaluate import default_depth
 from jaxdistill.nn import NetConfig, make_net
@@ -174,7 +175,7 @@ def train_robust(data, cfg: RobustConfig, key: jax.Array, progress: bool = False
     x = jnp.asarray(data.x_train, jnp.float32)
     y = jnp.asarray(data.y_noisy, jnp.int32)
     n, c = x.shape[0], data.num_classes
-    has_val = getattr(data, "x_val", None) is not None and len(data.x_val) > 0
+    has_val = has_val_split(data)
     xv = jnp.asarray(data.x_val if has_val else x[:1], jnp.float32)
     yv = jnp.asarray(data.y_val if has_val else y[:1], jnp.int32)
     n_steps, batch = steps_per_epoch(n, tc.batch_size, drop_last=True)

@@ -50,6 +50,11 @@ class NoisyData:
         return None if m is None else float(m.mean()) if m.size else 0.0
 
 
+def has_val_split(data) -> bool:
+    """Whether `data` (a NoisyData or anything with x_val) carries a non-empty noisy validation split."""
+    return getattr(data, "x_val", None) is not None and len(data.x_val) > 0
+
+
 def make_noisy_data(ds: Dataset, noise_spec, seed: int = 0, val_fraction: float = 0.0,
                     subset: int | None = None) -> NoisyData:
     """Apply `noise_spec` (str or NoiseSpec) to the training labels of `ds`.
