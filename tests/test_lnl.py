@@ -307,3 +307,37 @@ def test_aggregate_derives_the_auto_row_from_noisy_validation_only():
     agg = rl.aggregate(c)
     assert agg["symmetric:0.4"]["jaxdistill_auto"]["acc_mean"] == pytest.approx(0.80)
     assert "jaxdistill_auto" not in agg["asymmetric:0.4"]
+
+
+def test_goal_check_margins_spread_and_verdicts():
+    e = lambda acc, std=0.0, seeds=3, **kw: {"acc_mean": acc, "acc_std": std, "seeds": seeds, **kw}  # noqa: E731
+    full = {n: e(0.70) for n in rl.ESTABLISHED + rl.BASELINES}
+    agg = {
+        # ahead, everything run with 3 seeds: met; auto is ours even where another of our rows scores higher
+        "symmetric:0.4": {**full, "coteaching": e(0.80, 0.03), "cleanlearning": e(0.75, auroc=0.95),
+                          "dividemix": e(0.78, auroc=0.96), "jaxdistill_auto": e(0.82, 0.04, auroc=0.97),
+                          "jaxdistill_forward": e(0.85)},
+        # ahead in accuracy but behind cleanlab's AUROC: not met
+        "asymmetric:0.4": {**full, "cleanlearning": e(0.70, auroc=0.90), "dividemix": e(0.70, auroc=0.80),
+                           "jaxdistill_auto": e(0.75, auroc=0.85)},
+        # one seed and DivideMix missing: only 'so far'
+        "instance:0.4": {"coteaching": e(0.80, seeds=1), "baseline_last": e(0.6, seeds=1),
+                         "jaxdistill_forward_confident": e(0.79, seeds=1)},
+    }
+    g = rl.goal_check(agg)
+    s = g["symmetric:0.4"]
+    assert s["ours"]["name"] == "jaxdistill_auto" and s["strongest"]["name"] == "coteaching"
+    np.testing.assert_allclose(s["margin"], 0.02)
+    np.testing.assert_allclose(s["spread"], 0.05)
+    np.testing.assert_allclose(s["margin_best"], 0.05)
+    np.testing.assert_allclose(s["auroc_margin"], 0.01)
+    assert s["missing"] == [] and s["seeds"] == 3 and s["verdict"] == "met"
+    a = g["asymmetric:0.4"]
+    np.testing.assert_allclose(a["auroc_margin"], -0.05)
+    assert a["margin"] > 0 and a["verdict"] == "not met"
+    i = g["instance:0.4"]
+    assert i["ours"]["name"] == "jaxdistill_forward_confident" and i["seeds"] == 1
+    assert "dividemix" in i["missing"] and "baseline_best" in i["missing"] and i["verdict"] == "behind so far"
+    md = "\n".join(rl.goal_table(g))
+    assert "| symmetric:0.4 | jaxdistill_auto 82.00 | coteaching 80.00 | +2.00 (5.00) |" in md
+    assert md.count("**met**") == 1 and "**not met**" in md and "**behind so far**" in md
