@@ -341,3 +341,17 @@ def test_goal_check_margins_spread_and_verdicts():
     md = "\n".join(rl.goal_table(g))
     assert "| symmetric:0.4 | jaxdistill_auto 82.00 | coteaching 80.00 | +2.00 (5.00) |" in md
     assert md.count("**met**") == 1 and "**not met**" in md and "**behind so far**" in md
+
+
+def test_todo_lists_missing_goal_cells_seed_major_with_estimates():
+    cells = {rl.cell_key("symmetric:0.4", 0, m): {"noise": "symmetric:0.4", "seed": 0, "method": m, "seconds": sec}
+             for m, sec in [("elr", 100.0), ("gce", 300.0)]}
+    cells[rl.cell_key("asymmetric:0.4", 0, "elr")] = {"noise": "asymmetric:0.4", "seed": 0, "method": "elr",
+                                                      "seconds": 200.0}
+    left = rl.todo(cells, noises=("symmetric:0.4", "asymmetric:0.4"), seeds=range(2), methods=("elr", "gce"))
+    assert [(t["noise"], t["seed"], t["method"]) for t in left] == [
+        ("asymmetric:0.4", 0, "gce"), ("symmetric:0.4", 1, "elr"), ("symmetric:0.4", 1, "gce"),
+        ("asymmetric:0.4", 1, "elr"), ("asymmetric:0.4", 1, "gce")]
+    assert left[1]["seconds"] == 150.0 and left[0]["seconds"] == 300.0  # medians of the finished cells
+    assert left[0]["command"].endswith("--noise asymmetric:0.4 --seeds 0 --methods gce")
+    assert rl.todo(cells, seeds=range(1), methods=("jocor",))[0]["seconds"] is None

@@ -37,6 +37,7 @@ best_acc_mean, auroc}}}), a Markdown table and a plot.
 
     python experiments/beyond/run_lnl.py run --noise symmetric:0.4 --seeds 0 1 2
     python experiments/beyond/run_lnl.py aggregate
+    python experiments/beyond/run_lnl.py todo        # the goal's cells still to run, cheapest first per seed
 """
 from __future__ import annotations
 
@@ -466,6 +467,43 @@ def cmd_aggregate(a) -> int:
     return 0
 
 
+GOAL_NOISES = ("symmetric:0.4", "asymmetric:0.4", "instance:0.4", "symmetric:0.8")
+# What the goal's check needs per (noise, seed): the references, our anchor and the rules `auto` chooses from,
+# cheapest first within a seed so a session's end loses little.
+GOAL_METHODS = ("baseline_memorise", "distilled_set", "jaxdistill_forward_confident",
+                "jaxdistill_coteaching_anchor_rate", "elr", "gce", "coteaching", "cleanlearning", "jocor", "dividemix")
+
+
+def todo(cells: dict, noises=GOAL_NOISES, seeds=range(GOAL_SEEDS), methods=GOAL_METHODS) -> list[dict]:
+    """The goal's cells not yet in the store, seed-major (every noise's seed 0, then seed 1, ...), each with its
+    command and an estimate of its seconds (the median of that method's finished cells, where there are any)."""
+    took: dict = {}
+    for c in cells.values():
+        took.setdefault(c["method"], []).append(c.get("seconds", 0.0))
+    out = []
+    for seed in seeds:
+        for noise in noises:
+            for m in methods:
+                if cell_key(noise, seed, m) in cells:
+                    continue
+                est = float(np.median(took[m])) if m in took else None
+                out.append({"noise": noise, "seed": seed, "method": m, "seconds": est,
+                            "command": f"python experiments/beyond/run_lnl.py run --noise {noise} --seeds {seed} "
+                                       f"--methods {m}"})
+    return out
+
+
+def cmd_todo(a) -> int:
+    left = todo(read_json(a.runs)["cells"], seeds=range(a.seeds))
+    total = sum(t["seconds"] or 0.0 for t in left)
+    for t in left:
+        est = f"{t['seconds'] / 60:5.0f} min" if t["seconds"] is not None else "    ? min"
+        print(f"{est}  {t['command']}")
+    print(f"{len(left)} cells left, about {total / 3600:.1f} h at the finished cells' medians (unknown ones not "
+          f"counted)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -488,13 +526,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default=os.path.join(HERE, "lnl_fmnist_cpu.json"))
     g.add_argument("--table", default=os.path.join(HERE, "lnl_fmnist_cpu.md"))
     g.add_argument("--plot", default=os.path.join(HERE, "lnl_fmnist_cpu.png"))
+    t = sub.add_parser("todo", help="the goal's cells still to run, with their commands and estimated minutes")
+    t.add_argument("--runs", default=os.path.join(HERE, "lnl_fmnist_cpu_runs.json"))
+    t.add_argument("--seeds", type=int, default=GOAL_SEEDS, help="seeds 0 .. N-1 (default %(default)s)")
     return p
 
 
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     try:
-        return cmd_run(a) if a.cmd == "run" else cmd_aggregate(a)
+        return {"run": cmd_run, "aggregate": cmd_aggregate, "todo": cmd_todo}[a.cmd](a)
     except ConfigError as e:
         print(f"run_lnl: {e}", file=sys.stderr)
         return 2
