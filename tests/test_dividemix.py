@@ -199,8 +199,9 @@ def test_mix_epoch_runs_only_the_active_steps_like_a_naive_loop():
         pick = lambda t: jax.tree_util.tree_map(lambda a: a[r], t)
         carry = (pick(params), pick(opt_state), pick(other), run_keys[r], lr, ef, lu)
         losses = []
+        step = jax.jit(mix_step)
         for s in range(k):
-            carry, l = mix_step(carry, (il[r, s], wl[r, s], iu[r, s], jnp.float32(1.0), jnp.int32(s)))
+            carry, l = step(carry, (il[r, s], wl[r, s], iu[r, s], jnp.float32(1.0), jnp.int32(s)))
             losses.append(float(l))
         chex.assert_trees_all_close(pick(got_p), carry[0], rtol=1e-5, atol=1e-6)
         assert abs(float(got_l[r]) - np.mean(losses)) < 1e-5
