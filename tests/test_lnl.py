@@ -315,11 +315,11 @@ def test_goal_check_margins_spread_and_verdicts():
     agg = {
         # ahead, everything run with 3 seeds: met; auto is ours even where another of our rows scores higher
         "symmetric:0.4": {**full, "coteaching": e(0.80, 0.03), "cleanlearning": e(0.75, auroc=0.95),
-                          "dividemix": e(0.78, auroc=0.96), "jaxdistill_auto": e(0.82, 0.04, auroc=0.97),
-                          "jaxdistill_forward": e(0.85)},
+                          "dividemix": e(0.78, auroc=0.96), "jaxdistill_auto": e(0.82, 0.04, auroc=0.90),
+                          "jaxdistill_forward": e(0.85), "jaxdistill_coteaching_anchor_rate": e(0.81, auroc=0.97)},
         # ahead in accuracy but behind cleanlab's AUROC: not met
         "asymmetric:0.4": {**full, "cleanlearning": e(0.70, auroc=0.90), "dividemix": e(0.70, auroc=0.80),
-                           "jaxdistill_auto": e(0.75, auroc=0.85)},
+                           "jaxdistill_auto": e(0.75, auroc=0.95), "jaxdistill_coteaching_anchor_rate": e(0.74, auroc=0.85)},
         # one seed and DivideMix missing: only 'so far'
         "instance:0.4": {"coteaching": e(0.80, seeds=1), "baseline_last": e(0.6, seeds=1),
                          "jaxdistill_forward_confident": e(0.79, seeds=1)},
@@ -338,6 +338,7 @@ def test_goal_check_margins_spread_and_verdicts():
     i = g["instance:0.4"]
     assert i["ours"]["name"] == "jaxdistill_forward_confident" and i["seeds"] == 1
     assert "dividemix" in i["missing"] and "baseline_best" in i["missing"] and i["verdict"] == "behind so far"
+    assert "jaxdistill_coteaching_anchor_rate" in i["missing"] and "auroc" not in i
     md = "\n".join(rl.goal_table(g))
     assert "| symmetric:0.4 | jaxdistill_auto 82.00 | coteaching 80.00 | +2.00 (5.00) |" in md
     assert md.count("**met**") == 1 and "**not met**" in md and "**behind so far**" in md
