@@ -409,6 +409,36 @@ def goal_table(goal: dict) -> list[str]:
     return lines + [""]
 
 
+def budget_lines(agg: dict, n: int = 4500) -> list[str]:
+    """The budget each method trains with (epochs, nets, optimiser, sample-gradients at the cpu preset's N = n
+    training images); the memorising baseline's epochs are the mean over its cells (`epochs`)."""
+    mem = {nz: rows["baseline_last"]["epochs"] for nz, rows in agg.items()
+           if "epochs" in rows.get("baseline_last", {})}
+    mem_txt = ", ".join(f"{nz} {e:.0f}" for nz, e in mem.items()) or "not run yet"
+    k = lambda v: f"{v / 1e6:.2f} M"  # noqa: E731
+    rows = [
+        ("baseline_recipe_*, gce, elr, jaxdistill_forward*", "1 net, 40 epochs, SGD lr 0.01 momentum 0.9 wd 5e-4, "
+         "batch 128, x0.1 at 50% and 75%", k(40 * n)),
+        ("baseline_last / _best", f"1 net, the same SGD at constant lr until it has memorised the wrong labels, then "
+         f"decayed; epochs: {mem_txt}", f"epochs x {n}"),
+        ("coteaching, jocor, jaxdistill_coteaching_anchor_rate, jaxdistill_anchor_coteaching*", "2 nets, 40 epochs, "
+         "Adam 1e-3 (the papers'), batch 128; gradients on the kept 1 - tau of each batch (tau ramped over 8 epochs)",
+         f"{k(2 * n * (40 - 35.5 * 0.4))} at tau 0.4"),
+        ("cleanlearning", "5 folds x 40 epochs on 4/5 of the data (CV probabilities), then the recipe on the kept "
+         "images", f"{k(5 * 40 * 0.8 * n)} + 40 x kept"),
+        ("dividemix", "2 nets: 4 warm-up epochs, then 36 MixMatch epochs of len(labelled) // 128 steps, each on 4 x "
+         "128 mixed images (+ 6 forward passes of 128 for the guesses); the recipe's SGD; run twice (lambda_u 0, 25)",
+         f"{k(2 * (4 * n + 36 * (0.55 * n // 128) * 512))} per lambda_u at 55% labelled"),
+        ("distilled_set (the anchor every jaxdistill_ row adds)", "DANCE at the cpu preset: a pool of 5 nets "
+         "pretrained 10 epochs, 500 feature-matching iterations (batch 128 real per class), then 1 net trained on "
+         "the 100 images", f"{k(5 * 10 * n)} for the pool + the distillation"),
+    ]
+    return (["## Budgets", "", f"Every method: the baseline's ConvNet (width 32, depth 3) on the same {n} noisy "
+             "training images; sample-gradients = images that received a gradient, summed over nets and epochs.",
+             "", "| methods | training | sample-gradients |", "|---|---|---|"]
+            + [f"| {m} | {t} | {g} |" for m, t, g in rows] + [""])
+
+
 def table(agg: dict) -> str:
     lines = ["# Noisy-label methods side by side (Fashion-MNIST, cpu preset)", "",
              "Test accuracy %, mean +- std over seeds (one net per seed), at the **last** epoch (headline) and at "
@@ -435,6 +465,7 @@ def table(agg: dict) -> str:
                 lines.append(f"| {name} | {e['auroc']:.3f} +- {e['auroc_std']:.3f} | {f(e, 'precision')} | "
                              f"{f(e, 'recall')} | {f(e, 'f1')} |")
             lines.append("")
+    lines += budget_lines(agg)
     return "\n".join(lines)
 
 
