@@ -358,3 +358,29 @@ def test_todo_lists_missing_goal_cells_seed_major_with_estimates():
     assert left[1]["seconds"] == 150.0 and left[0]["seconds"] == 300.0  # medians of the finished cells
     assert left[0]["command"].endswith("--noise asymmetric:0.4 --seeds 0 --methods gce")
     assert rl.todo(cells, seeds=range(1), methods=("jocor",))[0]["seconds"] is None
+
+
+def test_dividemix_long_cell_triples_the_schedule_and_counts_as_a_reference(monkeypatch):
+    import jaxdistill.baselines as B
+
+    seen = []
+
+    def fake(data, cfg, key, memo=None):
+        seen.append(cfg)
+        return {"acc_mean": 0.9, "accs": [0.9], "final_val": 0.5, "lambda_u": 0.0, "config": {},
+                "lambda_u_candidates": {}, "label_scores": [0.9, 0.1], "flagged": [True, False]}
+
+    monkeypatch.setattr(B, "train_dividemix_select", fake)
+    a = rl.build_parser().parse_args(["run", "--dataset", "digits", "--preset", "quick"])
+    bcfg = rl.full_data_recipe("digits", a)
+    data = type("D", (), {"name": "digits", "y_noisy": np.array([0, 1]), "y_true": np.array([1, 1])})()
+    r = rl.run_cell("dividemix_long", data, 0, a, {}, bcfg)
+    cfg = seen[0]
+    assert cfg.train.epochs == rl.LONG_FACTOR * bcfg.train.epochs and cfg.rampup == rl.LONG_FACTOR * 16
+    assert cfg.train.milestones == bcfg.train.milestones and cfg.warmup_epochs == round(0.1 * cfg.train.epochs)
+    assert r["acc_mean"] == 0.9 and r["final_val"] == 0.5 and r["detect"]["auroc"] == 1.0
+    # where it has run it is a reference of the goal's check; where not, it is not counted missing
+    e = lambda acc: {"acc_mean": acc, "acc_std": 0.0, "seeds": 1}  # noqa: E731
+    g = rl.goal_check({"symmetric:0.4": {"dividemix_long": e(0.9), "coteaching": e(0.8),
+                                         "jaxdistill_auto": e(0.85)}})["symmetric:0.4"]
+    assert g["strongest"]["name"] == "dividemix_long" and "dividemix_long" not in g["missing"]
