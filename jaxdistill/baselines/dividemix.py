@@ -15,9 +15,9 @@ The test prediction is the sum of the two nets' logits. lambda_u is chosen from 
 split (`train_dividemix_select`). A label is flagged wrong where the two nets' mean w is below 0.5; 1 - w ranks.
 
 Budget: the noisy-data baseline's net, epochs, batch, SGD + momentum + weight decay and its lr steps (applied per
-epoch); a warm-up of a tenth of the epochs. Runs: `k` seeds vmapped; one epoch of one net is a `lax.scan` over a
-fixed number of batches (a labelled-set size that changes every epoch only switches steps off, so nothing
-recompiles); the mixture is fitted on the host between epochs (N numbers per net).
+epoch); a warm-up of a tenth of the epochs. Runs: `k` seeds vmapped; one MixMatch epoch of one net is a
+`fori_loop` over its len(labelled) // batch steps, a traced count (a labelled-set size that changes every epoch
+recompiles nothing; `epoch_fns`); the mixture is fitted on the host between epochs (N numbers per net).
 """
 from __future__ import annotations
 
@@ -259,6 +259,7 @@ def epoch_fns(net, x: jax.Array, y1h: jax.Array, cfg: DivideMixConfig, opt, aug,
 
 
 TEST_CURVE = 2000  # test images scored after every epoch for the curve (never used for a choice)
+
 
 def train_dividemix(data, cfg: DivideMixConfig, key: jax.Array, progress: bool = False,
                     anchor_w: np.ndarray | None = None) -> dict:
