@@ -127,10 +127,16 @@ def check_auto_data(data) -> None:
                           "val_fraction > 0 (jaxdistill repair --val-fraction 0.1), or name a rule")
 
 
+def choose_auto(runs: dict) -> str:
+    """The AUTO_CANDIDATES rule whose result in `runs` ({rule: result}) has the highest last-epoch
+    noisy-validation accuracy (`final_val`; the first in AUTO_CANDIDATES on a tie). No test labels involved."""
+    return max(AUTO_CANDIDATES, key=lambda rule: final_val(runs[rule]))
+
+
 def _train_auto(data, pred_probs, bcfg, key) -> dict:
     check_auto_data(data)
     runs = {rule: train_anchored(rule, data, pred_probs, bcfg, key) for rule in AUTO_CANDIDATES}
-    chosen = max(AUTO_CANDIDATES, key=lambda rule: final_val(runs[rule]))
+    chosen = choose_auto(runs)
     out = dict(runs[chosen])
     out.update(rule_chosen=chosen, auto_candidates={rule: {"final_val": final_val(r), "acc_mean": r["acc_mean"]}
                                                     for rule, r in runs.items()})

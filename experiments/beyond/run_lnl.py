@@ -295,16 +295,16 @@ def with_auto(cells: dict) -> dict:
     """cells plus a `jaxdistill_auto` cell per (noise, seed) where every `anchored.AUTO_CANDIDATES` cell has its
     final noisy-validation accuracy: a copy of the candidate with the highest one (what `--rule auto` keeps; no
     test labels involved), marked `rule_chosen`."""
-    from jaxdistill.anchored import AUTO_CANDIDATES
+    from jaxdistill.anchored import AUTO_CANDIDATES, choose_auto
 
     out = dict(cells)
     keys = {(c["noise"], c["seed"]) for c in cells.values()}
     for noise, seed in keys:
-        cand = [cells.get(cell_key(noise, seed, f"jaxdistill_{r}")) for r in AUTO_CANDIDATES]
-        if all(c is not None and c.get("final_val") is not None for c in cand):
-            best = max(cand, key=lambda c: c["final_val"])
-            out[cell_key(noise, seed, "jaxdistill_auto")] = {**best, "method": "jaxdistill_auto",
-                                                              "rule_chosen": best["method"][len("jaxdistill_"):]}
+        runs = {r: cells.get(cell_key(noise, seed, f"jaxdistill_{r}")) for r in AUTO_CANDIDATES}
+        if all(c is not None and final_val(c, required=False) is not None for c in runs.values()):
+            rule = choose_auto(runs)
+            out[cell_key(noise, seed, "jaxdistill_auto")] = {**runs[rule], "method": "jaxdistill_auto",
+                                                              "rule_chosen": rule}
     return out
 
 
