@@ -190,19 +190,18 @@ def run_cell(method: str, data, seed: int, a, ctx: dict, bcfg) -> dict:
                **{k: bn[k] for k in ("wrong_fit", "memorisation") if k in bn},
                "curve": {k: v for k, v in bn.get("curve", {}).items() if k in ("wrong_fit", "val_noisy",
                                                                                "test_slice", "train_noisy")}}
-    elif method in LNL_METHODS:
-        # The CLI's `jaxdistill lnl` runs the same function: the baseline's net and recipe, one key per method.
-        r = run_lnl_method(method, data, bcfg, key, noise_kind=ctx["kind"], cv_folds=a.cv_folds,
-                           memo=StoreMemo(a.runs, ctx["cell"]) if "cell" in ctx else None)
+    elif method in LNL_METHODS + ("dividemix_long",):
+        memo = StoreMemo(a.runs, ctx["cell"]) if "cell" in ctx else None
+        if method == "dividemix_long":
+            tc = bcfg.train.replace(epochs=LONG_FACTOR * bcfg.train.epochs)
+            r = B.train_dividemix_select(data, B.DivideMixConfig(width=bcfg.width, k=bcfg.k, train=tc,
+                                                                 rampup=LONG_FACTOR * 16), key, memo=memo)
+            r["detect"] = flag_metrics(data, r["label_scores"], r["flagged"])
+        else:
+            # The CLI's `jaxdistill lnl` runs the same function: the baseline's net and recipe, one key per method.
+            r = run_lnl_method(method, data, bcfg, key, noise_kind=ctx["kind"], cv_folds=a.cv_folds, memo=memo)
         res = {**_entry(r), **{k: r[k] for k in ("config", "tau", "lambda_u", "lambda_u_candidates",
                                                   "kept_fraction", "cv_epochs", "detect") if r.get(k) is not None}}
-    elif method == "dividemix_long":
-        tc = bcfg.train.replace(epochs=LONG_FACTOR * bcfg.train.epochs)
-        r = B.train_dividemix_select(data, B.DivideMixConfig(width=bcfg.width, k=bcfg.k, train=tc,
-                                                             rampup=LONG_FACTOR * 16), key,
-                                     memo=StoreMemo(a.runs, ctx["cell"]) if "cell" in ctx else None)
-        r["detect"] = flag_metrics(data, r["label_scores"], r["flagged"])
-        res = {**_entry(r), **{k: r[k] for k in ("config", "lambda_u", "lambda_u_candidates", "detect")}}
     elif method in TRAINED_WITH_ANCHOR:
         from jaxdistill.anchored import train_anchored
 
