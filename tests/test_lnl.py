@@ -49,7 +49,9 @@ def test_aggregate_means_over_seeds_against_numpy():
     assert sym["baseline_recipe_last"] == {"acc_mean": 0.83, "acc_std": 0.0, "seeds": 1}
     assert sym["baseline_recipe_best"]["acc_mean"] == 0.82
     assert agg["asymmetric:0.4"]["gce"] == {"acc_mean": 0.7, "acc_std": 0.0, "seeds": 1}
-    md, budgets = rl.table(agg).split("## Budgets")
+    args = {"dataset": "fashion_mnist", "subset": 5000, "val_fraction": 0.1, "preset": "cpu", "ipc": 10,
+            "distiller": "dance", "cv_folds": 5, "epochs": None}
+    md, budgets = rl.table(agg, args).split("## Budgets")
     # the memorising baseline's mean epochs per noise in the budget table
     assert "epochs: symmetric:0.4 70 |" in budgets and "| 0.18 M |" in budgets
     rows = [ln for ln in md.splitlines() if ln.startswith("| dividemix |")]

@@ -421,39 +421,68 @@ def goal_table(goal: dict) -> list[str]:
     return lines + [""]
 
 
-def budget_lines(agg: dict, n: int = 4500) -> list[str]:
-    """The budget each method trains with (epochs, nets, optimiser, sample-gradients at the cpu preset's N = n
-    training images); the memorising baseline's epochs are the mean over its cells (`epochs`)."""
+def budget_lines(agg: dict, args: dict) -> list[str]:
+    """The budget each method trains with, read off the configs the store's cells ran with (`args`: the store's
+    settings): epochs, nets, optimiser and sample-gradients (images that received a gradient, summed over nets
+    and epochs) at its N training images; the memorising baseline's epochs are the mean over its cells."""
+    from types import SimpleNamespace
+
+    from jaxdistill.baselines import DivideMixConfig
+    from jaxdistill.baselines.coteaching import forget_rate_schedule, pair_config
+    from jaxdistill.data.noisy import val_size
+    from jaxdistill.methods import get_config
+
+    sys.path.insert(0, HERE)
+    from run_beyond import distill_cost
+
+    a = SimpleNamespace(**args)
+    if not a.subset:
+        return ["## Budgets", "", "(not tabulated: the store trains on a whole data set, --subset 0)", ""]
+    n = a.subset - val_size(a.subset, a.val_fraction)
+    bcfg = full_data_recipe(a.dataset, a)
+    t = bcfg.train
+    e, b = t.epochs, t.batch_size
+    steps = " and ".join(f"{100 * m:.0f}%" for m in t.milestones)
+    pair = pair_config(bcfg)
+    kept = float((1.0 - forget_rate_schedule(e, 0.4, pair.num_gradual)).sum())
+    dm = DivideMixConfig(width=bcfg.width, k=bcfg.k, train=t)
+    warm = dm.warmup_epochs
+    dm_sg = 2 * (warm * n + (e - warm) * (int(0.55 * n) // b) * 4 * b)
+    dcfg = get_config(a.distiller, a.dataset, a.ipc, a.preset)
+    models = getattr(dcfg, "pool_size", None) or getattr(dcfg, "num_experts", None)
     mem = {nz: rows["baseline_last"]["epochs"] for nz, rows in agg.items()
            if "epochs" in rows.get("baseline_last", {})}
-    mem_txt = ", ".join(f"{nz} {e:.0f}" for nz, e in mem.items()) or "not run yet"
+    mem_txt = ", ".join(f"{nz} {v:.0f}" for nz, v in mem.items()) or "not run yet"
     k = lambda v: f"{v / 1e6:.2f} M"  # noqa: E731
     rows = [
-        ("baseline_recipe_*, gce, elr, jaxdistill_forward*", "1 net, 40 epochs, SGD lr 0.01 momentum 0.9 wd 5e-4, "
-         "batch 128, x0.1 at 50% and 75%", k(40 * n)),
-        ("baseline_last / _best", f"1 net, the same SGD at constant lr until it has memorised the wrong labels, then "
+        ("baseline_recipe_*, gce, elr, jaxdistill_forward*", f"1 net, {e} epochs, {t.optimizer.upper()} lr {t.lr:g} "
+         f"momentum {t.momentum:g} wd {t.weight_decay:g}, batch {b}, x{t.gamma:g} at {steps}", k(e * n)),
+        ("baseline_last / _best", f"1 net, the same at constant lr until it has memorised the wrong labels, then "
          f"decayed; epochs: {mem_txt}", f"epochs x {n}"),
-        ("coteaching, jocor, jaxdistill_coteaching_anchor_rate, jaxdistill_anchor_coteaching*", "2 nets, 40 epochs, "
-         "Adam 1e-3 (the papers'), batch 128; gradients on the kept 1 - tau of each batch (tau ramped over 8 epochs)",
-         f"{k(2 * n * (40 - 35.5 * 0.4))} at tau 0.4"),
-        ("cleanlearning", "5 folds x 40 epochs on 4/5 of the data (CV probabilities), then the recipe on the kept "
-         "images", f"{k(5 * 40 * 0.8 * n)} + 40 x kept"),
-        ("dividemix", "2 nets: 4 warm-up epochs, then 36 MixMatch epochs of len(labelled) // 128 steps, each on 4 x "
-         "128 mixed images (+ 6 forward passes of 128 for the guesses); the recipe's SGD; run twice (lambda_u 0, 25)",
-         f"{k(2 * (4 * n + 36 * (0.55 * n // 128) * 512))} per lambda_u at 55% labelled"),
+        ("coteaching, jocor, jaxdistill_coteaching_anchor_rate, jaxdistill_anchor_coteaching*", f"2 nets, {e} epochs, "
+         f"{pair.train.optimizer.capitalize()} {pair.train.lr:g} (the papers'), batch {b}; gradients on the kept "
+         f"1 - tau of each batch (tau ramped over {pair.num_gradual} epochs)", f"{k(2 * n * kept)} at tau 0.4"),
+        ("cleanlearning", f"{a.cv_folds} folds x {e} epochs on {a.cv_folds - 1}/{a.cv_folds} of the data (CV "
+         f"probabilities), then the recipe on the kept images",
+         f"{k(e * n * (a.cv_folds - 1))} + {e} x kept"),
+        ("dividemix", f"2 nets: {warm} warm-up epochs, then {e - warm} MixMatch epochs of len(labelled) // {b} steps, "
+         f"each on 4 x {b} mixed images (+ 6 forward passes of {b} for the guesses); the recipe's optimiser; run "
+         f"twice (lambda_u 0, 25)", f"{k(dm_sg)} per lambda_u at 55% labelled"),
         ("dividemix_long", f"the same with {LONG_FACTOR} x the epochs (warm-up, ramp-up and lr steps scaled)",
-         f"{k(LONG_FACTOR * 2 * (4 * n + 36 * (0.55 * n // 128) * 512))} per lambda_u"),
-        ("distilled_set (the anchor every jaxdistill_ row adds)", "DANCE at the cpu preset: a pool of 5 nets "
-         "pretrained 10 epochs, 500 feature-matching iterations (batch 128 real per class), then 1 net trained on "
-         "the 100 images", f"{k(5 * 10 * n)} for the pool + the distillation"),
+         f"{k(LONG_FACTOR * dm_sg)} per lambda_u"),
+        ("distilled_set (the anchor every jaxdistill_ row adds)", f"{a.distiller.upper()} at the {a.preset} preset: "
+         f"{models} nets pretrained {getattr(dcfg, 'pretrain_epochs', None) or dcfg.expert_train_epochs} epochs, "
+         f"{dcfg.iterations} iterations, then 1 net trained on its IPC {a.ipc} set",
+         f"{k(distill_cost(dcfg, n))} for the pool + the distillation"),
     ]
-    return (["## Budgets", "", f"Every method: the baseline's ConvNet (width 32, depth 3) on the same {n} noisy "
+    return (["## Budgets", "", f"Every method: the baseline's ConvNet (width {bcfg.width}) on the same {n} noisy "
              "training images; sample-gradients = images that received a gradient, summed over nets and epochs.",
              "", "| methods | training | sample-gradients |", "|---|---|---|"]
-            + [f"| {m} | {t} | {g} |" for m, t, g in rows] + [""])
+            + [f"| {m} | {tx} | {g} |" for m, tx, g in rows] + [""])
 
 
-def table(agg: dict) -> str:
+def table(agg: dict, args: dict | None = None) -> str:
+    """The Markdown tables of `agg`; with the store's settings `args`, the budget section after them."""
     lines = ["# Noisy-label methods side by side (Fashion-MNIST, cpu preset)", "",
              "Test accuracy %, mean +- std over seeds (one net per seed), at the **last** epoch (headline) and at "
              "the epoch the noisy validation split picks (best). AUROC: how well the method's own score ranks the "
@@ -479,7 +508,8 @@ def table(agg: dict) -> str:
                 lines.append(f"| {name} | {e['auroc']:.3f} +- {e['auroc_std']:.3f} | {f(e, 'precision')} | "
                              f"{f(e, 'recall')} | {f(e, 'f1')} |")
             lines.append("")
-    lines += budget_lines(agg)
+    if args is not None:
+        lines += budget_lines(agg, args)
     return "\n".join(lines)
 
 
@@ -513,9 +543,10 @@ def cmd_aggregate(a) -> int:
     store = read_json(a.runs)
     agg = aggregate(store["cells"])
     atomic_write_json(a.out, agg)
-    atomic_write_text(a.table, table(agg) + "\n" + f"\n![methods]({os.path.basename(a.plot)})\n")
+    md = table(agg, store.get("args") or None)  # a store with no settings yet: no budget section
+    atomic_write_text(a.table, md + "\n" + f"\n![methods]({os.path.basename(a.plot)})\n")
     plot(a.plot, agg)
-    print(table(agg))
+    print(md)
     return 0
 
 

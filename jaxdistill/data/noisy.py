@@ -55,6 +55,11 @@ def has_val_split(data) -> bool:
     return getattr(data, "x_val", None) is not None and len(data.x_val) > 0
 
 
+def val_size(n: int, val_fraction: float) -> int:
+    """How many of n training samples the noisy validation split takes at `val_fraction` (0: none)."""
+    return max(1, int(round(float(val_fraction) * n))) if val_fraction > 0 else 0
+
+
 def make_noisy_data(ds: Dataset, noise_spec, seed: int = 0, val_fraction: float = 0.0,
                     subset: int | None = None) -> NoisyData:
     """Apply `noise_spec` (str or NoiseSpec) to the training labels of `ds`.
@@ -106,7 +111,7 @@ def make_noisy_data(ds: Dataset, noise_spec, seed: int = 0, val_fraction: float 
     x_val = y_val = y_val_true = val_index = None
     train_index = idx
     if val_fraction > 0:
-        n_val = max(1, int(round(float(val_fraction) * idx.shape[0])))
+        n_val = val_size(idx.shape[0], val_fraction)
         if n_val >= idx.shape[0]:
             raise ConfigError(f"val_fraction={val_fraction} leaves no training samples out of {idx.shape[0]}; "
                               f"allowed a smaller fraction")
