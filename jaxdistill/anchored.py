@@ -22,6 +22,11 @@ relabel_select):
                      validation split (needs one; no test labels involved)
   coteaching_anchor_rate  the papers' Co-teaching (selection by the nets' losses alone), its forget rate the
                      anchor-point noise rate: the papers give it the true rate, which a user does not have
+  coteaching_relabel  coteaching_anchor_rate (the same key, so the same pair), then each label the pair flags
+                     (its forget-rate fraction with the highest pair cross-entropy) replaced by the pair's
+                     prediction, and a fresh net trained with cross-entropy on every image and the repaired labels
+                     (the recipe's budget once more): at the end Co-teaching trains on only the kept fraction,
+                     the repaired set gives the net all of them
 
 `train_anchored(rule, data, pred_probs, bcfg, key)` returns the result dict of the method it runs (acc_mean,
 acc_std, accs, best_acc_mean where data has a noisy validation split) plus `label_scores` (high = likely wrong)
@@ -36,7 +41,7 @@ from jaxdistill.data.noisy import has_val_split
 from jaxdistill.errors import ConfigError
 
 ANCHORED_RULES = ("auto", "forward", "forward_confident", "anchor_dividemix", "anchor_coteaching",
-                  "anchor_coteaching_confident", "coteaching_anchor_rate")
+                  "anchor_coteaching_confident", "coteaching_anchor_rate", "coteaching_relabel")
 # `auto` trains each of these and keeps the one whose last epoch is most accurate on the noisy validation split:
 # the best by that split under asymmetric / symmetric 0.4 at the cpu preset (BUILD_NOTES session 18).
 AUTO_CANDIDATES = ("forward_confident", "coteaching_anchor_rate")
@@ -65,6 +70,8 @@ def train_anchored(rule: str, data, pred_probs: np.ndarray, bcfg, key: jax.Array
         raise ConfigError(f"pred_probs has shape {np.shape(pred_probs)}; expected ({len(y)}, {data.num_classes})")
     if rule == "auto":
         return _train_auto(data, pred_probs, bcfg, key)
+    if rule == "coteaching_relabel":
+        return _train_coteaching_relabel(data, pred_probs, bcfg, key)
     w = anchor_clean_prob(pred_probs, y)
     prior = np.asarray(pred_probs, np.float64).mean(0)
     if rule in ("forward", "forward_confident"):
@@ -104,6 +111,40 @@ def train_anchored(rule: str, data, pred_probs: np.ndarray, bcfg, key: jax.Array
         r["transition"] = t.tolist()
     if getattr(data, "noise_rate", None) is not None:
         r["tau_error"] = tau - float(data.noise_rate)
+    return r
+
+
+def relabel_flagged(labels: np.ndarray, flagged: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """(N,) int32: `labels` with each flagged one replaced by `pred` (the others as given)."""
+    labels, flagged, pred = np.asarray(labels), np.asarray(flagged, bool), np.asarray(pred)
+    if not labels.shape == flagged.shape == pred.shape:
+        raise ConfigError(f"labels {labels.shape}, flagged {flagged.shape} and pred {pred.shape} must have one "
+                          f"shape (N,)")
+    return np.where(flagged, pred, labels).astype(np.int32)
+
+
+def _train_coteaching_relabel(data, pred_probs, bcfg, key) -> dict:
+    """Rule coteaching_relabel: the anchor-rate pair on `key`, then one net per run on the pair-repaired labels
+    (cross-entropy, the recipe of `bcfg`) on fold_in(key, 1). The result is the second stage's, with the pair's
+    label scores and flags (its notion of a wrong label), `labels_repaired`, and the pair's own accuracy."""
+    import dataclasses
+
+    from jaxdistill import baselines as B
+
+    pair = train_anchored("coteaching_anchor_rate", data, pred_probs, bcfg, key)
+    y = np.asarray(data.y_noisy)
+    y_rep = relabel_flagged(y, pair["flagged"], pair["pair_pred"])
+    cfg = B.RobustConfig(loss="ce", width=bcfg.width, k=bcfg.k, train=bcfg.train)
+    r = B.train_robust(dataclasses.replace(data, y_noisy=y_rep), cfg, jax.random.fold_in(key, 1))
+    r.update({k: pair[k] for k in ("tau", "tau_error", "transition", "label_scores", "flagged", "anchor_scores",
+                                   "anchor_flagged") if k in pair},
+             labels_repaired=y_rep.tolist(), relabelled=int(np.sum(y_rep != y)), pair_acc_mean=pair["acc_mean"],
+             pair_accs=pair["accs"])
+    y_true = getattr(data, "y_true", None)
+    if y_true is not None:
+        # the noise left after the repair, against the noise given (scored with the true labels; not used)
+        r.update(noise_rate_given=float(np.mean(y != np.asarray(y_true))),
+                 noise_rate_repaired=float(np.mean(y_rep != np.asarray(y_true))))
     return r
 
 

@@ -10,8 +10,9 @@ Rules (p = mean softmax of the K nets, s = argmax p, y = given label, flagged = 
   select          drop the flagged samples; keep the rest with their given labels.
   relabel_select  y <- s where flagged and p[s] >= relabel_conf; drop the other flagged samples and the
                   unflagged ones whose own label is unlikely (p[y] < drop_below); keep the rest. (default)
-Training rules (`jaxdistill.anchored`: the labels stay, the anchor p steers the training instead):
-  forward, anchor_dividemix, anchor_coteaching.
+Training rules (`jaxdistill.anchored`: the anchor p steers the training instead):
+  forward, anchor_dividemix, anchor_coteaching, ... keep every label as given; coteaching_relabel trains a
+  Co-teaching pair, replaces the labels the pair flags by its predictions and trains on those.
 """
 from __future__ import annotations
 
@@ -124,8 +125,8 @@ def repair(data, distilled, key: jax.Array, cfg: RepairConfig = RepairConfig(), 
     from jaxdistill.detect import score_labels
 
     if cfg.rule not in LABEL_RULES and redistill is not None:
-        raise ConfigError(f"redistill needs repaired labels; rule {cfg.rule!r} keeps the given ones (label rules: "
-                          f"{', '.join(LABEL_RULES)})")
+        raise ConfigError(f"redistill needs a label rule's repaired labels; rule {cfg.rule!r} is a training rule "
+                          f"(label rules: {', '.join(LABEL_RULES)})")
     if cfg.rule == "auto":
         check_auto_data(data)
     k_score, k_train, k_re, k_eval = jax.random.split(key, 4)
@@ -183,8 +184,10 @@ def _repair_by_training(data, scores, cfg: RepairConfig, bcfg, key) -> RepairRes
         results["distilled"] = acc_entry(scores.meta["test_accs"], protocol=scores.meta.get("protocol"))
     y = np.asarray(data.y_noisy)
     n = len(y)
-    stats = label_stats(y, y, np.ones(n, bool), getattr(data, "y_true", None))
+    # coteaching_relabel trains on labels it repaired; the other training rules keep every label as given
+    y_rep = np.asarray(r.get("labels_repaired", y), np.int32)
+    stats = label_stats(y, y_rep, np.ones(n, bool), getattr(data, "y_true", None))
     stats.update(rule=cfg.rule, flagged_by_rule=int(np.sum(r["flagged"])),
                  **{k: r[k] for k in ("tau", "tau_error", "transition_error", "lambda_u", "rule_chosen",
-                                      "auto_candidates") if r.get(k) is not None})
-    return RepairResult(y.astype(np.int32), np.ones(n, bool), np.zeros(n, bool), results, stats, scores)
+                                      "auto_candidates", "pair_acc_mean") if r.get(k) is not None})
+    return RepairResult(y_rep, np.ones(n, bool), y_rep != y, results, stats, scores)

@@ -157,14 +157,67 @@ def test_training_rules_keep_the_labels_and_train_with_the_anchor(rule):
         assert "transition_error" in out.stats
     else:
         assert abs(out.stats["tau_error"]) < 0.1, out.stats
-    with pytest.raises(ConfigError, match="redistill needs repaired labels; rule 'forward'"):
+    with pytest.raises(ConfigError, match="redistill needs a label rule's repaired labels; rule 'forward' is a "
+                                         "training rule"):
         rp.repair(data, None, jax.random.PRNGKey(0), rp.RepairConfig(rule="forward", train=bcfg),
                   scores=scores_from_probs(p, data.y_noisy), redistill=lambda d, k: None)
     with pytest.raises(ConfigError, match="allowed auto, forward, forward_confident, anchor_dividemix, "
-                                         "anchor_coteaching, anchor_coteaching_confident, coteaching_anchor_rate"):
+                                         "anchor_coteaching, anchor_coteaching_confident, coteaching_anchor_rate, "
+                                         "coteaching_relabel"):
         from jaxdistill.anchored import train_anchored
 
         train_anchored("mixup", data, p, bcfg, jax.random.PRNGKey(0))
+
+
+def test_relabel_flagged_against_a_loop():
+    from jaxdistill.anchored import relabel_flagged
+
+    rng = np.random.default_rng(0)
+    y, pred, flag = rng.integers(0, 5, 50), rng.integers(0, 5, 50), rng.random(50) < 0.3
+    want = np.array([p if f else l for l, p, f in zip(y, pred, flag)])
+    out = relabel_flagged(y, flag, pred)
+    np.testing.assert_array_equal(out, want)
+    assert out.dtype == np.int32
+    with pytest.raises(ConfigError, match=r"labels \(50,\), flagged \(49,\)"):
+        relabel_flagged(y, flag[:49], pred)
+
+
+def test_coteaching_relabel_repairs_what_its_pair_flags_and_trains_on_it():
+    """Stage 1 is coteaching_anchor_rate on the same key (the same pair, scores and flags); the labels it trains
+    on are the given ones with each flagged label replaced by the pair's prediction (a loop); stage 2 is one
+    cross-entropy net on those labels with fold_in(key, 1); repair() reports those labels as repaired."""
+    import dataclasses
+
+    from jaxdistill import baselines as B
+    from jaxdistill.anchored import train_anchored
+    from jaxdistill.baseline import BaselineConfig
+    from jaxdistill.data import load_dataset, make_noisy_data
+    from jaxdistill.train import TrainConfig
+
+    data = make_noisy_data(load_dataset("digits"), "symmetric:0.4", seed=0, subset=300, val_fraction=0.1)
+    p = np.eye(10)[data.y_true] * 0.9 + 0.01
+    bcfg = BaselineConfig(width=8, k=1, train=TrainConfig(epochs=3, batch_size=64, lr=0.05, momentum=0.9))
+    key = jax.random.PRNGKey(3)
+    k_train = jax.random.split(key, 4)[1]          # the key repair() trains with (its second of four)
+    pair = train_anchored("coteaching_anchor_rate", data, p, bcfg, k_train)
+    r = train_anchored("coteaching_relabel", data, p, bcfg, k_train)
+    np.testing.assert_allclose(r["label_scores"], pair["label_scores"], rtol=1e-6)
+    assert r["flagged"] == pair["flagged"] and r["tau"] == pair["tau"] and r["pair_accs"] == pair["accs"]
+    want = [pp if f else yy for yy, pp, f in zip(data.y_noisy, pair["pair_pred"], pair["flagged"])]
+    assert r["labels_repaired"] == [int(v) for v in want]
+    assert r["relabelled"] == int(np.sum(np.asarray(want) != data.y_noisy)) > 0
+    assert r["noise_rate_repaired"] == pytest.approx(float(np.mean(np.asarray(want) != data.y_true)))
+    ce = B.train_robust(dataclasses.replace(data, y_noisy=np.asarray(want, np.int32)),
+                        B.RobustConfig(loss="ce", width=8, k=1, train=bcfg.train), jax.random.fold_in(k_train, 1))
+    np.testing.assert_allclose(r["accs"], ce["accs"], rtol=1e-6)
+    from jaxdistill.anchored import final_val
+
+    assert final_val(r) == pytest.approx(ce["val_curve"][-1])   # auto chooses by the retrained net, not the pair
+    out = rp.repair(data, None, key, rp.RepairConfig(rule="coteaching_relabel", train=bcfg, baseline=False),
+                    scores=scores_from_probs(p, data.y_noisy))
+    np.testing.assert_array_equal(out.labels_repaired, want)
+    np.testing.assert_array_equal(out.relabelled_mask, np.asarray(want) != data.y_noisy)
+    assert out.stats["relabelled_fraction"] == pytest.approx(r["relabelled"] / len(want))
 
 
 def test_auto_rule_keeps_the_candidate_best_on_the_noisy_validation_split(monkeypatch):

@@ -228,7 +228,10 @@ def train_pair(data, cfg: CoTeachingConfig, key: jax.Array, pair_loss: PairLoss,
     scores = -np.asarray(jnp.take_along_axis(logp, y[None, :, None], -1)[..., 0]).mean(0)
     scores = scores + (0.0 if selection_bias is None else np.asarray(selection_bias, np.float64))
     order = np.argsort(np.argsort(scores, kind="stable"), kind="stable")
-    out.update(label_scores=scores.tolist(), flagged=(order >= n - int(round(tau * n))).tolist())
+    # pair_pred: the class the final nets' mean probability picks for each training image (what a label the pair
+    # flags would be repaired to; jaxdistill.anchored's coteaching_relabel)
+    out.update(label_scores=scores.tolist(), flagged=(order >= n - int(round(tau * n))).tolist(),
+               pair_pred=np.asarray(jnp.argmax(jnp.exp(logp).mean(0), -1)).astype(int).tolist())
     if has_val:
         b = accuracy(net, best[0], data.x_test, data.y_test)
         val = np.asarray(hist["val"])                                   # (k, epochs)
