@@ -27,6 +27,10 @@ relabel_select):
                      prediction, and a fresh net trained with cross-entropy on every image and the repaired labels
                      (the recipe's budget once more): at the end Co-teaching trains on only the kept fraction,
                      the repaired set gives the net all of them
+  coteaching_vote    the same pair, but a flagged label is replaced only where the distilled-set nets (the anchor,
+                     which never trained on the noisy labels) predict the same class as the pair; the other
+                     flagged samples are dropped, and the net trains on the rest: two independent votes make the
+                     repair more precise than the pair alone
 
 `train_anchored(rule, data, pred_probs, bcfg, key)` returns the result dict of the method it runs (acc_mean,
 acc_std, accs, best_acc_mean where data has a noisy validation split) plus `label_scores` (high = likely wrong)
@@ -41,7 +45,8 @@ from jaxdistill.data.noisy import has_val_split
 from jaxdistill.errors import ConfigError
 
 ANCHORED_RULES = ("auto", "forward", "forward_confident", "anchor_dividemix", "anchor_coteaching",
-                  "anchor_coteaching_confident", "coteaching_anchor_rate", "coteaching_relabel")
+                  "anchor_coteaching_confident", "coteaching_anchor_rate", "coteaching_relabel",
+                  "coteaching_vote")
 # `auto` trains each of these and keeps the one whose last epoch is most accurate on the noisy validation split:
 # the best by that split under asymmetric / symmetric 0.4 at the cpu preset (BUILD_NOTES session 18).
 AUTO_CANDIDATES = ("forward_confident", "coteaching_anchor_rate")
@@ -70,8 +75,8 @@ def train_anchored(rule: str, data, pred_probs: np.ndarray, bcfg, key: jax.Array
         raise ConfigError(f"pred_probs has shape {np.shape(pred_probs)}; expected ({len(y)}, {data.num_classes})")
     if rule == "auto":
         return _train_auto(data, pred_probs, bcfg, key)
-    if rule == "coteaching_relabel":
-        return _train_coteaching_relabel(data, pred_probs, bcfg, key)
+    if rule in ("coteaching_relabel", "coteaching_vote"):
+        return _train_coteaching_relabel(data, pred_probs, bcfg, key, vote=rule == "coteaching_vote")
     w = anchor_clean_prob(pred_probs, y)
     prior = np.asarray(pred_probs, np.float64).mean(0)
     if rule in ("forward", "forward_confident"):
@@ -123,28 +128,44 @@ def relabel_flagged(labels: np.ndarray, flagged: np.ndarray, pred: np.ndarray) -
     return np.where(flagged, pred, labels).astype(np.int32)
 
 
-def _train_coteaching_relabel(data, pred_probs, bcfg, key) -> dict:
-    """Rule coteaching_relabel: the anchor-rate pair on `key`, then one net per run on the pair-repaired labels
-    (cross-entropy, the recipe of `bcfg`) on fold_in(key, 1). The result is the second stage's, with the pair's
-    label scores and flags (its notion of a wrong label), `labels_repaired`, and the pair's own accuracy."""
+def vote_repair(labels: np.ndarray, flagged: np.ndarray, pair_pred: np.ndarray,
+                anchor_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(labels (N,) int32, kept (N,) bool): a flagged label becomes the pair's prediction where the anchor
+    predicts the same class, and is dropped where they differ; unflagged samples keep their label."""
+    agree = np.asarray(pair_pred) == np.asarray(anchor_pred)
+    kept = ~np.asarray(flagged, bool) | agree
+    return relabel_flagged(labels, np.asarray(flagged, bool) & agree, pair_pred), kept
+
+
+def _train_coteaching_relabel(data, pred_probs, bcfg, key, vote: bool = False) -> dict:
+    """Rules coteaching_relabel / coteaching_vote: the anchor-rate pair on `key`, then one net per run on the
+    repaired labels of the kept samples (cross-entropy, the recipe of `bcfg`) on fold_in(key, 1). The result is
+    the second stage's, with the pair's label scores and flags (its notion of a wrong label), `labels_repaired`,
+    `kept_mask` and the pair's own accuracy."""
     import dataclasses
 
     from jaxdistill import baselines as B
 
     pair = train_anchored("coteaching_anchor_rate", data, pred_probs, bcfg, key)
     y = np.asarray(data.y_noisy)
-    y_rep = relabel_flagged(y, pair["flagged"], pair["pair_pred"])
+    if vote:
+        y_rep, kept = vote_repair(y, pair["flagged"], pair["pair_pred"], np.argmax(pred_probs, -1))
+    else:
+        y_rep, kept = relabel_flagged(y, pair["flagged"], pair["pair_pred"]), np.ones(len(y), bool)
+    y_true = getattr(data, "y_true", None)
+    sub = dataclasses.replace(data, x_train=np.asarray(data.x_train)[kept], y_noisy=y_rep[kept],
+                              y_true=None if y_true is None else np.asarray(y_true)[kept])
     cfg = B.RobustConfig(loss="ce", width=bcfg.width, k=bcfg.k, train=bcfg.train)
-    r = B.train_robust(dataclasses.replace(data, y_noisy=y_rep), cfg, jax.random.fold_in(key, 1))
+    r = B.train_robust(sub, cfg, jax.random.fold_in(key, 1))
     r.update({k: pair[k] for k in ("tau", "tau_error", "transition", "label_scores", "flagged", "anchor_scores",
                                    "anchor_flagged") if k in pair},
-             labels_repaired=y_rep.tolist(), relabelled=int(np.sum(y_rep != y)), pair_acc_mean=pair["acc_mean"],
-             pair_accs=pair["accs"])
-    y_true = getattr(data, "y_true", None)
+             labels_repaired=y_rep.tolist(), kept_mask=kept.tolist(), relabelled=int(np.sum(y_rep != y)),
+             kept_fraction=float(kept.mean()), pair_acc_mean=pair["acc_mean"], pair_accs=pair["accs"])
     if y_true is not None:
-        # the noise left after the repair, against the noise given (scored with the true labels; not used)
+        # the noise left among the kept samples after the repair, against the noise given (scored with the true
+        # labels; not used)
         r.update(noise_rate_given=float(np.mean(y != np.asarray(y_true))),
-                 noise_rate_repaired=float(np.mean(y_rep != np.asarray(y_true))))
+                 noise_rate_repaired=float(np.mean(y_rep[kept] != np.asarray(y_true)[kept])))
     return r
 
 

@@ -12,7 +12,8 @@ Rules (p = mean softmax of the K nets, s = argmax p, y = given label, flagged = 
                   unflagged ones whose own label is unlikely (p[y] < drop_below); keep the rest. (default)
 Training rules (`jaxdistill.anchored`: the anchor p steers the training instead):
   forward, anchor_dividemix, anchor_coteaching, ... keep every label as given; coteaching_relabel trains a
-  Co-teaching pair, replaces the labels the pair flags by its predictions and trains on those.
+  Co-teaching pair, replaces the labels the pair flags by its predictions and trains on those; coteaching_vote
+  replaces a flagged label only where the anchor agrees with the pair and drops the other flagged samples.
 """
 from __future__ import annotations
 
@@ -184,10 +185,12 @@ def _repair_by_training(data, scores, cfg: RepairConfig, bcfg, key) -> RepairRes
         results["distilled"] = acc_entry(scores.meta["test_accs"], protocol=scores.meta.get("protocol"))
     y = np.asarray(data.y_noisy)
     n = len(y)
-    # coteaching_relabel trains on labels it repaired; the other training rules keep every label as given
+    # coteaching_relabel / _vote train on labels they repaired (vote: on the kept samples); the other training
+    # rules keep every label as given
     y_rep = np.asarray(r.get("labels_repaired", y), np.int32)
-    stats = label_stats(y, y_rep, np.ones(n, bool), getattr(data, "y_true", None))
+    kept = np.asarray(r.get("kept_mask", np.ones(n, bool)), bool)
+    stats = label_stats(y, y_rep, kept, getattr(data, "y_true", None))
     stats.update(rule=cfg.rule, flagged_by_rule=int(np.sum(r["flagged"])),
                  **{k: r[k] for k in ("tau", "tau_error", "transition_error", "lambda_u", "rule_chosen",
                                       "auto_candidates", "pair_acc_mean") if r.get(k) is not None})
-    return RepairResult(y_rep, np.ones(n, bool), y_rep != y, results, stats, scores)
+    return RepairResult(y_rep, kept, y_rep != y, results, stats, scores)

@@ -163,7 +163,7 @@ def test_training_rules_keep_the_labels_and_train_with_the_anchor(rule):
                   scores=scores_from_probs(p, data.y_noisy), redistill=lambda d, k: None)
     with pytest.raises(ConfigError, match="allowed auto, forward, forward_confident, anchor_dividemix, "
                                          "anchor_coteaching, anchor_coteaching_confident, coteaching_anchor_rate, "
-                                         "coteaching_relabel"):
+                                         "coteaching_relabel, coteaching_vote"):
         from jaxdistill.anchored import train_anchored
 
         train_anchored("mixup", data, p, bcfg, jax.random.PRNGKey(0))
@@ -182,10 +182,29 @@ def test_relabel_flagged_against_a_loop():
         relabel_flagged(y, flag[:49], pred)
 
 
-def test_coteaching_relabel_repairs_what_its_pair_flags_and_trains_on_it():
+def test_vote_repair_against_a_loop():
+    from jaxdistill.anchored import vote_repair
+
+    rng = np.random.default_rng(1)
+    y, pp, ap, flag = (rng.integers(0, 3, 80), rng.integers(0, 3, 80), rng.integers(0, 3, 80),
+                       rng.random(80) < 0.4)
+    labels, kept = vote_repair(y, flag, pp, ap)
+    for i in range(80):
+        if not flag[i]:
+            assert kept[i] and labels[i] == y[i]
+        elif pp[i] == ap[i]:
+            assert kept[i] and labels[i] == pp[i]
+        else:
+            assert not kept[i]
+    assert 0 < kept.sum() < 80
+
+
+@pytest.mark.parametrize("rule", ["coteaching_relabel", "coteaching_vote"])
+def test_coteaching_relabel_repairs_what_its_pair_flags_and_trains_on_it(rule):
     """Stage 1 is coteaching_anchor_rate on the same key (the same pair, scores and flags); the labels it trains
-    on are the given ones with each flagged label replaced by the pair's prediction (a loop); stage 2 is one
-    cross-entropy net on those labels with fold_in(key, 1); repair() reports those labels as repaired."""
+    on are the given ones with each flagged label replaced by the pair's prediction (vote: only where the anchor
+    agrees, the other flagged dropped; a loop); stage 2 is one cross-entropy net on the kept samples and those
+    labels with fold_in(key, 1); repair() reports those labels and that selection."""
     import dataclasses
 
     from jaxdistill import baselines as B
@@ -195,29 +214,41 @@ def test_coteaching_relabel_repairs_what_its_pair_flags_and_trains_on_it():
     from jaxdistill.train import TrainConfig
 
     data = make_noisy_data(load_dataset("digits"), "symmetric:0.4", seed=0, subset=300, val_fraction=0.1)
-    p = np.eye(10)[data.y_true] * 0.9 + 0.01
+    # an anchor that is right on 70% of the images, so that it confirms some of the pair's relabels, not all
+    rng = np.random.default_rng(0)
+    anchor_pred = np.where(rng.random(len(data.y_true)) < 0.7, data.y_true, (data.y_true + 1) % 10)
+    p = np.eye(10)[anchor_pred] * 0.9 + 0.01
     bcfg = BaselineConfig(width=8, k=1, train=TrainConfig(epochs=3, batch_size=64, lr=0.05, momentum=0.9))
     key = jax.random.PRNGKey(3)
     k_train = jax.random.split(key, 4)[1]          # the key repair() trains with (its second of four)
     pair = train_anchored("coteaching_anchor_rate", data, p, bcfg, k_train)
-    r = train_anchored("coteaching_relabel", data, p, bcfg, k_train)
+    r = train_anchored(rule, data, p, bcfg, k_train)
     np.testing.assert_allclose(r["label_scores"], pair["label_scores"], rtol=1e-6)
     assert r["flagged"] == pair["flagged"] and r["tau"] == pair["tau"] and r["pair_accs"] == pair["accs"]
-    want = [pp if f else yy for yy, pp, f in zip(data.y_noisy, pair["pair_pred"], pair["flagged"])]
-    assert r["labels_repaired"] == [int(v) for v in want]
-    assert r["relabelled"] == int(np.sum(np.asarray(want) != data.y_noisy)) > 0
-    assert r["noise_rate_repaired"] == pytest.approx(float(np.mean(np.asarray(want) != data.y_true)))
-    ce = B.train_robust(dataclasses.replace(data, y_noisy=np.asarray(want, np.int32)),
+    want, keep = [], []
+    for yy, pp, ap, f in zip(data.y_noisy, pair["pair_pred"], anchor_pred, pair["flagged"]):
+        vetoed = rule == "coteaching_vote" and f and pp != ap
+        want.append(pp if f and not vetoed else yy)
+        keep.append(not vetoed)
+    want, keep = np.asarray(want), np.asarray(keep)
+    assert r["labels_repaired"] == [int(v) for v in want] and r["kept_mask"] == keep.tolist()
+    assert r["relabelled"] == int(np.sum(want != data.y_noisy)) > 0
+    assert (keep.mean() < 1.0) == (rule == "coteaching_vote")
+    assert r["noise_rate_repaired"] == pytest.approx(float(np.mean(want[keep] != data.y_true[keep])))
+    ce = B.train_robust(dataclasses.replace(data, x_train=data.x_train[keep], y_noisy=want[keep].astype(np.int32),
+                                            y_true=data.y_true[keep]),
                         B.RobustConfig(loss="ce", width=8, k=1, train=bcfg.train), jax.random.fold_in(k_train, 1))
     np.testing.assert_allclose(r["accs"], ce["accs"], rtol=1e-6)
     from jaxdistill.anchored import final_val
 
     assert final_val(r) == pytest.approx(ce["val_curve"][-1])   # auto chooses by the retrained net, not the pair
-    out = rp.repair(data, None, key, rp.RepairConfig(rule="coteaching_relabel", train=bcfg, baseline=False),
+    out = rp.repair(data, None, key, rp.RepairConfig(rule=rule, train=bcfg, baseline=False),
                     scores=scores_from_probs(p, data.y_noisy))
     np.testing.assert_array_equal(out.labels_repaired, want)
-    np.testing.assert_array_equal(out.relabelled_mask, np.asarray(want) != data.y_noisy)
+    np.testing.assert_array_equal(out.kept_mask, keep)
+    np.testing.assert_array_equal(out.relabelled_mask, want != data.y_noisy)
     assert out.stats["relabelled_fraction"] == pytest.approx(r["relabelled"] / len(want))
+    assert out.stats["kept_fraction"] == pytest.approx(keep.mean())
 
 
 def test_auto_rule_keeps_the_candidate_best_on_the_noisy_validation_split(monkeypatch):

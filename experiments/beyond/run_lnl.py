@@ -29,6 +29,8 @@ cell under way and a later session goes on where this one stopped:
                     rate (the papers' runs are given the true rate)
     jaxdistill_coteaching_relabel: that very pair (its cell's key), then the labels it flags replaced by its
                     predictions and one net trained with cross-entropy on all images with the repaired labels
+    jaxdistill_coteaching_vote: the same, a flagged label replaced only where the distilled-set nets predict the
+                    pair's class, the other flagged images dropped
     dividemix_long  DivideMix with 3 x the epochs (is 40 too few for MixMatch? the paper trains 300); counted among
                     the established methods where it has run, not required
     jaxdistill_auto (derived by `aggregate`, not run): per (noise, seed) the one of jaxdistill_forward_confident
@@ -65,7 +67,8 @@ METHODS = ("baseline", "baseline_memorise", "gce", "elr", "coteaching", "jocor",
            "jaxdistill_repair_select", "jaxdistill_repair_relabel", "jaxdistill_repair_relabel_select",
            "jaxdistill_forward", "dividemix", "jaxdistill_anchor_dividemix", "jaxdistill_anchor_coteaching",
            "jaxdistill_forward_confident", "jaxdistill_anchor_coteaching_confident",
-           "jaxdistill_coteaching_anchor_rate", "dividemix_long", "jaxdistill_coteaching_relabel")
+           "jaxdistill_coteaching_anchor_rate", "dividemix_long", "jaxdistill_coteaching_relabel",
+           "jaxdistill_coteaching_vote")
 # dividemix_long: DivideMix with LONG_FACTOR x the shared epochs (its warm-up, ramp-up and lr steps scale with
 # them), for the question whether the shared 40 epochs starve MixMatch (the paper trains 300).
 LONG_FACTOR = 3
@@ -73,7 +76,8 @@ LONG_FACTOR = 3
 TRAINED_WITH_ANCHOR = tuple(m for m in METHODS
                             if m.startswith("jaxdistill_") and not m.startswith("jaxdistill_repair_"))
 # Cells whose first stage is another cell's run: they take that cell's key, so the stage repeats it exactly.
-KEY_OF = {"jaxdistill_coteaching_relabel": "jaxdistill_coteaching_anchor_rate"}
+KEY_OF = {"jaxdistill_coteaching_relabel": "jaxdistill_coteaching_anchor_rate",
+          "jaxdistill_coteaching_vote": "jaxdistill_coteaching_anchor_rate"}
 # Args that change what a cell means: a resumed run must agree on them.
 RESULT_ARGS = ("dataset", "subset", "val_fraction", "preset", "ipc", "distiller", "cv_folds", "epochs")
 
@@ -214,7 +218,8 @@ def run_cell(method: str, data, seed: int, a, ctx: dict, bcfg) -> dict:
         r = train_anchored(rule, data, scores.pred_probs, bcfg, key,
                            memo=StoreMemo(a.runs, ctx["cell"]) if "cell" in ctx else None)
         keep = ("transition", "transition_error", "lambda_u", "lambda_u_candidates", "config", "tau", "tau_error",
-                "label_precision_last", "relabelled", "pair_acc_mean", "noise_rate_given", "noise_rate_repaired")
+                "label_precision_last", "relabelled", "kept_fraction", "pair_acc_mean", "noise_rate_given",
+                "noise_rate_repaired")
         res = {**_entry(r), **{k: r[k] for k in keep if r.get(k) is not None}}
         # each rule's own notion of a wrong label (forward: the anchor's scores)
         res["detect"] = flag_metrics(data, r["label_scores"], r["flagged"])
@@ -466,8 +471,9 @@ def budget_lines(agg: dict, args: dict) -> list[str]:
         ("coteaching, jocor, jaxdistill_coteaching_anchor_rate, jaxdistill_anchor_coteaching*", f"2 nets, {e} epochs, "
          f"{pair.train.optimizer.capitalize()} {pair.train.lr:g} (the papers'), batch {b}; gradients on the kept "
          f"1 - tau of each batch (tau ramped over {pair.num_gradual} epochs)", f"{k(2 * n * kept)} at tau 0.4"),
-        ("jaxdistill_coteaching_relabel", f"the anchor-rate pair above, then 1 net with the first row's recipe on "
-         f"all {n} images with the labels the pair repaired", f"{k(2 * n * kept)} + {k(e * n)}"),
+        ("jaxdistill_coteaching_relabel, _vote", f"the anchor-rate pair above, then 1 net with the first row's "
+         f"recipe on the {n} images with the labels the pair repaired (vote: less the flagged images the anchor "
+         f"does not confirm)", f"{k(2 * n * kept)} + at most {k(e * n)}"),
         ("cleanlearning", f"{a.cv_folds} folds x {e} epochs on {a.cv_folds - 1}/{a.cv_folds} of the data (CV "
          f"probabilities), then the recipe on the kept images",
          f"{k(e * n * (a.cv_folds - 1))} + {e} x kept"),
