@@ -43,7 +43,7 @@ from __future__ import annotations
 import numpy as np
 import jax
 
-from jaxdistill.data.noisy import has_val_split
+from jaxdistill.data.noisy import has_val_split, keep_train
 from jaxdistill.errors import ConfigError
 
 ANCHORED_RULES = ("auto", "forward", "forward_confident", "anchor_dividemix", "anchor_coteaching",
@@ -144,8 +144,6 @@ def _train_coteaching_relabel(data, pred_probs, bcfg, key, vote: bool = False) -
     repaired labels of the kept samples (cross-entropy, the recipe of `bcfg`) on fold_in(key, 1). The result is
     the second stage's, with the pair's label scores and flags (its notion of a wrong label), `labels_repaired`,
     `kept_mask` and the pair's own accuracy."""
-    import dataclasses
-
     from jaxdistill import baselines as B
 
     pair = train_anchored("coteaching_anchor_rate", data, pred_probs, bcfg, key)
@@ -154,15 +152,13 @@ def _train_coteaching_relabel(data, pred_probs, bcfg, key, vote: bool = False) -
         y_rep, kept = vote_repair(y, pair["flagged"], pair["pair_pred"], np.argmax(pred_probs, -1))
     else:
         y_rep, kept = relabel_flagged(y, pair["flagged"], pair["pair_pred"]), np.ones(len(y), bool)
-    y_true = getattr(data, "y_true", None)
-    sub = dataclasses.replace(data, x_train=np.asarray(data.x_train)[kept], y_noisy=y_rep[kept],
-                              y_true=None if y_true is None else np.asarray(y_true)[kept])
     cfg = B.RobustConfig(loss="ce", width=bcfg.width, k=bcfg.k, train=bcfg.train)
-    r = B.train_robust(sub, cfg, jax.random.fold_in(key, 1))
+    r = B.train_robust(keep_train(data, kept, y_rep), cfg, jax.random.fold_in(key, 1))
     r.update({k: pair[k] for k in ("tau", "tau_error", "transition", "label_scores", "flagged", "anchor_scores",
                                    "anchor_flagged") if k in pair},
              labels_repaired=y_rep.tolist(), kept_mask=kept.tolist(), relabelled=int(np.sum(y_rep != y)),
              kept_fraction=float(kept.mean()), pair_acc_mean=pair["acc_mean"], pair_accs=pair["accs"])
+    y_true = getattr(data, "y_true", None)
     if y_true is not None:
         # the noise left among the kept samples after the repair, against the noise given (scored with the true
         # labels; not used)

@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from jaxdistill.anchored import ANCHORED_RULES, check_auto_data
+from jaxdistill.data.noisy import keep_train
 from jaxdistill.errors import ConfigError
 
 LABEL_RULES = ("relabel", "select", "relabel_select")
@@ -139,8 +140,7 @@ def repair(data, distilled, key: jax.Array, cfg: RepairConfig = RepairConfig(), 
         return _repair_by_training(data, scores, cfg, bcfg, k_train)
     y_rep, kept, relabelled = repair_labels(scores.pred_probs, data.y_noisy, scores.flagged, cfg.rule,
                                             cfg.relabel_conf, cfg.drop_below)
-    repaired = dataclasses.replace(data, x_train=np.asarray(data.x_train)[kept], y_noisy=y_rep[kept],
-                                   y_true=None if data.y_true is None else np.asarray(data.y_true)[kept])
+    repaired = keep_train(data, kept, y_rep)
     results = {}
     # The repaired labels train with the recipe the other methods share (no memorising phase: that schedule is
     # the baseline's, to show what fitting the wrong labels costs); the comparison baseline keeps it.

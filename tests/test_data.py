@@ -467,3 +467,19 @@ def test_make_noisy_data_refuses_nan_pixels():
     ds = Dataset("toy", x, y, x[:4].copy(), y[:4], 2, ["a", "b"])
     with pytest.raises(DataError, match="index 3"):
         make_noisy_data(ds, "clean")
+
+
+def test_keep_train_subsets_every_training_field_and_nothing_else(digits):
+    from jaxdistill.data.noisy import keep_train
+
+    d = make_noisy_data(digits, "symmetric:0.4", seed=0, subset=60, val_fraction=0.2)
+    kept = np.arange(len(d.y_noisy)) % 3 != 0
+    labels = (np.asarray(d.y_noisy) + 1) % 10
+    out = keep_train(d, kept, labels)
+    rows = [i for i in range(len(kept)) if kept[i]]                 # the loop the helper must agree with
+    np.testing.assert_array_equal(out.x_train, np.stack([d.x_train[i] for i in rows]))
+    np.testing.assert_array_equal(out.y_noisy, [labels[i] for i in rows])
+    np.testing.assert_array_equal(out.y_true, [d.y_true[i] for i in rows])
+    np.testing.assert_array_equal(out.train_index, [d.train_index[i] for i in rows])
+    assert out.x_val is d.x_val and out.y_val is d.y_val and out.x_test is d.x_test
+    np.testing.assert_array_equal(keep_train(d, kept).y_noisy, [d.y_noisy[i] for i in rows])

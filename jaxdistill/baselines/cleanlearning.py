@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from jaxdistill.baseline import BaselineConfig, run_baseline
+from jaxdistill.data.noisy import keep_train
 from jaxdistill.detect import cleanlab_scores, cross_val_pred_probs, detection_metrics
 
 
@@ -29,9 +30,7 @@ def train_cleanlearning(data, bcfg: BaselineConfig, key: jax.Array, folds: int =
                                  train_cfg=bcfg.train, progress=progress)
     cl = cleanlab_scores(probs, data.y_noisy)
     kept = ~np.asarray(cl.flagged, bool)
-    y_true = getattr(data, "y_true", None)
-    pruned = dataclasses.replace(data, x_train=np.asarray(data.x_train)[kept], y_noisy=np.asarray(data.y_noisy)[kept],
-                                 y_true=None if y_true is None else np.asarray(y_true)[kept])
+    pruned = keep_train(data, kept)
     # the refit is a method's training: the shared recipe, not the baseline's memorising schedule
     r = run_baseline(pruned, dataclasses.replace(bcfg, memorise=None), k_fit, clean=False, progress=progress)
     last = r["baseline_noisy"]
@@ -41,6 +40,7 @@ def train_cleanlearning(data, bcfg: BaselineConfig, key: jax.Array, folds: int =
     if "baseline_noisy_valselected" in r:
         b = r["baseline_noisy_valselected"]
         out.update(best_acc_mean=b["acc_mean"], best_accs=b["accs"])
+    y_true = getattr(data, "y_true", None)
     if y_true is not None:
         out["detect"] = detection_metrics(cl.quality, cl.flagged, np.asarray(data.y_noisy) != np.asarray(y_true))
     out["seconds"] = time.perf_counter() - t0

@@ -55,6 +55,16 @@ def has_val_split(data) -> bool:
     return getattr(data, "x_val", None) is not None and len(data.x_val) > 0
 
 
+def keep_train(data: NoisyData, kept, labels=None) -> NoisyData:
+    """`data` with only the training samples where `kept` (N,) bool, labelled `labels` (N,) where given (else
+    their y_noisy); their true labels and source positions follow. The validation and test splits are unchanged."""
+    kept = np.asarray(kept, bool)
+    y = np.asarray(data.y_noisy if labels is None else labels)
+    pick = lambda a: None if a is None else np.asarray(a)[kept]  # noqa: E731
+    return dataclasses.replace(data, x_train=np.asarray(data.x_train)[kept], y_noisy=y[kept],
+                               y_true=pick(data.y_true), train_index=pick(getattr(data, "train_index", None)))
+
+
 def val_size(n: int, val_fraction: float) -> int:
     """How many of n training samples the noisy validation split takes at `val_fraction` (0: none)."""
     return max(1, int(round(float(val_fraction) * n))) if val_fraction > 0 else 0
